@@ -1,0 +1,5 @@
+"""``python -m streamvae`` runs the command line."""
+
+from streamvae.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""``streamvae`` command line: argparse subcommands.
+
+Every :class:`StreamvaeError` and every bad argument ends as ONE line on stderr and exit
+code 2; a traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import NoReturn, Sequence
+
+from streamvae import __version__
+from streamvae.errors import ConfigError, StreamvaeError
+
+log = logging.getLogger("streamvae")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        v = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 128,64; got {text!r}") from None
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints >= 1; got {text!r}")
+    return v
+
+
+def _names(text: str) -> list[str]:
+    v = [p.strip() for p in text.split(",") if p.strip()]
+    if not v:
+        raise argparse.ArgumentTypeError("expected comma-separated column names")
+    return v
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--window", type=int, default=None, help="window length W in readings (default 60)")
+    g.add_argument("--stride", type=int, default=None, help="window stride S (default 1)")
+    g.add_argument("--encoder", type=_ints, default=None, help="encoder layer sizes, e.g. 128,64 (decoder mirrors them)")
+    g.add_argument("--latent", type=int, default=None, help="latent size (default 16)")
+    g.add_argument("--samples", type=int, default=None, dest="n_samples", help="L, samples of z per score (default 10)")
+    g.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping on a validation split)")
+    g.add_argument("--min-var", type=float, default=None, dest="min_var", help="floor of the decoder variance, scaled units")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: 2 for training, 1 for scoring)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="streamvae", description="Streaming anomaly detection for sensor feeds with a VAE.")
+    p.add_argument("--version", action="version", version=f"streamvae {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model on a CSV of normal readings")
+    t.add_argument("--csv", required=True, action="append", help="CSV file of readings (repeatable)")
+    t.add_argument("--out", required=True, help="new directory for the model artifact")
+    t.add_argument("--ts-column", default=None, help="timestamp column (default: the first column)")
+    t.add_argument("--features", type=_names, default=None, help="feature columns, comma-separated, in model order")
+    t.add_argument("--exclude", type=_names, default=[], help="columns to leave out when --features is not given")
+    t.add_argument("--max-gap", type=float, default=None, help="seconds; a longer gap starts a new window sequence")
+    _model_args(t)
+
+    s = sub.add_parser("score", help="score a CSV with a trained model")
+    s.add_argument("--model", required=True, help="model artifact directory")
+    s.add_argument("--csv", required=True, help="CSV file of readings")
+    s.add_argument("--out", required=True, help="output CSV: per-row score, threshold, flag, top features")
+    s.add_argument("--plot", default=None, help="PNG of features, score, threshold and flagged spans")
+    s.add_argument("--ts-column", default=None)
+    s.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    s.add_argument("--threads", type=int, default=1)
+
+    e = sub.add_parser("evaluate", help="evaluate on a labelled benchmark")
+    esub = e.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
+    k = esub.add_parser("skab", help="SKAB, leaderboard protocol (outlier detection)")
+    k.add_argument("--data", default=None, help="SKAB data folder (default $STREAMVAE_SKAB_DATA or ../shared/data/skab)")
+    k.add_argument("--out", default="skab-eval", help="folder for one PNG per file (default ./skab-eval)")
+    k.add_argument("--json", action="store_true", help="print one JSON object with the figures as the last line")
+    k.add_argument("--q", type=float, default=0.999, help="threshold quantile of the training scores")
+    k.add_argument("--margin", type=float, default=1.0 / 3.0, help="threshold margin above the quantile, in (quantile - median) units")
+    k.add_argument("--no-plots", action="store_true")
+    _model_args(k)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "train":
+            from streamvae.offline.commands import train
+
+            return train(args)
+        if args.command == "score":
+            from streamvae.offline.commands import score
+
+            return score(args)
+        if args.command == "evaluate":
+            from streamvae.offline.commands import evaluate_skab_cmd
+
+            return evaluate_skab_cmd(args)
+        raise ConfigError(f"unknown command {args.command!r}")
+    except StreamvaeError as e:
+        if args.debug:
+            raise
+        print(f"streamvae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("streamvae: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,24 @@
+"""The only package that imports TensorFlow / Keras."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def configure_threads(n: int) -> None:
+    """Pin TensorFlow to ``n`` intra-op and 1 inter-op threads.
+
+    Must run before TensorFlow executes its first op. Scoring runs on one thread: on this
+    2-core machine inference set to 2 threads collapses as soon as the other core is busy
+    (consumer, producer, retrain), see scripts/bench_model.py.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised: keep what is in force
+        pass

@@ -1,0 +1,264 @@
+"""The variational autoencoder of An & Cho (2015) with a Gaussian decoder.
+
+Encoder: x -> q(z|x) = N(mu, diag(exp(logvar))). Decoder: z -> p(x|z) = N(mean, diag(var))
+with its own mean AND variance for every input dimension. Training minimises the
+negative ELBO, -E_q[log p(x|z)] + KL(q(z|x) || N(0, I)), with missing cells left out of
+the likelihood.
+
+The decoder variance is ``min_var + softplus(raw)``: without a floor it collapses toward
+zero on the training windows and normal data that drifts slightly then looks wildly
+improbable (../shared/DESIGN.md, "Decoder variance collapse").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from streamvae.errors import ConfigError
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Architecture and training settings; everything here is stored in the artifact."""
+
+    window: int = 60
+    stride: int = 1
+    n_features: int = 8
+    encoder: tuple[int, ...] = (128, 64)
+    latent: int = 16
+    decoder: tuple[int, ...] | None = None  # None: the encoder mirrored
+    activation: str = "relu"
+    min_var: float = 0.05
+    decoder_var: str = "z"  # "z": variance is a decoder output; "dim": one learned variance per input dimension
+    n_samples: int = 10  # L, samples of z when scoring
+    epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 20
+    val_fraction: float = 0.2
+    seed: int = 0
+    max_gap: float | None = None
+
+    def __post_init__(self) -> None:
+        def bad(key: str, allowed: str) -> ConfigError:
+            return ConfigError(f"model.{key} must be {allowed}; got {getattr(self, key)!r}")
+
+        for key in ("window", "n_features", "latent", "n_samples", "epochs", "batch_size"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(key, "an int >= 1")
+        if not isinstance(self.stride, int) or not 1 <= self.stride <= self.window:
+            raise bad("stride", f"an int in [1, window={self.window}]")
+        for key in ("encoder", "decoder"):
+            v = getattr(self, key)
+            if key == "decoder" and v is None:
+                continue
+            if not v or not all(isinstance(u, int) and u >= 1 for u in v):
+                raise bad(key, "a non-empty list of ints >= 1")
+        if self.activation not in ("relu", "elu", "tanh", "gelu", "swish"):
+            raise bad("activation", "one of relu, elu, tanh, gelu, swish")
+        if self.decoder_var not in ("z", "dim"):
+            raise bad("decoder_var", "'z' (a function of z) or 'dim' (one learned value per input dimension)")
+        if not (self.min_var > 0 and math.isfinite(self.min_var)):
+            raise bad("min_var", "a positive number")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise bad("val_fraction", "a number in (0, 0.5)")
+        if not self.learning_rate > 0:
+            raise bad("learning_rate", "a positive number")
+        if self.patience < 1:
+            raise bad("patience", "an int >= 1")
+
+    @property
+    def input_dim(self) -> int:
+        return self.window * self.n_features
+
+    @property
+    def decoder_units(self) -> tuple[int, ...]:
+        return tuple(self.decoder) if self.decoder is not None else tuple(reversed(self.encoder))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["encoder"] = list(self.encoder)
+        d["decoder"] = None if self.decoder is None else list(self.decoder)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VAEConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model setting(s) {unknown}; allowed: {sorted(known)}")
+        d = dict(d)
+        for key in ("encoder", "decoder"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class PerDimension(keras.layers.Layer):
+    """A learned vector (one value per input dimension) broadcast over the batch."""
+
+    def __init__(self, units: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape: Any) -> None:
+        self.value = self.add_weight(shape=(self.units,), initializer="zeros", name="value")
+
+    def call(self, h: tf.Tensor) -> tf.Tensor:
+        return tf.zeros_like(h[:, :1]) + self.value[None, :]
+
+
+def build_networks(cfg: VAEConfig) -> tuple[keras.Model, keras.Model]:
+    """Encoder x -> (mu, logvar) and decoder z -> (mean, logvar); plain Dense layers only."""
+    d = cfg.input_dim
+    x = keras.Input(shape=(d,), name="x")
+    h = x
+    for i, units in enumerate(cfg.encoder):
+        h = keras.layers.Dense(units, activation=cfg.activation, name=f"enc_{i}")(h)
+    z_mean = keras.layers.Dense(cfg.latent, name="z_mean")(h)
+    z_logvar = keras.layers.Dense(cfg.latent, name="z_logvar")(h)
+    encoder = keras.Model(x, [z_mean, z_logvar], name="encoder")
+
+    z = keras.Input(shape=(cfg.latent,), name="z")
+    h = z
+    for i, units in enumerate(cfg.decoder_units):
+        h = keras.layers.Dense(units, activation=cfg.activation, name=f"dec_{i}")(h)
+    x_mean = keras.layers.Dense(d, name="x_mean")(h)
+    if cfg.decoder_var == "z":
+        x_var_raw = keras.layers.Dense(d, name="x_var_raw")(h)
+    else:
+        x_var_raw = PerDimension(d, name="x_var_raw")(h)
+    decoder = keras.Model(z, [x_mean, x_var_raw], name="decoder")
+    return encoder, decoder
+
+
+def decoder_logvar(raw: tf.Tensor, min_var: float) -> tf.Tensor:
+    """log(min_var + softplus(raw)): bounded below, so sigma cannot collapse to zero."""
+    return tf.math.log(min_var + tf.nn.softplus(raw))
+
+
+def gaussian_ll(x: tf.Tensor, mean: tf.Tensor, logvar: tf.Tensor) -> tf.Tensor:
+    """Elementwise log N(x; mean, exp(logvar))."""
+    return -0.5 * (LOG_2PI + logvar + tf.square(x - mean) * tf.exp(-logvar))
+
+
+class VAE:
+    """Encoder + decoder + the negative-ELBO training step (a compiled ``tf.function``)."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        self.cfg = cfg
+        keras.utils.set_random_seed(cfg.seed)
+        self.encoder, self.decoder = build_networks(cfg)
+        self.optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        self._train_step = tf.function(self._step, reduce_retracing=True)
+        self._eval_step = tf.function(self._loss_terms, reduce_retracing=True)
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        return list(self.encoder.weights) + list(self.decoder.weights)
+
+    def _loss_terms(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        mask = tf.math.is_finite(x)
+        x0 = tf.where(mask, x, tf.zeros_like(x))
+        mu, lv = self.encoder(x0, training=True)
+        z = mu + tf.exp(0.5 * lv) * eps
+        xm, raw = self.decoder(z, training=True)
+        xlv = decoder_logvar(raw, self.cfg.min_var)
+        ll = tf.where(mask, gaussian_ll(x0, xm, xlv), 0.0)
+        rec = -tf.reduce_mean(tf.reduce_sum(ll, axis=1))
+        kl = tf.reduce_mean(-0.5 * tf.reduce_sum(1.0 + lv - tf.square(mu) - tf.exp(lv), axis=1))
+        return rec, kl
+
+    def _step(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            rec, kl = self._loss_terms(x, eps)
+            loss = rec + kl
+        weights = self.encoder.trainable_weights + self.decoder.trainable_weights
+        grads = tape.gradient(loss, weights)
+        self.optimizer.apply_gradients(zip(grads, weights))
+        return rec, kl
+
+    def fit(self, x: np.ndarray, x_val: np.ndarray, log: Any = None) -> dict[str, Any]:
+        """Train on flattened, scaled windows; early stopping on ``x_val``'s negative ELBO.
+
+        Returns the history (per-epoch reconstruction NLL and KL, train and validation)
+        and the epoch whose weights were kept.
+        """
+        cfg = self.cfg
+        rng = np.random.default_rng(cfg.seed)
+        x = x.astype(np.float32)
+        x_val = x_val.astype(np.float32)
+        val_eps = tf.constant(rng.standard_normal((len(x_val), cfg.latent)).astype(np.float32))
+        best = math.inf
+        best_weights = [v.numpy() for v in self.variables]
+        best_epoch = 0
+        history: dict[str, list[float]] = {"rec": [], "kl": [], "val_rec": [], "val_kl": []}
+        bs = cfg.batch_size
+        for epoch in range(cfg.epochs):
+            order = rng.permutation(len(x))
+            recs, kls = [], []
+            for lo in range(0, len(x), bs):
+                idx = order[lo : lo + bs]
+                eps = rng.standard_normal((len(idx), cfg.latent)).astype(np.float32)
+                rec, kl = self._train_step(tf.constant(x[idx]), tf.constant(eps))
+                recs.append(float(rec) * len(idx))
+                kls.append(float(kl) * len(idx))
+            vrec, vkl = (float(t) for t in self._eval_step(tf.constant(x_val), val_eps))
+            history["rec"].append(sum(recs) / len(x))
+            history["kl"].append(sum(kls) / len(x))
+            history["val_rec"].append(vrec)
+            history["val_kl"].append(vkl)
+            val = vrec + vkl
+            if val < best - 1e-4 * abs(best if math.isfinite(best) else 1.0):
+                best, best_epoch = val, epoch
+                best_weights = [v.numpy() for v in self.variables]
+            elif epoch - best_epoch >= cfg.patience:
+                break
+            if log is not None and epoch % 50 == 0:
+                log.debug("epoch %d rec=%.2f kl=%.2f val=%.2f", epoch, history["rec"][-1], history["kl"][-1], val)
+        for v, w in zip(self.variables, best_weights):
+            v.assign(w)
+        return {"history": history, "best_epoch": best_epoch, "epochs_run": len(history["rec"]), "best_val_loss": best}
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {_weight_key(v): v.numpy() for v in self.variables}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        expected = {_weight_key(v): v for v in self.variables}
+        if set(expected) != set(weights):
+            missing = sorted(set(expected) - set(weights))
+            extra = sorted(set(weights) - set(expected))
+            raise ValueError(f"weights do not match the architecture: missing {missing}, unexpected {extra}")
+        for key, v in expected.items():
+            w = weights[key]
+            if tuple(w.shape) != tuple(v.shape):
+                raise ValueError(f"weight {key} has shape {w.shape}; the architecture needs {tuple(v.shape)}")
+            v.assign(w)
+
+
+def _weight_key(v: tf.Variable) -> str:
+    return v.path.replace("/", ".")
+
+
+@dataclass
+class ScoreOutput:
+    """Result of scoring a batch of windows.
+
+    score : (B,) -log reconstruction probability (higher = more anomalous); NaN when the
+        window has no observed cell.
+    shares : (B, F) each feature's share of the window's data-dependent NLL (rows sum to 1).
+    mse : (B,) mean squared error of the decoder mean at z = mu (the ablation score).
+    """
+
+    score: np.ndarray
+    shares: np.ndarray
+    mse: np.ndarray = field(default_factory=lambda: np.empty(0))

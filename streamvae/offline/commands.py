@@ -1,0 +1,170 @@
+"""The data scientist's commands: train a CSV, score a CSV, evaluate on SKAB."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streamvae.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
+    from streamvae.model.vae import VAEConfig
+
+log = logging.getLogger(__name__)
+
+
+def _threads(args: argparse.Namespace, default: int) -> None:
+    from streamvae.model import configure_threads
+
+    n = getattr(args, "threads", None) or default
+    if n < 1:
+        raise ConfigError(f"--threads must be an int >= 1; got {n}")
+    configure_threads(n)
+
+
+def _vae_config(args: argparse.Namespace, n_features: int) -> VAEConfig:
+    """The model settings given on the command line; the rest keep VAEConfig's defaults."""
+    from streamvae.model.vae import VAEConfig
+
+    keys = ("window", "stride", "encoder", "latent", "n_samples", "epochs", "min_var", "seed")
+    kw = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    return VAEConfig(n_features=n_features, **kw)
+
+
+def train(args: argparse.Namespace) -> int:
+    from streamvae.core.scaler import Scaler
+    from streamvae.core.windows import sliding_windows
+    from streamvae.offline.csvio import read_table
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists; choose a new directory")
+    tables = [read_table(p, args.ts_column, args.features, exclude=args.exclude) for p in args.csv]
+    names = tables[0].feature_names
+    for t in tables[1:]:
+        if t.feature_names != names:
+            raise DataError(f"{t.path} has features {t.feature_names}; {tables[0].path} has {names}")
+    _threads(args, 2)
+    from dataclasses import replace
+
+    from streamvae.model.artifact import save
+    from streamvae.model.detector import VAEDetector
+
+    cfg = _vae_config(args, len(names))
+    cfg = replace(cfg, max_gap=args.max_gap)
+    parts = [sliding_windows(t.values, cfg.window, cfg.stride, t.ts, cfg.max_gap).values for t in tables]
+    windows = np.concatenate(parts)
+    rows = sum(len(t.values) for t in tables)
+    if len(windows) < 10:
+        raise DataError(f"{rows} readings give {len(windows)} windows of {cfg.window}; need at least 10 (more data or a smaller --window)")
+    scaler = Scaler().fit(np.concatenate([t.values for t in tables]))
+    t0 = time.perf_counter()
+    det = VAEDetector(cfg, names).fit(windows, scaler=scaler)
+    path = save(det, out)
+    info = det.fit_info_
+    print(
+        f"trained on {len(windows)} windows ({rows} readings, {len(names)} features) in {time.perf_counter() - t0:.1f}s: "
+        f"{info['epochs_run']} epochs, best {info['best_epoch']}; threshold {det.threshold_:.2f}; saved {path}"
+    )
+    return 0
+
+
+def _top(shares: np.ndarray, names: list[str], k: int = 3) -> str:
+    order = np.argsort(-shares)[:k]
+    return ";".join(f"{names[i]}:{shares[i]:.2f}" for i in order if shares[i] > 0)
+
+
+def score(args: argparse.Namespace) -> int:
+    from streamvae.core.windows import sliding_windows
+    from streamvae.offline.csvio import read_table
+
+    _threads(args, 1)
+    from streamvae.model.artifact import load
+
+    det = load(args.model)
+    names = det.names
+    table = read_table(args.csv, args.ts_column, names)
+    cfg = det.config
+    wins = sliding_windows(table.values, cfg.window, 1, table.ts, cfg.max_gap)
+    out = det.score(wins.values)
+    thr = det.threshold_ if args.threshold is None else args.threshold
+    n = len(table.values)
+    row_score = np.full(n, np.nan)
+    row_score[wins.end] = out.score
+    flags = np.zeros(n, dtype=bool)
+    flags[wins.end] = out.score > thr
+    top = [""] * n
+    for j, e in enumerate(wins.end):
+        if flags[e]:
+            top[e] = _top(out.shares[j], names)
+    dest = Path(args.out)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ts", "score", "threshold", "flag", "top_features"])
+            for i in range(n):
+                s = row_score[i]
+                w.writerow([table.ts_text[i], "" if math.isnan(s) else f"{s:.4f}", f"{thr:.4f}", int(flags[i]), top[i]])
+    except OSError as e:
+        raise DataError(f"cannot write {dest}: {e.strerror or e}") from e
+    if args.plot:
+        from streamvae.offline.plots import plot_series
+
+        plot_series(args.plot, table.values, names, row_score, thr, flags, title=f"{Path(args.csv).name}: model {det.version_}")
+    print(f"scored {len(wins)} windows of {n} readings: {int(flags.sum())} flagged (threshold {thr:.2f}); wrote {dest}")
+    return 0
+
+
+def evaluate_skab_cmd(args: argparse.Namespace) -> int:
+    from streamvae.offline.skab import LEADERBOARD, TRAIN_ROWS, Metrics, data_dir
+
+    root = data_dir(args.data)
+    _threads(args, 2)
+    from streamvae.offline.evaluate import evaluate_skab
+    from streamvae.offline.plots import plot_series
+
+    cfg = _vae_config(args, 8)
+    out = Path(args.out)
+    t_start = time.perf_counter()
+
+    def progress(r, dt):  # type: ignore[no-untyped-def]
+        m = Metrics.of(r.labels[TRAIN_ROWS:], r.pred[TRAIN_ROWS:])
+        print(f"  {r.name:<14} f1 {m.f1:.2f}  far {m.far:5.1f}%  mar {m.mar:5.1f}%  ({dt:.1f}s, {r.extra['epochs']} epochs)", flush=True)
+        if not args.no_plots:
+            n = len(r.table.values)
+            row = np.full(n, np.nan)
+            w = cfg.window
+            row[w - 1 :] = r.scores  # window j (start) is scored at its last row j + w - 1
+            plot_series(
+                out / (r.name.replace("/", "_").replace(".csv", ".png")), r.table.values, r.table.feature_names,
+                row, r.threshold, r.pred, truth=r.labels, title=f"SKAB {r.name}: f1 {m.f1:.2f}",
+            )
+
+    print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, q={args.q}, margin={args.margin:.3f}")
+    results, m, mm = evaluate_skab(root, cfg, args.q, args.margin, progress)
+    elapsed = time.perf_counter() - t_start
+    rows = [("streamvae VAE, reconstruction probability", m.f1, m.far, m.mar), ("streamvae VAE, same network, plain MSE", mm.f1, mm.far, mm.mar)]
+    print()
+    print(f"{'Algorithm':<44} {'F1':>5} {'FAR %':>7} {'MAR %':>7}")
+    print("-" * 66)
+    for name, f1, far, mar in rows:
+        print(f"{name:<44} {f1:5.2f} {far:7.2f} {mar:7.2f}")
+    for name, f1, far, mar in LEADERBOARD:
+        print(f"{name + ' (published)':<44} {f1:5.2f} {far:7.2f} {mar:7.2f}")
+    print(f"\n{len(results)} files, {sum(len(r.labels) - TRAIN_ROWS for r in results)} test rows, {elapsed:.0f}s" + ("" if args.no_plots else f"; plots in {out}/"))
+    if args.json:
+        print(json.dumps({
+            **m.row(), "mse_f1": round(mm.f1, 4), "mse_far": round(mm.far, 2), "mse_mar": round(mm.mar, 2),
+            "files": len(results), "window": cfg.window, "n_samples": cfg.n_samples, "q": args.q, "margin": round(args.margin, 4),
+            "seconds": round(elapsed, 1),
+        }))
+    return 0
