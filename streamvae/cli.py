@@ -83,10 +83,38 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", default="skab-eval", help="folder for one PNG per file (default ./skab-eval)")
     k.add_argument("--json", action="store_true", help="print one JSON object with the figures as the last line")
     k.add_argument("--q", type=float, default=0.999, help="threshold quantile of the training scores")
-    k.add_argument("--margin", type=float, default=1.0 / 3.0, help="threshold margin above the quantile, in (quantile - median) units")
+    k.add_argument("--margin", type=float, default=2.0, help="threshold margin above the quantile, in (quantile - median) units")
     k.add_argument("--no-plots", action="store_true")
+    k.add_argument("--threshold", choices=("static", "spot", "dspot", "quantile"), default="static",
+                   help="static: the model's rule on the training scores (default); spot|dspot|quantile: set online by a tracker")
+    _threshold_args(k)
     _model_args(k)
+
+    r = sub.add_parser("replay", help="feed recorded readings through the streaming pipeline, as if live")
+    r.add_argument("--csv", required=True, help="CSV of readings in arrival order")
+    r.add_argument("--out", required=True, help="output CSV: ts, entity, score, threshold, flag, alert")
+    r.add_argument("--entity-column", default=None, help="column naming the entity (default: one entity)")
+    r.add_argument("--train-first", default=None, help="train the initial model on the first FRACTION (0-1) or ROWS rows")
+    r.add_argument("--model", default=None, help="load this model instead of training one")
+    r.add_argument("--ts-column", default=None)
+    r.add_argument("--features", type=_names, default=None, help="feature columns (default: all but ts/entity/--exclude)")
+    r.add_argument("--exclude", type=_names, default=[], help="columns to ignore")
+    r.add_argument("--threshold", choices=("spot", "dspot", "quantile", "fixed"), default="spot")
+    r.add_argument("--batch", type=int, default=500, help="readings per pipeline batch (a poll)")
+    r.add_argument("--open-after", type=int, default=1, help="consecutive flagged windows that open an episode")
+    r.add_argument("--close-after", type=float, default=60.0, help="quiet seconds that close an episode")
+    r.add_argument("--alerts", default=None, help="also write the alerts as JSON lines to this file")
+    _threshold_args(r)
+    _model_args(r)
     return p
+
+
+def _threshold_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("threshold tracker")
+    g.add_argument("--risk", type=float, default=None, help="spot/dspot: target tail probability q (default 1e-3)")
+    g.add_argument("--quantile", type=float, default=None, help="quantile tracker: q (default 0.999)")
+    g.add_argument("--depth", type=int, default=None, help="dspot: moving-average depth (default 50)")
+    g.add_argument("--value", type=float, default=None, help="fixed: the threshold")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from streamvae.offline.commands import score
 
             return score(args)
+        if args.command == "replay":
+            from streamvae.offline.commands import replay_cmd
+
+            return replay_cmd(args)
         if args.command == "evaluate":
             from streamvae.offline.commands import evaluate_skab_cmd
 

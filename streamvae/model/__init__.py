@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's retracing heuristics warn when one process builds many models (SKAB trains
+# 34); streamvae's tf.functions have fixed input signatures, so the warning is noise.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def configure_threads(n: int) -> None:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SCORE_CHUNK = 4096
 
 
-def default_threshold(scores: npt.ArrayLike, q: float = 0.999, margin: float = 1.0 / 3.0) -> float:
+def default_threshold(scores: npt.ArrayLike, q: float = 0.999, margin: float = 2.0) -> float:
     """Threshold from a sample of normal scores: ``Q_q + margin * (Q_q - median)``.
 
     -log p has no natural zero, so "quantile x 4/3" (the SKAB notebooks' rule for errors
@@ -73,7 +73,7 @@ class VAEDetector:
         config: VAEConfig | None = None,
         feature_names: Sequence[str] | None = None,
         threshold_q: float = 0.999,
-        threshold_margin: float = 1.0 / 3.0,
+        threshold_margin: float = 2.0,
     ) -> None:
         self.config = config or VAEConfig()
         self.feature_names = list(feature_names) if feature_names is not None else None

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from streamvae.model.vae import VAE, ScoreOutput, decoder_logvar, gaussian_ll
+from streamvae.model.vae import VAE, ScoreOutput, decoder_logvar, encoder_input, gaussian_ll
 
 
 class GraphScorer:
@@ -42,10 +42,8 @@ class GraphScorer:
     def _score_graph(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         cfg = self.vae.cfg
         L, D, F = self.n_samples, cfg.input_dim, cfg.n_features
-        mask = tf.math.is_finite(x)
-        maskf = tf.cast(mask, tf.float32)
-        x0 = tf.where(mask, x, tf.zeros_like(x))
-        mu, lv = self.vae.encoder(x0, training=False)
+        x0, maskf, inp = encoder_input(x)
+        mu, lv = self.vae.encoder(inp, training=False)
         b = tf.shape(x)[0]
         z = tf.reshape(mu[None] + tf.exp(0.5 * lv)[None] * self._eps, (L * b, cfg.latent))
         xm, raw = self.vae.decoder(z, training=False)
@@ -72,9 +70,8 @@ class GraphScorer:
         return score, shares, mse
 
     def _decode_mean(self, x: tf.Tensor) -> tf.Tensor:
-        mask = tf.math.is_finite(x)
-        x0 = tf.where(mask, x, tf.zeros_like(x))
-        mu, _ = self.vae.encoder(x0, training=False)
+        _, _, inp = encoder_input(x)
+        mu, _ = self.vae.encoder(inp, training=False)
         m, _ = self.vae.decoder(mu, training=False)
         return m
 

@@ -36,9 +36,10 @@ class VAEConfig:
     latent: int = 16
     decoder: tuple[int, ...] | None = None  # None: the encoder mirrored
     activation: str = "relu"
-    min_var: float = 0.05
+    min_var: float = 0.5  # in units of the training variance (scaled data)
     decoder_var: str = "z"  # "z": variance is a decoder output; "dim": one learned variance per input dimension
     n_samples: int = 10  # L, samples of z when scoring
+    mask_rate: float = 0.1  # share of training windows with one feature hidden (teaches missing data)
     epochs: int = 200
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -69,6 +70,8 @@ class VAEConfig:
             raise bad("decoder_var", "'z' (a function of z) or 'dim' (one learned value per input dimension)")
         if not (self.min_var > 0 and math.isfinite(self.min_var)):
             raise bad("min_var", "a positive number")
+        if not 0.0 <= self.mask_rate < 1.0:
+            raise bad("mask_rate", "a number in [0, 1)")
         if not 0.0 < self.val_fraction < 0.5:
             raise bad("val_fraction", "a number in (0, 0.5)")
         if not self.learning_rate > 0:
@@ -120,7 +123,7 @@ class PerDimension(keras.layers.Layer):
 def build_networks(cfg: VAEConfig) -> tuple[keras.Model, keras.Model]:
     """Encoder x -> (mu, logvar) and decoder z -> (mean, logvar); plain Dense layers only."""
     d = cfg.input_dim
-    x = keras.Input(shape=(d,), name="x")
+    x = keras.Input(shape=(2 * d,), name="x_and_mask")
     h = x
     for i, units in enumerate(cfg.encoder):
         h = keras.layers.Dense(units, activation=cfg.activation, name=f"enc_{i}")(h)
@@ -139,6 +142,15 @@ def build_networks(cfg: VAEConfig) -> tuple[keras.Model, keras.Model]:
         x_var_raw = PerDimension(d, name="x_var_raw")(h)
     decoder = keras.Model(z, [x_mean, x_var_raw], name="decoder")
     return encoder, decoder
+
+
+def encoder_input(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(x with NaN -> 0, float mask, encoder input [x0, mask]): the encoder is told which
+    cells are missing rather than seeing a fake 0."""
+    mask = tf.math.is_finite(x)
+    maskf = tf.cast(mask, tf.float32)
+    x0 = tf.where(mask, x, tf.zeros_like(x))
+    return x0, maskf, tf.concat([x0, maskf], axis=-1)
 
 
 def decoder_logvar(raw: tf.Tensor, min_var: float) -> tf.Tensor:
@@ -167,13 +179,12 @@ class VAE:
         return list(self.encoder.weights) + list(self.decoder.weights)
 
     def _loss_terms(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        mask = tf.math.is_finite(x)
-        x0 = tf.where(mask, x, tf.zeros_like(x))
-        mu, lv = self.encoder(x0, training=True)
+        x0, maskf, inp = encoder_input(x)
+        mu, lv = self.encoder(inp, training=True)
         z = mu + tf.exp(0.5 * lv) * eps
         xm, raw = self.decoder(z, training=True)
         xlv = decoder_logvar(raw, self.cfg.min_var)
-        ll = tf.where(mask, gaussian_ll(x0, xm, xlv), 0.0)
+        ll = gaussian_ll(x0, xm, xlv) * maskf
         rec = -tf.reduce_mean(tf.reduce_sum(ll, axis=1))
         kl = tf.reduce_mean(-0.5 * tf.reduce_sum(1.0 + lv - tf.square(mu) - tf.exp(lv), axis=1))
         return rec, kl
@@ -209,7 +220,7 @@ class VAE:
             for lo in range(0, len(x), bs):
                 idx = order[lo : lo + bs]
                 eps = rng.standard_normal((len(idx), cfg.latent)).astype(np.float32)
-                rec, kl = self._train_step(tf.constant(x[idx]), tf.constant(eps))
+                rec, kl = self._train_step(tf.constant(self._hide_features(x[idx], rng)), tf.constant(eps))
                 recs.append(float(rec) * len(idx))
                 kls.append(float(kl) * len(idx))
             vrec, vkl = (float(t) for t in self._eval_step(tf.constant(x_val), val_eps))
@@ -228,6 +239,20 @@ class VAE:
         for v, w in zip(self.variables, best_weights):
             v.assign(w)
         return {"history": history, "best_epoch": best_epoch, "epochs_run": len(history["rec"]), "best_val_loss": best}
+
+    def _hide_features(self, xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Hide one whole feature (NaN) in a ``mask_rate`` share of the windows, so the
+        model learns to score a window with a dead sensor from the others; the hidden
+        cells are left out of the likelihood like any missing cell."""
+        cfg = self.cfg
+        if cfg.mask_rate <= 0:
+            return xb
+        hit = np.nonzero(rng.random(len(xb)) < cfg.mask_rate)[0]
+        if len(hit) == 0:
+            return xb
+        xb = xb.copy().reshape(len(xb), cfg.window, cfg.n_features)
+        xb[hit, :, rng.integers(0, cfg.n_features, len(hit))] = np.nan
+        return xb.reshape(len(xb), -1)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {_weight_key(v): v.numpy() for v in self.variables}

@@ -17,7 +17,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "model": ({"core", "errors", "config"} | LEAF, {"numpy", "tensorflow", "keras"}),
     "registry": ({"model", "core", "errors", "config"} | LEAF, {"numpy"}),
     "kafka": ({"errors", "config"} | LEAF, {"kafka", "orjson", "crc32c"}),
-    "offline": ({"core", "model", "registry", "errors", "config"} | LEAF, {"numpy", "matplotlib"}),
+    "offline": ({"core", "model", "registry", "errors", "config"} | LEAF, {"numpy", "matplotlib", "orjson"}),
     "service": ({"core", "model", "registry", "kafka", "errors", "config"} | LEAF, {"numpy"}),
     "cli": ({"offline", "service", "errors", "config"} | LEAF, set()),
     "__main__": ({"cli"}, set()),
