@@ -124,12 +124,70 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def threshold_params(args: argparse.Namespace, kind: str) -> dict[str, object]:
+    """Tracker parameters from the command line (only those given)."""
+    p: dict[str, object] = {}
+    if kind in ("spot", "dspot") and args.risk is not None:
+        p["q"] = args.risk
+    if kind == "dspot" and args.depth is not None:
+        p["depth"] = args.depth
+    if kind == "quantile":
+        p["q"] = 0.999 if args.quantile is None else args.quantile
+    if kind == "fixed":
+        if args.value is None:
+            raise ConfigError("--threshold fixed needs --value")
+        p["value"] = args.value
+    return p
+
+
+def replay_cmd(args: argparse.Namespace) -> int:
+    from streamvae.offline.csvio import read_table
+
+    if (args.model is None) == (args.train_first is None):
+        raise ConfigError("give exactly one of --model DIR or --train-first FRACTION|ROWS")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be an int >= 1; got {args.batch}")
+    keep = (args.entity_column,) if args.entity_column else ()
+    _threads(args, 1)
+    from streamvae.core.episodes import EpisodeTracker
+    from streamvae.core.thresholds import ThresholdBank
+    from streamvae.offline.replay import replay, split_point, train_on, write_rows
+
+    if args.model:
+        from streamvae.model.artifact import load
+
+        det = load(args.model)
+        table = read_table(args.csv, args.ts_column, det.names, keep=keep)
+        start = 0
+        warm = det.heldout_scores_
+    else:
+        table = read_table(args.csv, args.ts_column, args.features, exclude=args.exclude, keep=keep)
+        start = split_point(args.train_first, len(table.values))
+        det, train_scores = train_on(table, args.entity_column, start, _vae_config(args, len(table.feature_names)))
+        print(f"trained on rows 0..{start - 1}: {det.fit_info_['epochs_run']} epochs")
+        # the held-out windows alone are few when the training part is short
+        warm = det.heldout_scores_ if len(det.heldout_scores_) >= 200 else train_scores
+    kind = args.threshold
+    bank = ThresholdBank(kind, threshold_params(args, kind)).warm_start(warm)
+    r = replay(table, det, start, args.entity_column, bank, EpisodeTracker(args.open_after, args.close_after), batch=args.batch)
+    write_rows(Path(args.out), table, args.entity_column, r)
+    if args.alerts:
+        import orjson
+
+        Path(args.alerts).write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in r.alerts))
+    n = len(r.replayed)
+    scored = int(np.isfinite(r.score[start:]).sum())
+    print(f"replayed {n} rows: {scored} windows scored, {int(r.flag[start:].sum())} flagged, "
+          f"{sum(1 for a in r.alerts if a['kind'] == 'open')} episodes, {len(r.alerts)} alerts; wrote {args.out}")
+    return 0
+
+
 def evaluate_skab_cmd(args: argparse.Namespace) -> int:
     from streamvae.offline.skab import LEADERBOARD, TRAIN_ROWS, Metrics, data_dir
 
     root = data_dir(args.data)
     _threads(args, 2)
-    from streamvae.offline.evaluate import evaluate_skab
+    from streamvae.offline.evaluate import evaluate_skab, evaluate_skab_streaming
     from streamvae.offline.plots import plot_series
 
     cfg = _vae_config(args, 8)
@@ -144,15 +202,25 @@ def evaluate_skab_cmd(args: argparse.Namespace) -> int:
             row = np.full(n, np.nan)
             w = cfg.window
             row[w - 1 :] = r.scores  # window j (start) is scored at its last row j + w - 1
+            thr = r.extra.get("row_threshold", r.threshold)
             plot_series(
                 out / (r.name.replace("/", "_").replace(".csv", ".png")), r.table.values, r.table.feature_names,
-                row, r.threshold, r.pred, truth=r.labels, title=f"SKAB {r.name}: f1 {m.f1:.2f}",
+                row, thr, r.pred, truth=r.labels, title=f"SKAB {r.name} ({kind} threshold): f1 {m.f1:.2f}",
             )
 
-    print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, q={args.q}, margin={args.margin:.3f}")
-    results, m, mm = evaluate_skab(root, cfg, args.q, args.margin, progress)
+    kind = args.threshold
+    if kind == "static":
+        print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, static threshold q={args.q}, margin={args.margin:.3f}")
+        results, m, mm = evaluate_skab(root, cfg, args.q, args.margin, progress)
+        rows = [("streamvae VAE, reconstruction probability", m.f1, m.far, m.mar),
+                ("streamvae VAE, same network, plain MSE", mm.f1, mm.far, mm.mar)]
+    else:
+        params = threshold_params(args, kind)
+        print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, online {kind} threshold {params or ''} (no labels used)")
+        results, m = evaluate_skab_streaming(root, cfg, kind, params, progress)
+        mm = None
+        rows = [(f"streamvae VAE, online {kind} threshold", m.f1, m.far, m.mar)]
     elapsed = time.perf_counter() - t_start
-    rows = [("streamvae VAE, reconstruction probability", m.f1, m.far, m.mar), ("streamvae VAE, same network, plain MSE", mm.f1, mm.far, mm.mar)]
     print()
     print(f"{'Algorithm':<44} {'F1':>5} {'FAR %':>7} {'MAR %':>7}")
     print("-" * 66)
@@ -162,9 +230,11 @@ def evaluate_skab_cmd(args: argparse.Namespace) -> int:
         print(f"{name + ' (published)':<44} {f1:5.2f} {far:7.2f} {mar:7.2f}")
     print(f"\n{len(results)} files, {sum(len(r.labels) - TRAIN_ROWS for r in results)} test rows, {elapsed:.0f}s" + ("" if args.no_plots else f"; plots in {out}/"))
     if args.json:
-        print(json.dumps({
-            **m.row(), "mse_f1": round(mm.f1, 4), "mse_far": round(mm.far, 2), "mse_mar": round(mm.mar, 2),
-            "files": len(results), "window": cfg.window, "n_samples": cfg.n_samples, "q": args.q, "margin": round(args.margin, 4),
-            "seconds": round(elapsed, 1),
-        }))
+        figures: dict[str, object] = {**m.row(), "threshold": kind}
+        if mm is not None:
+            figures.update({"mse_f1": round(mm.f1, 4), "mse_far": round(mm.far, 2), "mse_mar": round(mm.mar, 2), "q": args.q, "margin": round(args.margin, 4)})
+        else:
+            figures["params"] = threshold_params(args, kind)
+        figures.update({"files": len(results), "window": cfg.window, "n_samples": cfg.n_samples, "seconds": round(elapsed, 1)})
+        print(json.dumps(figures))
     return 0

@@ -1,0 +1,636 @@
+"""Adaptive thresholds over a stream of anomaly scores (higher score = more anomalous).
+
+Every tracker has the same small contract:
+
+- ``warm_start(scores)``: calibrate from a sample of normal scores (the held-out
+  training windows' scores);
+- ``update(score) -> Decision``: the threshold in force and whether ``score`` is above
+  it; the tracker learns from the score only when it is NOT flagged, so an anomaly
+  never drags the threshold up after itself;
+- ``get()``: the current threshold, or ``None`` while not calibrated (the caller then
+  uses a fallback, never 0);
+- ``to_state()`` / ``threshold_from_state(d)``: a JSON-able dict, so a restart does not
+  forget what was learned.
+
+Kinds: ``quantile`` (streaming P-square quantile over all history, or exact over a
+sliding window), ``spot`` and ``dspot`` (peaks over threshold with a generalised Pareto
+tail, Siffer et al., KDD 2017), ``fixed``.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> t = SPOT(q=1e-3).warm_start(rng.exponential(size=5000))
+>>> round(t.get(), 1)   # exponential tail; the exact value is -log(1e-3) = 6.9
+7.2
+>>> t.update(0.5).flagged, t.update(50.0).flagged
+(False, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from collections import OrderedDict, deque
+from typing import Any, Iterable, NamedTuple, Protocol
+
+import numpy as np
+
+from streamvae.errors import ConfigError, NotCalibratedError
+
+
+class Decision(NamedTuple):
+    """The threshold in force for one score (None: not calibrated) and the verdict.
+
+    Immutable like a frozen dataclass, but a NamedTuple: DSPOT and the quantile trackers
+    build one per update, and a frozen dataclass's ``__init__`` alone costs ~325 ns, more
+    than a whole SPOT update (scripts/bench_thresholds.py).
+    """
+
+    threshold: float | None
+    flagged: bool
+
+
+_tuple_new = tuple.__new__  # Decision without the Python-level __new__ (hot paths)
+_NOT_READY = Decision(None, False)
+
+
+class Threshold(Protocol):
+    kind: str
+
+    def warm_start(self, scores: Iterable[float]) -> "Threshold": ...
+
+    def get(self) -> float | None: ...
+
+    def update(self, score: float) -> Decision: ...
+
+    def to_state(self) -> dict[str, Any]: ...
+
+
+def _finite(scores: Iterable[float]) -> np.ndarray:
+    a = np.asarray(list(scores) if not isinstance(scores, np.ndarray) else scores, dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"threshold.{key} must be {allowed}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------
+class FixedThreshold:
+    """A constant threshold. ``value=None`` until :meth:`warm_start` is given one."""
+
+    kind = "fixed"
+
+    def __init__(self, value: float | None = None) -> None:
+        _check(value is None or math.isfinite(value), "value", "a finite number", value)
+        self.value = value
+
+    def warm_start(self, scores: Iterable[float]) -> "FixedThreshold":
+        return self
+
+    def get(self) -> float | None:
+        return self.value
+
+    def update(self, score: float) -> Decision:
+        v = self.value
+        return Decision(v, v is not None and score > v)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "FixedThreshold":
+        return cls(d["value"])
+
+
+# ---------------------------------------------------------------------------------------
+class QuantileThreshold:
+    """The ``q``-quantile of the unflagged scores.
+
+    ``window=None``: over all history, with the P-square algorithm (Jain & Chlamtac
+    1985; five markers, O(1) per update and O(1) memory). ``window=N``: exact, over the
+    last N unflagged scores (a sorted list: O(log N) search + one memmove per update).
+    ``min_samples``: scores needed before the tracker answers (``get()`` is None before).
+    """
+
+    kind = "quantile"
+
+    def __init__(self, q: float = 0.995, window: int | None = None, min_samples: int = 100) -> None:
+        _check(0.5 <= q < 1.0, "q", "a number in [0.5, 1)", q)
+        _check(window is None or (isinstance(window, int) and window >= 10), "window", "an int >= 10 or unset", window)
+        _check(isinstance(min_samples, int) and min_samples >= 5, "min_samples", "an int >= 5", min_samples)
+        self.q = q
+        self.window = window
+        self.min_samples = min_samples
+        self.n_ = 0
+        # sliding window state
+        self._fifo: deque[float] = deque()
+        self._sorted: list[float] = []
+        # P-square state: marker heights, positions, desired positions
+        self._h: list[float] = []
+        self._pos = [0.0, 1.0, 2.0, 3.0, 4.0]
+        self._want = [0.0, 2 * q, 4 * q, 2 + 2 * q, 4.0]
+        self._inc = [0.0, q / 2, q, (1 + q) / 2, 1.0]
+
+    def warm_start(self, scores: Iterable[float]) -> "QuantileThreshold":
+        for s in _finite(scores):
+            self._learn(float(s))
+        return self
+
+    def get(self) -> float | None:
+        if self.n_ < self.min_samples:
+            return None
+        if self.window is not None:
+            s = self._sorted
+            return s[min(len(s) - 1, int(self.q * len(s)))]
+        return self._h[2]
+
+    def update(self, score: float) -> Decision:
+        thr = self.get()
+        flagged = thr is not None and score > thr
+        if not flagged and math.isfinite(score):
+            self._learn(score)
+        return Decision(thr, flagged)
+
+    def _learn(self, x: float) -> None:
+        self.n_ += 1
+        if self.window is not None:
+            self._fifo.append(x)
+            bisect.insort(self._sorted, x)
+            if len(self._fifo) > self.window:
+                old = self._fifo.popleft()
+                del self._sorted[bisect.bisect_left(self._sorted, old)]
+            return
+        h = self._h
+        if len(h) < 5:
+            bisect.insort(h, x)
+            return
+        if x < h[0]:
+            h[0] = x
+            k = 0
+        elif x >= h[4]:
+            h[4] = x
+            k = 3
+        else:
+            k = bisect.bisect_right(h, x) - 1
+            k = min(max(k, 0), 3)
+        pos, want, inc = self._pos, self._want, self._inc
+        for i in range(k + 1, 5):
+            pos[i] += 1
+        for i in range(5):
+            want[i] += inc[i]
+        for i in (1, 2, 3):
+            d = want[i] - pos[i]
+            if (d >= 1 and pos[i + 1] - pos[i] > 1) or (d <= -1 and pos[i - 1] - pos[i] < -1):
+                s = 1 if d > 0 else -1
+                hp = h[i] + s / (pos[i + 1] - pos[i - 1]) * (
+                    (pos[i] - pos[i - 1] + s) * (h[i + 1] - h[i]) / (pos[i + 1] - pos[i])
+                    + (pos[i + 1] - pos[i] - s) * (h[i] - h[i - 1]) / (pos[i] - pos[i - 1])
+                )
+                if not h[i - 1] < hp < h[i + 1]:  # parabolic step leaves the bracket: go linear
+                    hp = h[i] + s * (h[i + s] - h[i]) / (pos[i + s] - pos[i])
+                h[i] = hp
+                pos[i] += s
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "q": self.q, "window": self.window, "min_samples": self.min_samples, "n": self.n_,
+            "fifo": list(self._fifo), "h": list(self._h), "pos": list(self._pos), "want": list(self._want),
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "QuantileThreshold":
+        t = cls(d["q"], d["window"], d["min_samples"])
+        t.n_ = d["n"]
+        t._fifo = deque(d["fifo"])
+        t._sorted = sorted(d["fifo"])
+        t._h, t._pos, t._want = list(d["h"]), list(d["pos"]), list(d["want"])
+        return t
+
+
+# ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _pwm_weights(k: int) -> np.ndarray:
+    """1 - p_i with plotting positions p_i = (i - 0.35) / k, i = 1..k (read-only, cached:
+    a refit happens on ~2% of SPOT updates and k takes few distinct values)."""
+    w = 1.0 - (np.arange(1, k + 1) - 0.35) / k
+    w.flags.writeable = False
+    return w
+
+
+def gpd_pwm(excesses: np.ndarray) -> tuple[float, float]:
+    """Generalised Pareto (shape gamma, scale sigma) by probability-weighted moments
+    (Hosking & Wallis 1987) from excesses sorted ascending; valid for gamma < 1, so heavy
+    tails are fine. O(k) in the number of excesses."""
+    k = len(excesses)
+    a0 = float(excesses.sum()) / k  # the mean, bit for bit, without np.mean's overhead
+    a1 = float(np.dot(_pwm_weights(k), excesses)) / k
+    denom = a0 - 2.0 * a1
+    if not denom > 1e-12 * max(a0, 1e-300):
+        return 0.0, max(a0, 1e-12)  # degenerate sample: exponential tail
+    gamma = 2.0 - a0 / denom
+    sigma = 2.0 * a0 * a1 / denom
+    gamma = min(max(gamma, -0.5), 0.95)
+    return gamma, max(sigma, 1e-12)
+
+
+class SPOT:
+    """Streaming Peaks-Over-Threshold (Siffer et al., KDD 2017).
+
+    Calibration: ``t`` = the ``level``-quantile of the warm-start scores; the excesses
+    over ``t`` (the peaks) get a generalised Pareto fit; the threshold ``z`` is the
+    score whose tail probability is ``q``:
+    ``z = t + sigma/gamma * ((q n / N_t)^(-gamma) - 1)``.
+
+    Stream: a score above ``z`` is flagged and ignored; a score in (t, z] is a new peak:
+    the tail is refitted and ``z`` recomputed; anything else only counts. The peaks kept
+    are the last ``max_peaks`` (their arrival order, and a sorted buffer updated in place
+    by one shift per insert or drop), so one refit is O(max_peaks) and it happens on
+    about ``1 - level`` of the updates: the amortised cost stays bounded and small
+    (scripts/bench_thresholds.py).
+    """
+
+    kind = "spot"
+
+    def __init__(self, q: float = 1e-3, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = 10) -> None:
+        _check(0.0 < q < 0.1, "q", "a risk in (0, 0.1)", q)
+        _check(0.5 <= level < 1.0, "level", "a quantile in [0.5, 1)", level)
+        _check(isinstance(max_peaks, int) and max_peaks >= 20, "max_peaks", "an int >= 20", max_peaks)
+        _check(isinstance(min_peaks, int) and 3 <= min_peaks <= max_peaks, "min_peaks", f"an int in [3, {max_peaks}]", min_peaks)
+        self.q = q
+        self.level = level
+        self.max_peaks = max_peaks
+        self.min_peaks = min_peaks
+        self.t_: float | None = None
+        self.z_: float | None = None
+        self.n_ = 0.0  # unflagged observations the kept peaks stand for
+        self.w_ = 0.0  # of those, warm-start ones (their exceedances of z are among the peaks)
+        self.gamma_ = 0.0
+        self.sigma_ = 0.0
+        self._order: deque[float] = deque()
+        # the kept peaks sorted ascending in _buf[:_k]; room after them for censored fills
+        self._buf = np.empty(0)
+        self._k = 0
+        self._cache()
+
+    def _set_peaks(self, peaks: np.ndarray) -> None:
+        self._order = deque(peaks.tolist())
+        self._k = len(peaks)
+        self._buf = np.empty(self._k + 16)
+        self._buf[: self._k] = np.sort(peaks)
+
+    def _room(self, size: int) -> np.ndarray:
+        if size > len(self._buf):
+            grown = np.empty(max(size, 2 * len(self._buf)))
+            grown[: self._k] = self._buf[: self._k]
+            self._buf = grown
+        return self._buf
+
+    def warm_start(self, scores: Iterable[float]) -> "SPOT":
+        s = _finite(scores)
+        if len(s) < self.min_peaks / (1.0 - self.level):
+            # too few scores for `level`: lower the initial threshold so at least
+            # min_peaks excesses exist (a small warm-start sample still calibrates).
+            level = max(0.5, 1.0 - self.min_peaks / max(len(s), 1))
+        else:
+            level = self.level
+        if len(s) < self.min_peaks + 1:
+            raise NotCalibratedError(f"SPOT needs at least {self.min_peaks + 1} warm-start scores; got {len(s)}")
+        self.t_ = float(np.quantile(s, level))
+        peaks = s[s > self.t_] - self.t_
+        self.n_ = self.w_ = float(len(s))
+        self.z_ = None
+        self._set_peaks(peaks)
+        while len(self._order) > self.max_peaks:
+            self._drop_oldest()
+        self._fit()
+        return self
+
+    def _drop_oldest(self) -> None:
+        old = self._order.popleft()
+        k, buf = self._k, self._buf
+        i = min(int(buf[:k].searchsorted(old)), k - 1)
+        buf[i : k - 1] = buf[i + 1 : k]  # overlapping slices: NumPy copies them safely
+        self._k = k - 1
+        # the dropped peak stood for n/N_t observations (w/N_t of them from the warm start)
+        k = len(self._order) + 1
+        self.n_ -= self.n_ / k
+        self.w_ -= self.w_ / k
+
+    def _fit(self) -> None:
+        assert self.t_ is not None
+        k, buf = self._k, self._buf
+        if k < self.min_peaks:
+            self.z_ = float(buf[k - 1]) + self.t_ if k else self.t_
+            self._cache()
+            return
+        # Exceedances of z were flagged and never entered as peaks: the tail sample is
+        # cut at z, and a fit on it is too light, z drops, more is cut... (measured: 4.5x
+        # the target rate on 200k Pareto scores). Put back the nominal number of
+        # exceedances among the unflagged stream observations, q * (n - w), as censored
+        # peaks at their expected excess under the current fit. The count is the model's,
+        # not the number actually flagged: a flagged score changes no state at all, so a
+        # long anomaly cannot lift the threshold (warm-start exceedances are real peaks).
+        c = self.q * (self.n_ - self.w_)
+        n = self.n_
+        m = 0
+        if c >= 0.5 and self.z_ is not None and self.gamma_ < 1.0:
+            u = self.z_ - self.t_
+            fill = u + max(self.sigma_ + self.gamma_ * u, 0.0) / (1.0 - self.gamma_)
+            m = int(round(c))
+            buf = self._room(k + m)
+            buf[k : k + m] = max(fill, float(buf[k - 1]))  # after the sorted peaks: still sorted
+            n += m
+        self.gamma_, self.sigma_ = gpd_pwm(buf[: k + m])
+        r = self.q * n / (k + m)
+        if abs(self.gamma_) < 1e-6:
+            self.z_ = self.t_ - self.sigma_ * math.log(r)
+        else:
+            self.z_ = self.t_ + self.sigma_ / self.gamma_ * (r ** (-self.gamma_) - 1.0)
+        self._cache()
+
+    def _cache(self) -> None:
+        z, t = self.z_, self.t_
+        self._zf = math.inf if z is None else z
+        self._tf = math.inf if t is None else t
+        # below both t and z: an ordinary score (NaN before calibration: no score is)
+        self._lo = math.nan if z is None or t is None else min(t, z)
+        self._keep = _tuple_new(Decision, (z, False))
+        self._flag = _tuple_new(Decision, (z, True))
+
+    def get(self) -> float | None:
+        return self.z_
+
+    def update(self, score: float) -> Decision:
+        # Hot path (about 98% of updates: below t and z): one comparison, one counter, a
+        # cached Decision, no allocation. Cost per update: scripts/bench_thresholds.py.
+        if score <= self._lo:
+            self.n_ += 1.0
+            return self._keep
+        if score > self._zf:
+            return self._flag  # flagged: learned from in no way, not even counted
+        keep = self._keep  # decided against the threshold in force before this score
+        if score > self._tf:
+            self._add_peak(score - self._tf)
+        elif score != score or self.z_ is None:  # NaN, or not calibrated
+            return keep
+        self.n_ += 1.0
+        return keep
+
+    def _add_peak(self, e: float) -> None:
+        order = self._order
+        order.append(e)
+        k = self._k
+        if len(order) > self.max_peaks:
+            # full store (the steady state): the new peak replaces the oldest in ONE
+            # shift of the sorted buffer; same contents as insert-then-drop
+            old = order.popleft()
+            buf = self._buf
+            view = buf[:k]
+            i = min(int(view.searchsorted(old)), k - 1)
+            j = int(view.searchsorted(e))
+            if j <= i:
+                buf[j + 1 : i + 1] = buf[j:i]
+                buf[j] = e
+            else:
+                buf[i : j - 1] = buf[i + 1 : j]
+                buf[j - 1] = e
+            n = len(order) + 1  # the dropped peak stood for n/N_t observations
+            self.n_ -= self.n_ / n
+            self.w_ -= self.w_ / n
+            self._fit()
+            return
+        buf = self._room(k + 1)
+        j = int(buf[:k].searchsorted(e))
+        buf[j + 1 : k + 1] = buf[j:k]
+        buf[j] = e
+        self._k = k + 1
+        if len(order) > self.max_peaks:
+            self._drop_oldest()
+        self._fit()
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "q": self.q, "level": self.level, "max_peaks": self.max_peaks, "min_peaks": self.min_peaks,
+            "t": self.t_, "n": self.n_, "w": self.w_, "z": self.z_, "gamma": self.gamma_, "sigma": self.sigma_,
+            "peaks": list(self._order),
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "SPOT":
+        t = cls(d["q"], d["level"], d["max_peaks"], d["min_peaks"])
+        t.t_ = d["t"]
+        t.n_, t.w_, t.z_, t.gamma_, t.sigma_ = d["n"], d["w"], d["z"], d["gamma"], d["sigma"]
+        t._set_peaks(np.asarray(d["peaks"], dtype=np.float64))
+        t._cache()
+        return t
+
+
+class DSPOT:
+    """SPOT on the deviation from a moving average of the last ``depth`` normal scores.
+
+    A slowly drifting score level moves the average with it, so drift does not become a
+    storm of alarms; a jump above the recent level still does. The threshold reported
+    is in score units (moving average + the SPOT threshold on deviations).
+    """
+
+    kind = "dspot"
+
+    def __init__(self, q: float = 1e-3, depth: int = 50, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = 10) -> None:
+        _check(isinstance(depth, int) and depth >= 2, "depth", "an int >= 2", depth)
+        self.depth = depth
+        self.spot = SPOT(q, level, max_peaks, min_peaks)
+        self._recent: deque[float] = deque()
+        self._sum = 0.0
+
+    @property
+    def q(self) -> float:
+        return self.spot.q
+
+    def warm_start(self, scores: Iterable[float]) -> "DSPOT":
+        s = _finite(scores)
+        d = self.depth
+        if len(s) < d + self.spot.min_peaks + 1:
+            raise NotCalibratedError(f"DSPOT needs at least {d + self.spot.min_peaks + 1} warm-start scores (depth {d}); got {len(s)}")
+        c = np.concatenate([[0.0], np.cumsum(s)])
+        means = (c[d:-1] - c[: len(s) - d]) / d  # mean of the d scores before each one
+        self.spot.warm_start(s[d:] - means)
+        self._recent = deque(s[-d:].tolist())
+        self._sum = float(sum(self._recent))
+        return self
+
+    def get(self) -> float | None:
+        z = self.spot.get()
+        if z is None or len(self._recent) < self.depth:
+            return None
+        return self._sum / len(self._recent) + z
+
+    def update(self, score: float) -> Decision:
+        recent = self._recent
+        if len(recent) < self.depth:
+            return _NOT_READY
+        m = self._sum / self.depth
+        spot = self.spot
+        x = score - m
+        if x <= spot._lo:
+            # Hot path: SPOT's own (a deviation below its t and z only counts), inlined;
+            # the same state change and verdict as spot.update(x), ~2x cheaper.
+            spot.n_ += 1.0
+            recent.append(score)
+            self._sum += score - recent.popleft()
+            return _tuple_new(Decision, (m + spot._zf, False))
+        d = spot.update(x)
+        z = d.threshold
+        if z is None:
+            return _NOT_READY
+        if not d.flagged and score == score:
+            recent.append(score)
+            self._sum += score - recent.popleft()
+        return _tuple_new(Decision, (m + z, d.flagged))
+
+    def to_state(self) -> dict[str, Any]:
+        # the running sum is saved as it is: re-adding the scores would round differently
+        return {"kind": self.kind, "depth": self.depth, "recent": list(self._recent), "sum": self._sum,
+                "spot": self.spot.to_state()}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "DSPOT":
+        s = d["spot"]
+        t = cls(s["q"], d["depth"], s["level"], s["max_peaks"], s["min_peaks"])
+        t.spot = SPOT.from_state(s)
+        t._recent = deque(d["recent"])
+        t._sum = float(d["sum"])
+        return t
+
+
+THRESHOLD_KINDS = ("quantile", "spot", "dspot", "fixed")
+_CLASSES: dict[str, Any] = {"quantile": QuantileThreshold, "spot": SPOT, "dspot": DSPOT, "fixed": FixedThreshold}
+
+
+def make_threshold(kind: str, **params: Any) -> Threshold:
+    """Build a tracker from configuration; an unknown kind or parameter is a ConfigError."""
+    cls = _CLASSES.get(kind)
+    if cls is None:
+        raise ConfigError(f"threshold.kind must be one of {', '.join(THRESHOLD_KINDS)}; got {kind!r}")
+    try:
+        return cls(**params)  # type: ignore[no-any-return]
+    except TypeError as e:
+        raise ConfigError(f"bad parameter for threshold.kind={kind!r}: {e}") from None
+
+
+def threshold_from_state(d: dict[str, Any]) -> Threshold:
+    """Rebuild a tracker saved with ``to_state()``."""
+    cls = _CLASSES.get(d.get("kind", ""))
+    if cls is None:
+        raise ConfigError(f"unknown threshold state kind {d.get('kind')!r}")
+    return cls.from_state(d)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------
+class ThresholdBank:
+    """One tracker per entity, created lazily, with a global tracker as the fallback.
+
+    Until an entity has ``min_history`` unflagged scores of its own, its scores are
+    judged (and learned) by the global tracker; then its own tracker is warm-started
+    from them. At most ``max_entities`` entities keep state; the least recently seen is
+    evicted first (``evicted_`` counts them) and simply starts again from the global
+    tracker if it comes back. Per-entity history is a float32 buffer, so memory per
+    entity is bounded (scripts/bench_thresholds.py measures 10,000 entities).
+    """
+
+    def __init__(self, kind: str = "spot", params: dict[str, Any] | None = None, min_history: int = 500,
+                 max_entities: int = 100_000, per_entity: bool = True, entity_params: dict[str, Any] | None = None) -> None:
+        _check(isinstance(min_history, int) and min_history >= 20, "min_history", "an int >= 20", min_history)
+        self.kind = kind
+        self.params = dict(params or {})
+        # per-entity trackers keep fewer peaks: memory is paid per entity
+        self.entity_params = dict(entity_params if entity_params is not None else self.params)
+        if kind in ("spot", "dspot"):
+            self.entity_params.setdefault("max_peaks", 200)
+        self.min_history = min_history
+        self.max_entities = max_entities
+        self.per_entity = per_entity
+        self.global_: Threshold = make_threshold(kind, **self.params)
+        self._own: OrderedDict[str, Threshold] = OrderedDict()
+        self._hist: OrderedDict[str, tuple[np.ndarray, list[int]]] = OrderedDict()
+        self.evicted_ = 0
+
+    def warm_start(self, scores: Iterable[float]) -> "ThresholdBank":
+        """(Re)calibrate the global tracker from normal scores; forget per-entity state."""
+        self.global_ = make_threshold(self.kind, **self.params).warm_start(scores)
+        self._own.clear()
+        self._hist.clear()
+        return self
+
+    recalibrate = warm_start  # a new model: its scores are on a new scale
+
+    def get(self, entity: str | None = None) -> float | None:
+        own = self._own.get(entity) if entity is not None else None
+        v = own.get() if own is not None else None
+        return v if v is not None else self.global_.get()
+
+    def has_own(self, entity: str) -> bool:
+        return entity in self._own
+
+    def __len__(self) -> int:
+        return len(self._own) + len(self._hist)
+
+    def update(self, entity: str, score: float) -> Decision:
+        own = self._own.get(entity)
+        if own is not None:
+            self._own.move_to_end(entity)
+            d = own.update(score)
+            if d.threshold is not None:
+                return d
+        d = self.global_.update(score)
+        if not self.per_entity or d.flagged or d.threshold is None or not math.isfinite(score):
+            return d
+        h = self._hist.get(entity)
+        if h is None:
+            h = self._hist[entity] = (np.empty(self.min_history, np.float32), [0])
+            self._evict()
+        else:
+            self._hist.move_to_end(entity)
+        buf, n = h
+        buf[n[0]] = score
+        n[0] += 1
+        if n[0] == self.min_history:
+            del self._hist[entity]
+            try:
+                self._own[entity] = make_threshold(self.kind, **self.entity_params).warm_start(buf)
+                self._evict()
+            except NotCalibratedError:
+                pass
+        return d
+
+    def _evict(self) -> None:
+        while len(self._own) + len(self._hist) > self.max_entities:
+            victim = self._hist if self._hist else self._own
+            victim.popitem(last=False)
+            self.evicted_ += 1
+
+    def forget(self, entity: str) -> None:
+        self._own.pop(entity, None)
+        self._hist.pop(entity, None)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "params": self.params, "entity_params": self.entity_params, "min_history": self.min_history,
+            "max_entities": self.max_entities, "per_entity": self.per_entity, "global": self.global_.to_state(),
+            "own": {e: t.to_state() for e, t in self._own.items()},
+            "hist": {e: buf[: n[0]].tolist() for e, (buf, n) in self._hist.items()},
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "ThresholdBank":
+        b = cls(d["kind"], d["params"], d["min_history"], d["max_entities"], d["per_entity"], d["entity_params"])
+        b.global_ = threshold_from_state(d["global"])
+        b._own = OrderedDict((e, threshold_from_state(s)) for e, s in d["own"].items())
+        for e, vals in d["hist"].items():
+            buf = np.empty(b.min_history, np.float32)
+            buf[: len(vals)] = vals
+            b._hist[e] = (buf, [len(vals)])
+        return b
