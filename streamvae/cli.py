@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     _threshold_args(k)
     _model_args(k)
 
+    run = sub.add_parser("run", help="the consumer daemon: Kafka records in, alerts out")
+    run.add_argument("--config", required=True, help="TOML config file (every key overridable by STREAMVAE_<SECTION>__<KEY>)")
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    cc = csub.add_parser("check", help="validate a config file (with environment overrides) and print it, secrets redacted")
+    cc.add_argument("file")
+
     r = sub.add_parser("replay", help="feed recorded readings through the streaming pipeline, as if live")
     r.add_argument("--csv", required=True, help="CSV of readings in arrival order")
     r.add_argument("--out", required=True, help="output CSV: ts, entity, score, threshold, flag, alert")
@@ -134,6 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from streamvae.offline.commands import score
 
             return score(args)
+        if args.command == "run":
+            from streamvae.service.run import run
+
+            return run(args)
+        if args.command == "config":
+            from streamvae.service.run import config_check
+
+            return config_check(args)
         if args.command == "replay":
             from streamvae.offline.commands import replay_cmd
 

@@ -169,3 +169,15 @@ def load(path: str | Path) -> VAEDetector:
     det.fit_info_ = dict(manifest.get("fit", {}))
     det.version_ = manifest["version"]
     return det
+
+
+def resolve(path: str | Path) -> Path:
+    """An artifact directory, or a registry directory whose ``CURRENT`` file names one."""
+    p = Path(path)
+    cur = p / "CURRENT"
+    if cur.is_file():
+        name = cur.read_text().strip()
+        if not name or "/" in name or name.startswith("."):
+            raise ArtifactError(f"{cur} does not name a version: {name!r}")
+        return p / name
+    return p

@@ -1,0 +1,124 @@
+"""kafka-python consumers and producers built from the ``[kafka]`` configuration."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+# The rest of streamvae names kafka-python types through this module only.
+__all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "TopicPartition",
+           "make_consumer", "make_producer", "recent_values"]
+
+from streamvae.config import GroupConfig, KafkaConfig
+from streamvae.errors import StreamvaeError
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(StreamvaeError):
+    """Some produced message was not acknowledged by the broker."""
+
+
+def connection_args(k: KafkaConfig) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "client_id": k.client_id,
+        "security_protocol": k.security_protocol,
+        "request_timeout_ms": k.request_timeout_ms,
+    }
+    if k.sasl_mechanism:
+        args.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username, sasl_plain_password=k.sasl_password)
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(k, key):
+            args[key] = getattr(k, key)
+    return args
+
+
+def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), listener: Any = None) -> KafkaConsumer:
+    """A group consumer with manual commits (offsets are committed only after delivery)."""
+    c = KafkaConsumer(
+        group_id=g.id,
+        enable_auto_commit=False,
+        auto_offset_reset=g.auto_offset_reset,
+        max_poll_records=g.max_poll_records,
+        session_timeout_ms=g.session_timeout_ms,
+        heartbeat_interval_ms=max(100, g.session_timeout_ms // 3),
+        max_poll_interval_ms=g.max_poll_interval_ms,
+        **connection_args(k),
+    )
+    if topics:
+        c.subscribe(list(topics), listener=listener)
+    return c
+
+
+def make_producer(k: KafkaConfig, linger_ms: int = 5) -> KafkaProducer:
+    """acks=all with retries: a message counts as delivered only when all in-sync replicas have it."""
+    return KafkaProducer(acks="all", linger_ms=linger_ms, retries=2_147_483_647, max_in_flight_requests_per_connection=1,
+                         delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 120_000), **connection_args(k))
+
+
+class Outbox:
+    """Messages sent in one batch, and the check that every one was acknowledged."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        self._futures: list[tuple[str, Any]] = []
+
+    def send(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        k = key.encode() if isinstance(key, str) else key
+        self._futures.append((topic, self.producer.send(topic, key=k, value=value)))
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def confirm(self, timeout_s: float) -> int:
+        """Flush and check every future; raise DeliveryError if any failed or timed out."""
+        futures, self._futures = self._futures, []
+        if not futures:
+            return 0
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except KafkaError as e:
+            raise DeliveryError(f"flush failed: {e!r}") from e
+        failed = [(t, f) for t, f in futures if not f.is_done or f.failed()]
+        if failed:
+            t, f = failed[0]
+            why = f.exception if f.is_done else "not acknowledged in time"
+            raise DeliveryError(f"{len(failed)} of {len(futures)} messages not delivered (first: topic {t}: {why!r})")
+        return len(futures)
+
+
+def recent_values(k: KafkaConfig, topic: str, per_partition: int, timeout_s: float = 10.0) -> list[bytes]:
+    """The last ``per_partition`` values of every partition of ``topic`` (no group)."""
+    c = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=500, **connection_args(k))
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        c.assign(tps)
+        ends = c.end_offsets(tps)
+        begins = c.beginning_offsets(tps)
+        todo = {}
+        for tp in tps:
+            start = max(begins[tp], ends[tp] - per_partition)
+            if ends[tp] > start:
+                c.seek(tp, start)
+                todo[tp] = ends[tp]
+            else:
+                c.pause(tp)
+        out: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for tp, recs in c.poll(timeout_ms=200).items():
+                out.extend(r.value for r in recs if r.value is not None)
+                if recs and recs[-1].offset + 1 >= todo.get(tp, 0):
+                    todo.pop(tp, None)
+        return out
+    finally:
+        c.close()

@@ -1,0 +1,1 @@
+"""The long-running process: daemon loop, signals, HTTP. Only the CLI imports it."""
