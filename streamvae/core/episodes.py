@@ -95,6 +95,8 @@ class EpisodeTracker:
             raise ConfigError(f"episodes.close_after must be seconds >= 0; got {close_after!r}")
         if not update_every > 0:
             raise ConfigError(f"episodes.update_every must be seconds > 0; got {update_every!r}")
+        if not isinstance(max_entities, int) or max_entities < 1:
+            raise ConfigError(f"episodes.max_entities must be an int >= 1; got {max_entities!r}")
         self.open_after = open_after
         self.close_after = close_after
         self.update_every = update_every
@@ -127,7 +129,7 @@ class EpisodeTracker:
             if not flagged:
                 return []  # nothing to remember for a quiet entity
             st = self._state[entity] = _State()
-            self._evict()
+            self._evict(entity)
         else:
             self._state.move_to_end(entity)
         now = window_end if detected_at is None else detected_at
@@ -170,10 +172,12 @@ class EpisodeTracker:
             del self._state[entity]
         return []
 
-    def _evict(self) -> None:
+    def _evict(self, keep: str) -> None:
+        # never the entity being observed: its state is in use (evicting it lost the
+        # episode it was opening, and every later window opened another one)
         while len(self._state) > self.max_entities:
             for key, s in self._state.items():
-                if s.episode_id is None:
+                if s.episode_id is None and key != keep:
                     del self._state[key]
                     break
             else:

@@ -212,6 +212,9 @@ class QuantileThreshold:
 
 
 # ---------------------------------------------------------------------------------------
+_add_reduce = np.add.reduce
+
+
 @functools.lru_cache(maxsize=64)
 def _pwm_weights(k: int) -> np.ndarray:
     """1 - p_i with plotting positions p_i = (i - 0.35) / k, i = 1..k (read-only, cached:
@@ -226,8 +229,8 @@ def gpd_pwm(excesses: np.ndarray) -> tuple[float, float]:
     (Hosking & Wallis 1987) from excesses sorted ascending; valid for gamma < 1, so heavy
     tails are fine. O(k) in the number of excesses."""
     k = len(excesses)
-    a0 = float(excesses.sum()) / k  # the mean, bit for bit, without np.mean's overhead
-    a1 = float(np.dot(_pwm_weights(k), excesses)) / k
+    a0 = float(_add_reduce(excesses)) / k  # the mean, bit for bit, without np.mean's overhead
+    a1 = float(_pwm_weights(k).dot(excesses)) / k
     denom = a0 - 2.0 * a1
     if not denom > 1e-12 * max(a0, 1e-300):
         return 0.0, max(a0, 1e-12)  # degenerate sample: exponential tail
@@ -284,7 +287,8 @@ class SPOT:
 
     def _room(self, size: int) -> np.ndarray:
         if size > len(self._buf):
-            grown = np.empty(max(size, 2 * len(self._buf)))
+            # doubling, but not far past a full store: this buffer is paid per entity
+            grown = np.empty(max(size, min(2 * len(self._buf), self.max_peaks + 64)))
             grown[: self._k] = self._buf[: self._k]
             self._buf = grown
         return self._buf
@@ -469,19 +473,21 @@ class DSPOT:
         return self._sum / len(self._recent) + z
 
     def update(self, score: float) -> Decision:
-        recent = self._recent
-        if len(recent) < self.depth:
-            return _NOT_READY
-        m = self._sum / self.depth
         spot = self.spot
+        m = self._sum / self.depth
         x = score - m
         if x <= spot._lo:
-            # Hot path: SPOT's own (a deviation below its t and z only counts), inlined;
-            # the same state change and verdict as spot.update(x), ~2x cheaper.
+            # Hot path (spot calibrated, so `recent` is full): SPOT's own hot path inlined
+            # (a deviation below its t and z only counts): the same state change and
+            # verdict as spot.update(x), at about half the cost.
             spot.n_ += 1.0
+            recent = self._recent
             recent.append(score)
             self._sum += score - recent.popleft()
             return _tuple_new(Decision, (m + spot._zf, False))
+        recent = self._recent
+        if len(recent) < self.depth:
+            return _NOT_READY
         d = spot.update(x)
         z = d.threshold
         if z is None:
@@ -544,6 +550,7 @@ class ThresholdBank:
     def __init__(self, kind: str = "spot", params: dict[str, Any] | None = None, min_history: int = 500,
                  max_entities: int = 100_000, per_entity: bool = True, entity_params: dict[str, Any] | None = None) -> None:
         _check(isinstance(min_history, int) and min_history >= 20, "min_history", "an int >= 20", min_history)
+        _check(isinstance(max_entities, int) and max_entities >= 1, "max_entities", "an int >= 1", max_entities)
         self.kind = kind
         self.params = dict(params or {})
         # per-entity trackers keep fewer peaks: memory is paid per entity
@@ -554,8 +561,11 @@ class ThresholdBank:
         self.max_entities = max_entities
         self.per_entity = per_entity
         self.global_: Threshold = make_threshold(kind, **self.params)
-        self._own: OrderedDict[str, Threshold] = OrderedDict()
-        self._hist: OrderedDict[str, tuple[np.ndarray, list[int]]] = OrderedDict()
+        self._own: dict[str, Threshold] = {}
+        self._hist: dict[str, tuple[np.ndarray, list[int]]] = {}
+        # every entity with state (own tracker or history), least recently seen first:
+        # one order across both kinds of state, so eviction really takes the oldest
+        self._lru: OrderedDict[str, None] = OrderedDict()
         self.evicted_ = 0
 
     def warm_start(self, scores: Iterable[float]) -> "ThresholdBank":
@@ -563,6 +573,7 @@ class ThresholdBank:
         self.global_ = make_threshold(self.kind, **self.params).warm_start(scores)
         self._own.clear()
         self._hist.clear()
+        self._lru.clear()
         return self
 
     recalibrate = warm_start  # a new model: its scores are on a new scale
@@ -576,12 +587,12 @@ class ThresholdBank:
         return entity in self._own
 
     def __len__(self) -> int:
-        return len(self._own) + len(self._hist)
+        return len(self._lru)
 
     def update(self, entity: str, score: float) -> Decision:
         own = self._own.get(entity)
         if own is not None:
-            self._own.move_to_end(entity)
+            self._lru.move_to_end(entity)
             d = own.update(score)
             if d.threshold is not None:
                 return d
@@ -589,11 +600,11 @@ class ThresholdBank:
         if not self.per_entity or d.flagged or d.threshold is None or not math.isfinite(score):
             return d
         h = self._hist.get(entity)
+        self._lru[entity] = None
+        self._lru.move_to_end(entity)
         if h is None:
             h = self._hist[entity] = (np.empty(self.min_history, np.float32), [0])
             self._evict()
-        else:
-            self._hist.move_to_end(entity)
         buf, n = h
         buf[n[0]] = score
         n[0] += 1
@@ -601,20 +612,23 @@ class ThresholdBank:
             del self._hist[entity]
             try:
                 self._own[entity] = make_threshold(self.kind, **self.entity_params).warm_start(buf)
-                self._evict()
-            except NotCalibratedError:
-                pass
+            except NotCalibratedError:  # too few scores for this kind: stay on the fallback
+                if entity not in self._own:
+                    self._lru.pop(entity, None)
         return d
 
     def _evict(self) -> None:
-        while len(self._own) + len(self._hist) > self.max_entities:
-            victim = self._hist if self._hist else self._own
-            victim.popitem(last=False)
+        # the entity just added is the most recently seen: never the victim (max_entities >= 1)
+        while len(self._lru) > self.max_entities:
+            victim, _ = self._lru.popitem(last=False)
+            self._own.pop(victim, None)
+            self._hist.pop(victim, None)
             self.evicted_ += 1
 
     def forget(self, entity: str) -> None:
         self._own.pop(entity, None)
         self._hist.pop(entity, None)
+        self._lru.pop(entity, None)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -622,15 +636,17 @@ class ThresholdBank:
             "max_entities": self.max_entities, "per_entity": self.per_entity, "global": self.global_.to_state(),
             "own": {e: t.to_state() for e, t in self._own.items()},
             "hist": {e: buf[: n[0]].tolist() for e, (buf, n) in self._hist.items()},
+            "order": list(self._lru),
         }
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "ThresholdBank":
         b = cls(d["kind"], d["params"], d["min_history"], d["max_entities"], d["per_entity"], d["entity_params"])
         b.global_ = threshold_from_state(d["global"])
-        b._own = OrderedDict((e, threshold_from_state(s)) for e, s in d["own"].items())
+        b._own = {e: threshold_from_state(s) for e, s in d["own"].items()}
         for e, vals in d["hist"].items():
             buf = np.empty(b.min_history, np.float32)
             buf[: len(vals)] = vals
             b._hist[e] = (buf, [len(vals)])
+        b._lru = OrderedDict.fromkeys(d["order"])
         return b

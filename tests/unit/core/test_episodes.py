@@ -1,0 +1,167 @@
+"""Alert episodes: a run of flagged windows is ONE episode (open, a few updates, close).
+
+Time is event time: each window is fed with its end timestamp, one second apart unless
+a test says otherwise; ``detected_at`` defaults to the window end.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import pytest
+
+from streamvae.core.episodes import Alert, EpisodeTracker, stable_id
+from streamvae.errors import ConfigError
+
+FEATURES = (("pressure", 0.71), ("temp", 0.2))
+DESIGN_FIELDS = {
+    "alert_id", "kind", "entity", "window_start", "window_end", "score", "threshold",
+    "model_version", "features", "episode_id", "detected_at",
+}
+
+
+def feed(ep: EpisodeTracker, entity: str, windows: Iterable[tuple[float, bool, float]], version: str = "v1") -> list[Alert]:
+    """Feed (window_end, flagged, score) triples of one entity; windows span 16 s."""
+    out: list[Alert] = []
+    for end, flagged, score in windows:
+        out += ep.observe(entity, end - 15.0, end, score, 5.0, flagged, FEATURES if flagged else (), version)
+    return out
+
+
+def run(ts: Iterable[float], flagged: bool, score: float = 9.0) -> list[tuple[float, bool, float]]:
+    return [(float(t), flagged, score) for t in ts]
+
+
+def test_opens_after_open_after_consecutive_flagged_windows() -> None:
+    ep = EpisodeTracker(open_after=3, close_after=60.0)
+    # two flagged, a quiet one (the streak restarts), then three flagged
+    seq = run([0, 1], True) + run([2], False) + run([3, 4], True)
+    assert feed(ep, "pump-1", seq) == []
+    assert not ep.is_open("pump-1")
+    [a] = feed(ep, "pump-1", run([5], True))
+    assert a.kind == "open" and a.window_end == 5.0 and a.entity == "pump-1"
+    assert ep.is_open("pump-1") and ep.open_count() == 1
+    assert feed(ep, "pump-1", run([6, 7], True)) == []  # already open: no second open
+
+
+def test_a_long_fault_is_one_episode_with_bounded_updates() -> None:
+    ep = EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0)
+    # 1,000 flagged windows whose score keeps rising, so every update is due
+    seq = [(float(t), True, 10.0 + t) for t in range(1000)]
+    alerts = feed(ep, "pump-1", seq)
+    alerts += feed(ep, "pump-1", run(range(1000, 1200), False))
+    kinds = [a.kind for a in alerts]
+    assert kinds.count("open") == 1 and kinds.count("close") == 1
+    duration = 999.0 - 1.0
+    assert 1 <= kinds.count("update") <= duration // 300.0
+    assert kinds[0] == "open" and kinds[-1] == "close"
+    assert len({a.episode_id for a in alerts}) == 1
+    ups = [a for a in alerts if a.kind == "update"]
+    assert all(b.window_end - a.window_end >= 300.0 for a, b in zip([alerts[0], *ups], ups))
+    assert not ep.is_open("pump-1")
+
+
+def test_closes_only_after_close_after_quiet_seconds() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=30.0)
+    assert [a.kind for a in feed(ep, "pump-1", run(range(5), True))] == ["open"]
+    quiet = feed(ep, "pump-1", run(range(5, 34), False))  # last flag at 4: quiet until 33
+    assert quiet == [] and ep.is_open("pump-1")
+    [close] = feed(ep, "pump-1", run([34], False))  # 30 s after the last flagged window
+    assert close.kind == "close" and close.window_end == 34.0
+    assert close.features == FEATURES  # the close names what was wrong at the peak
+    assert feed(ep, "pump-1", run([35, 36], False)) == []
+    assert not ep.is_open("pump-1")
+
+
+def test_a_flagged_window_in_the_quiet_period_keeps_the_episode_open() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=30.0)
+    alerts = feed(ep, "pump-1", run(range(5), True) + run(range(5, 20), False))
+    alerts += feed(ep, "pump-1", run([20], True))  # inside the quiet period
+    alerts += feed(ep, "pump-1", run(range(21, 50), False))
+    assert [a.kind for a in alerts] == ["open"]  # no close at 34, no second open at 20
+    assert ep.is_open("pump-1")
+    [close] = feed(ep, "pump-1", run([50], False))  # 30 s after the flag at 20
+    assert close.kind == "close" and close.episode_id == alerts[0].episode_id
+
+
+def test_updates_only_when_the_peak_rose() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=600.0, update_every=100.0)
+    alerts = feed(ep, "pump-1", [(0.0, True, 10.0)] + run(range(1, 500), True, 9.0))
+    assert [a.kind for a in alerts] == ["open"]  # 500 s flagged, never above the opening peak
+    [up] = feed(ep, "pump-1", [(500.0, True, 11.0)])
+    assert up.kind == "update" and up.peak_score == 11.0 and up.score == 11.0
+    assert feed(ep, "pump-1", run(range(501, 550), True, 9.0)) == []
+    assert feed(ep, "pump-1", [(550.0, True, 12.0)]) == []  # risen, but only 50 s since the last
+    [up2] = feed(ep, "pump-1", run([600], True, 9.0))
+    assert up2.kind == "update" and up2.peak_score == 12.0
+    assert feed(ep, "pump-1", run(range(601, 1000), True, 9.0)) == []
+
+
+def _scenario(ep: EpisodeTracker, entity: str, version: str = "v1") -> list[Alert]:
+    seq = [(float(t), True, 10.0 + t) for t in range(700)] + run(range(700, 800), False)
+    return feed(ep, entity, seq, version)
+
+
+def test_alert_ids_are_deterministic_and_distinct() -> None:
+    first = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-1")
+    again = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-1")
+    assert [a.kind for a in first] == ["open", "update", "update", "close"]
+    assert first == again  # ids, episode ids, everything
+    ids = [a.alert_id for a in first]
+    assert len(set(ids)) == len(ids)  # open, update and close differ
+    other = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-2")
+    assert not set(ids) & {a.alert_id for a in other}
+    assert first[0].episode_id != other[0].episode_id
+    v2 = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-1", "v2")
+    assert not set(ids) & {a.alert_id for a in v2}
+    # the same window can end in an open for one kind and a close for another: kind is in the id
+    assert stable_id("pump-1", 5.0, "v1", "open") != stable_id("pump-1", 5.0, "v1", "close")
+
+
+def test_alert_to_dict_has_the_design_fields() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=10.0)
+    [a] = ep.observe("pump-17", 100.0, 115.0, 412.7, 97.3, True, FEATURES, "2026-11-23T07-00-00Z-3f2a", 120.5)
+    d = a.to_dict()
+    assert DESIGN_FIELDS <= set(d)
+    assert d["kind"] == "open" and d["entity"] == "pump-17"
+    assert (d["window_start"], d["window_end"], d["score"], d["threshold"]) == (100.0, 115.0, 412.7, 97.3)
+    assert d["model_version"] == "2026-11-23T07-00-00Z-3f2a" and d["detected_at"] == 120.5
+    assert d["features"] == [{"name": "pressure", "share": 0.71}, {"name": "temp", "share": 0.2}]
+    assert isinstance(d["alert_id"], str) and isinstance(d["episode_id"], str)
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_max_entities_evicts_idle_entities_first() -> None:
+    ep = EpisodeTracker(open_after=2, close_after=60.0, max_entities=3)
+    feed(ep, "x", run([0, 1], True))  # open
+    feed(ep, "y", run([0], True))  # one flagged window, not open yet
+    feed(ep, "z", run([0], True))
+    feed(ep, "w", run([1], True))  # a fourth entity: y (idle, oldest) goes
+    assert ep.evicted_ == 1 and ep.is_open("x")
+    assert feed(ep, "y", run([1], True)) == []  # y starts its streak again (z goes now)
+    assert ep.evicted_ == 2
+    [a] = feed(ep, "y", run([2], True))
+    assert a.kind == "open"
+
+
+def test_max_entities_never_evicts_the_entity_being_observed() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=10.0, max_entities=2)
+    feed(ep, "x", run([0], True))
+    feed(ep, "y", run([0], True))
+    assert ep.open_count() == 2
+    alerts = feed(ep, "w", run(range(1, 50), True))  # every other entity has an open episode
+    assert [a.kind for a in alerts] == ["open"]  # one episode, not one per window
+    assert ep.is_open("w") and ep.evicted_ == 1 and ep.open_count() == 2
+    [close] = feed(ep, "w", run([60], False))
+    assert close.kind == "close" and close.episode_id == alerts[0].episode_id
+
+
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [({"open_after": 0}, "open_after"), ({"close_after": -1.0}, "close_after"),
+     ({"update_every": 0.0}, "update_every"), ({"max_entities": 0}, "max_entities")],
+)
+def test_bad_parameters_are_config_errors(kw: dict[str, float], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"episodes\.{key}\b"):
+        EpisodeTracker(**kw)  # type: ignore[arg-type]

@@ -1,0 +1,243 @@
+"""The streaming pipeline with the real tiny VAE: windows -> one model call -> thresholds
+-> episodes, batch by batch.
+
+Four pumps send one reading per second (three correlated sinusoids, as the detector was
+trained on); pump-2's pressure shifts up by 3 units (about 4 of its amplitudes) for 30
+readings. Readings of all pumps are interleaved in arrival order and cut into batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamvae.core.episodes import EpisodeTracker
+from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
+from streamvae.core.thresholds import SPOT, ThresholdBank
+from conftest import FEATURE_NAMES, make_series
+from streamvae.core.windows import WindowAssembler, sliding_windows
+
+ENTITIES = ["pump-1", "pump-2", "pump-3", "pump-4"]
+ANOMALOUS, FEATURE, SHIFT = "pump-2", FEATURE_NAMES.index("pressure"), 3.0
+N = 400  # readings per pump
+FAULT = range(200, 230)  # reading indices (= seconds) of pump-2's level shift
+
+
+def readings(n: int = N, t0: float = 0.0, fault: bool = True) -> list[Reading]:
+    series = {e: make_series(n, seed=100 + k).astype(np.float32) for k, e in enumerate(ENTITIES)}
+    if fault:
+        series[ANOMALOUS][FAULT.start : FAULT.stop, FEATURE] += SHIFT
+    return [Reading(e, t0 + i, series[e][i]) for i in range(n) for e in ENTITIES]
+
+
+def normal_scores(detector: Any, heldout_windows: np.ndarray) -> np.ndarray:
+    return np.concatenate([detector.heldout_scores_, detector.score(heldout_windows).score])
+
+
+def make_pipeline(detector: Any, warm: np.ndarray, max_lateness: float = 0.0) -> StreamPipeline:
+    cfg = detector.config
+    return StreamPipeline(
+        detector,
+        ThresholdBank("spot", {"q": 1e-3}).warm_start(warm),
+        EpisodeTracker(open_after=3, close_after=20.0, update_every=60.0),
+        WindowAssembler(size=cfg.window, stride=1, n_features=cfg.n_features, max_lateness=max_lateness),
+        model_version="test",
+    )
+
+
+def run(pipe: StreamPipeline, rs: list[Reading], batch: int | list[int]) -> list[BatchResult]:
+    """Process ``rs`` in batches of ``batch`` readings (a list of sizes is cycled)."""
+    sizes = batch if isinstance(batch, list) else [batch]
+    out, i, k = [], 0, 0
+    while i < len(rs):
+        size = sizes[k % len(sizes)]
+        out.append(pipe.process(rs[i : i + size]))
+        i, k = i + size, k + 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def warm(detector: Any, heldout_windows: np.ndarray) -> np.ndarray:
+    return normal_scores(detector, heldout_windows)
+
+
+@pytest.fixture(scope="module")
+def results(detector: Any, warm: np.ndarray) -> list[BatchResult]:
+    return run(make_pipeline(detector, warm), readings(), 50)
+
+
+def test_the_injected_fault_opens_an_alert_naming_the_feature(results: list[BatchResult]) -> None:
+    alerts = [a for r in results for a in r.alerts]
+    mine = [a for a in alerts if a.entity == ANOMALOUS]
+    assert [a.kind for a in mine][0] == "open"
+    opened = mine[0]
+    assert opened.features[0][0] == "pressure", opened.features
+    assert opened.features[0][1] > 0.5  # most of the window's NLL
+    assert FAULT.start <= opened.window_end <= FAULT.stop + 15  # a window that saw the shift
+    assert opened.score > opened.threshold  # type: ignore[operator]
+    assert opened.model_version == "test" and opened.detected_at == opened.window_end
+    assert [a.kind for a in mine] == ["open", "close"]  # one episode, closed after 20 quiet s
+    assert mine[1].window_end >= (FAULT.stop - 1 + 15) + 20  # last window with the shift ends at 244
+    flagged = [s for r in results for s in r.scored if s.flagged]
+    assert sum(s.entity == ANOMALOUS and FAULT.start <= s.end_ts < FAULT.stop + 15 for s in flagged) >= 40
+    # normal pumps: ~1,150 normal windows at q=1e-3, three in a row to open: no alert
+    assert [a for a in alerts if a.entity != ANOMALOUS] == []
+    assert sum(s.entity != ANOMALOUS for s in flagged) <= 5
+
+
+def test_scored_windows_per_batch_are_what_the_assembler_completes(detector: Any, results: list[BatchResult]) -> None:
+    cfg = detector.config
+    twin = WindowAssembler(size=cfg.window, stride=1, n_features=cfg.n_features)
+    rs = readings()
+    for k, r in enumerate(results):
+        done = [w for x in rs[50 * k : 50 * (k + 1)] for w in twin.push(x.entity, x.ts, x.values)]
+        assert [(s.entity, s.end_ts, s.end_index) for s in r.scored] == [(w.entity, w.end_ts, w.end_index) for w in done]
+        assert r.rejected == []
+    assert sum(len(r.scored) for r in results) == len(ENTITIES) * (N - cfg.window + 1)
+    # the pipeline's scores are the detector's own scores of the same windows
+    s1 = [s for r in results for s in r.scored if s.entity == "pump-1"]
+    ref = detector.score(sliding_windows(make_series(N, seed=100).astype(np.float32), cfg.window, 1).values)
+    np.testing.assert_allclose([s.score for s in s1], ref.score, rtol=1e-6)
+    np.testing.assert_allclose(np.stack([s.shares for s in s1]), ref.shares, rtol=1e-4, atol=1e-6)
+
+
+def test_normal_windows_are_handed_on_unless_flagged_or_in_an_episode(results: list[BatchResult]) -> None:
+    for r in results:
+        ok = {(s.entity, s.end_index) for s in r.scored if not s.flagged}
+        assert {(w.entity, w.end_index) for w in r.normal} <= ok
+    normal = [w for r in results for w in r.normal]
+    assert not any(w.entity == ANOMALOUS and FAULT.start <= w.end_ts < FAULT.stop + 15 for w in normal)
+    assert len(normal) > 0.9 * len(ENTITIES) * (N - 15)
+
+
+def test_a_reading_back_in_time_is_rejected_and_the_rest_is_scored(detector: Any, warm: np.ndarray) -> None:
+    pipe = make_pipeline(detector, warm, max_lateness=5.0)
+    run(pipe, readings(100, fault=False), 400)
+    x = np.zeros(3, np.float32) + 0.1
+    late = [Reading("pump-1", 100.0, x), Reading("pump-2", 100.0, x), Reading("pump-1", 93.0, x),
+            Reading("pump-3", 100.0, x), Reading("pump-1", 96.0, x)]  # 7 s late: refused; 4 s: kept
+    r = pipe.process(late)
+    assert [(i, e.reason) for i, e in r.rejected] == [(2, "timestamp_backwards")]
+    assert "pump-1" in str(r.rejected[0][1])
+    assert [(s.entity, s.end_ts) for s in r.scored] == [("pump-1", 100.0), ("pump-2", 100.0), ("pump-3", 100.0), ("pump-1", 96.0)]
+
+
+@dataclass
+class Scored:
+    entity: str
+    end_ts: float
+    flagged: bool
+    score: float
+    threshold: float | None
+
+
+def _flatten(results: list[BatchResult]) -> tuple[list[Scored], list[dict[str, Any]]]:
+    scored = [Scored(s.entity, s.end_ts, s.flagged, s.score, s.threshold) for r in results for s in r.scored]
+    alerts = [a.to_dict() for r in results for a in r.alerts]
+    return scored, alerts
+
+
+@dataclass
+class Out:
+    score: np.ndarray
+    shares: np.ndarray
+
+
+class FixedShape:
+    """The real detector, always called on blocks of exactly 256 windows (zero-padded).
+
+    The compiled model picks its kernels by batch size, so one window's score differs in
+    the last float32 bits between a batch of 7 and one of 700 (~4e-6 of ~30 measured).
+    With one shape for every call a window's score depends on the window alone, so any
+    difference between batch splits below is the pipeline's own."""
+
+    version_ = "fixed-shape"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.names = list(inner.names)
+
+    def score(self, X: Any) -> Out:
+        x = np.asarray(X, np.float32)
+        scores, shares = [], []
+        for i in range(0, len(x), 256):
+            block = x[i : i + 256]
+            padded = np.concatenate([block, np.zeros((256 - len(block), *x.shape[1:]), np.float32)])
+            out = self.inner.score(padded)
+            scores.append(out.score[: len(block)])
+            shares.append(out.shares[: len(block)])
+        return Out(np.concatenate(scores), np.concatenate(shares))
+
+
+def test_batch_splits_give_identical_results(detector: Any, warm: np.ndarray) -> None:
+    rs = readings()
+    model = FixedShape(detector)
+
+    def pipeline() -> StreamPipeline:
+        pipe = make_pipeline(detector, warm)
+        pipe.scorer = model
+        return pipe
+
+    whole = _flatten(run(pipeline(), rs, len(rs)))
+    assert sum(a["kind"] == "open" for a in whole[1]) == 1
+    for sizes in (50, 7, [3, 50, 11, 200, 1, 1, 333, 64]):
+        assert _flatten(run(pipeline(), rs, sizes)) == whole, sizes
+
+
+def test_the_bare_detector_gives_the_same_decisions_in_any_batch_split(detector: Any, warm: np.ndarray) -> None:
+    # Without FixedShape: scores agree to float32 rounding, every decision and alert exactly.
+    # (Few splits: the compiled model builds a new XLA program for each new batch size,
+    # ~1.5 s each on the 2-core test machine.)
+    rs = readings()
+    whole_s, whole_a = _flatten(run(make_pipeline(detector, warm), rs, len(rs)))
+    for sizes in (50, 7):
+        got_s, got_a = _flatten(run(make_pipeline(detector, warm), rs, sizes))
+        assert [(s.entity, s.end_ts, s.flagged) for s in got_s] == [(s.entity, s.end_ts, s.flagged) for s in whole_s]
+        np.testing.assert_allclose([s.score for s in got_s], [s.score for s in whole_s], rtol=1e-6)
+        np.testing.assert_allclose([s.threshold for s in got_s], [s.threshold for s in whole_s], rtol=1e-6)
+        keys = ("alert_id", "kind", "entity", "window_start", "window_end", "episode_id", "detected_at")
+        assert [{k: a[k] for k in keys} for a in got_a] == [{k: a[k] for k in keys} for a in whole_a]
+        assert [[f["name"] for f in a["features"]] for a in got_a] == [[f["name"] for f in a["features"]] for a in whole_a]
+
+
+class Rescaled:
+    """Another model for the swap: the detector's scores on another scale (x10 + 50), as
+    a retrained model's would be. Same features, same shares."""
+
+    version_ = "rescaled"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.names = list(inner.names)
+
+    def score(self, X: Any) -> Out:
+        out = self.inner.score(X)
+        return Out(out.score * 10.0 + 50.0, out.shares)
+
+
+def test_swap_model_recalibrates_thresholds(detector: Any, warm: np.ndarray) -> None:
+    pipe = make_pipeline(detector, warm)
+    run(pipe, readings(100, fault=False), 400)
+    for e in ENTITIES:  # entities with trackers of their own are forgotten on a swap
+        for s in warm.tolist():
+            pipe.thresholds.update(e, s)
+    assert pipe.thresholds.has_own("pump-1")
+    new = Rescaled(detector)
+    new_warm = warm * 10.0 + 50.0
+    pipe.swap_model(new, "v2", new_warm)
+    assert pipe.thresholds.get() == SPOT(q=1e-3).warm_start(new_warm).get()
+    assert not pipe.thresholds.has_own("pump-1") and len(pipe.thresholds) == 0
+    rs = readings(300, t0=100.0)  # pump-2's fault at 300..329 s
+    results = run(pipe, rs, 400)
+    assert len(results[0].scored) == 400  # windows in progress were kept: no refill
+    alerts = [a for r in results for a in r.alerts]
+    assert {a.entity for a in alerts} == {ANOMALOUS}
+    assert alerts[0].kind == "open" and alerts[0].model_version == "v2"
+    assert alerts[0].features[0][0] == "pressure"
+    # with the old thresholds every window of the new model would have been flagged
+    assert min(s.score for r in results for s in r.scored) > warm.max()
+    with pytest.raises(ValueError, match="features"):
+        pipe.swap_model(type("Other", (), {"names": ["a", "b", "c"]})(), "v3", new_warm)
