@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Iterable
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -39,8 +39,24 @@ def connection_args(k: KafkaConfig) -> dict[str, Any]:
     return args
 
 
+class _Hooks(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forwards kafka-python's rebalance callbacks to an object with the same two methods."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.target.on_partitions_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.target.on_partitions_assigned(list(assigned))
+
+
 def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), listener: Any = None) -> KafkaConsumer:
-    """A group consumer with manual commits (offsets are committed only after delivery)."""
+    """A group consumer with manual commits (offsets are committed only after delivery).
+
+    ``listener``: any object with ``on_partitions_revoked`` / ``on_partitions_assigned``;
+    they run inside ``poll``, so they must be short."""
     c = KafkaConsumer(
         group_id=g.id,
         enable_auto_commit=False,
@@ -52,7 +68,7 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
         **connection_args(k),
     )
     if topics:
-        c.subscribe(list(topics), listener=listener)
+        c.subscribe(list(topics), listener=_Hooks(listener) if listener is not None else None)
     return c
 
 

@@ -12,14 +12,27 @@ b'{oops'
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import orjson
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def loads(value: bytes) -> Any:
-    """Parse JSON bytes; raises ``orjson.JSONDecodeError`` (a ValueError)."""
-    return orjson.loads(value)
+    """Parse JSON bytes; raises ValueError when they are not JSON.
+
+    orjson refuses numbers it cannot hold as a float (``1e999``) although they are valid
+    JSON; the stdlib parser, tried only after orjson failed, reads them as infinity so
+    the record is refused for the right reason (a non-finite value), not as "not JSON".
+    """
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value, parse_constant=_reject_constant)
 
 
 def dumps(obj: Any) -> bytes:

@@ -24,7 +24,7 @@ from streamvae.model.vae import VAE, ScoreOutput, VAEConfig
 
 log = logging.getLogger(__name__)
 
-SCORE_CHUNK = 4096
+SCORE_CHUNK = 4096  # = score.MAX_BUCKET
 
 
 def default_threshold(scores: npt.ArrayLike, q: float = 0.999, margin: float = 2.0) -> float:
@@ -165,6 +165,12 @@ class VAEDetector:
         if thr is None or not math.isfinite(thr):
             raise NotFittedError("no threshold: fit the detector or pass threshold=")
         return (self.score_samples(X) > thr).astype(np.int8)
+
+    def warmup(self, max_batch: int = SCORE_CHUNK) -> "VAEDetector":
+        """Compile the scoring graph for every batch size bucket a live feed can hit, so
+        the first polls are not slowed by compilation."""
+        self._fitted()[1].warmup(min(max_batch, SCORE_CHUNK))
+        return self
 
     def reconstruct(self, X: npt.ArrayLike) -> np.ndarray:
         """Decoder mean at the posterior mean of z, in raw units, (M, W, F)."""

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from streamvae.service.daemon import Daemon
     from streamvae.service.http import serve
 
-    det = load(resolve(cfg.model.path))
+    det = load(resolve(cfg.model.path)).warmup(cfg.group.max_poll_records)
     daemon = Daemon(cfg, det)
     server = serve(cfg.http.host, cfg.http.port, daemon.metrics, daemon.health) if cfg.http.port else None
     try:
