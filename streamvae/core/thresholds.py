@@ -447,7 +447,10 @@ class DSPOT:
         _check(isinstance(depth, int) and depth >= 2, "depth", "an int >= 2", depth)
         self.depth = depth
         self.spot = SPOT(q, level, max_peaks, min_peaks)
-        self._recent: deque[float] = deque()
+        # the last `depth` normal scores in a ring (a list and the index of the oldest):
+        # cheaper per update than deque.append + popleft (scripts/bench_thresholds.py)
+        self._ring: list[float] = []
+        self._i = 0
         self._sum = 0.0
 
     @property
@@ -462,15 +465,16 @@ class DSPOT:
         c = np.concatenate([[0.0], np.cumsum(s)])
         means = (c[d:-1] - c[: len(s) - d]) / d  # mean of the d scores before each one
         self.spot.warm_start(s[d:] - means)
-        self._recent = deque(s[-d:].tolist())
-        self._sum = float(sum(self._recent))
+        self._ring = s[-d:].tolist()
+        self._i = 0
+        self._sum = float(sum(self._ring))
         return self
 
     def get(self) -> float | None:
         z = self.spot.get()
-        if z is None or len(self._recent) < self.depth:
+        if z is None or len(self._ring) < self.depth:
             return None
-        return self._sum / len(self._recent) + z
+        return self._sum / self.depth + z
 
     def update(self, score: float) -> Decision:
         spot = self.spot
@@ -481,25 +485,32 @@ class DSPOT:
             # (a deviation below its t and z only counts): the same state change and
             # verdict as spot.update(x), at about half the cost.
             spot.n_ += 1.0
-            recent = self._recent
-            recent.append(score)
-            self._sum += score - recent.popleft()
+            ring = self._ring
+            i = self._i
+            self._sum += score - ring[i]
+            ring[i] = score
+            i += 1
+            self._i = 0 if i == self.depth else i
             return _tuple_new(Decision, (m + spot._zf, False))
-        recent = self._recent
-        if len(recent) < self.depth:
+        if len(self._ring) < self.depth:
             return _NOT_READY
         d = spot.update(x)
         z = d.threshold
         if z is None:
             return _NOT_READY
         if not d.flagged and score == score:
-            recent.append(score)
-            self._sum += score - recent.popleft()
+            ring = self._ring
+            i = self._i
+            self._sum += score - ring[i]
+            ring[i] = score
+            i += 1
+            self._i = 0 if i == self.depth else i
         return _tuple_new(Decision, (m + z, d.flagged))
 
     def to_state(self) -> dict[str, Any]:
         # the running sum is saved as it is: re-adding the scores would round differently
-        return {"kind": self.kind, "depth": self.depth, "recent": list(self._recent), "sum": self._sum,
+        recent = self._ring[self._i :] + self._ring[: self._i]  # oldest first
+        return {"kind": self.kind, "depth": self.depth, "recent": recent, "sum": self._sum,
                 "spot": self.spot.to_state()}
 
     @classmethod
@@ -507,7 +518,8 @@ class DSPOT:
         s = d["spot"]
         t = cls(s["q"], d["depth"], s["level"], s["max_peaks"], s["min_peaks"])
         t.spot = SPOT.from_state(s)
-        t._recent = deque(d["recent"])
+        t._ring = list(d["recent"])
+        t._i = 0
         t._sum = float(d["sum"])
         return t
 
