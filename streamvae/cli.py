@@ -113,7 +113,39 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--alerts", default=None, help="also write the alerts as JSON lines to this file")
     _threshold_args(r)
     _model_args(r)
+    _tool_parsers(sub)
     return p
+
+
+def _tool_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``simulate`` and ``alerts``: a labelled demo feed into Kafka, and the alerts topic printed."""
+    m = sub.add_parser("simulate", help="produce a synthetic multi-entity sensor feed with labelled anomalies to Kafka")
+    m.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port...]")
+    m.add_argument("--topic", default="sensors", help="topic to produce to (default sensors); key = entity id")
+    m.add_argument("--entities", type=int, default=10, help="number of entities, pump-01... (default 10)")
+    m.add_argument("--rate", type=float, default=10.0, help="readings per second across all entities (default 10)")
+    m.add_argument("--duration", type=float, default=600.0, help="seconds of event time (default 600)")
+    m.add_argument("--anomalies", default="none",
+                   help="e.g. 'spike:2,level_shift,drift,duration=90' or 'all:2'; kinds: spike, level_shift, drift, stuck, "
+                        "broken_correlation, noise_burst, dead, all; keys: duration, spike_duration, severity, warmup, gap")
+    m.add_argument("--truth", default=None, help="write the ground truth (feed settings and episodes) to this JSON file")
+    m.add_argument("--seed", type=int, default=0, help="noise and anomaly placement (default 0)")
+    m.add_argument("--plant", type=int, default=0, help="the entities' operating points; use the same one for training data")
+    m.add_argument("--period", type=float, default=600.0, help="seconds of one load cycle, the feed's 'day' (default 600)")
+    m.add_argument("--start", type=float, default=None, help="epoch seconds of the first reading (default: now)")
+    pace = m.add_mutually_exclusive_group()
+    pace.add_argument("--speedup", type=float, default=1.0, help="event time runs X times faster than real time (default 1)")
+    pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (tests, benchmarks)")
+    m.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach the broker (default 10)")
+
+    a = sub.add_parser("alerts", help="print the alerts topic, one line per alert, duplicates dropped")
+    a.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port[,host:port...]")
+    a.add_argument("--topic", default="alerts", help="alerts topic (default alerts)")
+    a.add_argument("--follow", action="store_true", help="keep reading new alerts until Ctrl-C / SIGTERM")
+    a.add_argument("--from-beginning", action="store_true",
+                   help="with --follow: start at the oldest alert (default: only new ones); without --follow every alert is read")
+    a.add_argument("--json", action="store_true", help="print each alert as its JSON object")
+    a.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach the broker (default 10)")
 
 
 def _threshold_args(p: argparse.ArgumentParser) -> None:
@@ -127,11 +159,9 @@ def _threshold_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from streamvae.service.logs import configure
+
+    configure(args.debug)
     try:
         if args.command == "train":
             from streamvae.offline.commands import train
@@ -157,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from streamvae.offline.commands import evaluate_skab_cmd
 
             return evaluate_skab_cmd(args)
+        if args.command in ("simulate", "alerts"):
+            from streamvae.service import tools
+
+            return tools.simulate(args) if args.command == "simulate" else tools.alerts(args)
         raise ConfigError(f"unknown command {args.command!r}")
     except StreamvaeError as e:
         if args.debug:
