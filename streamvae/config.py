@@ -117,6 +117,12 @@ class EpisodesConfig:
 
 
 @dataclass(frozen=True)
+class RulesConfig:
+    dead_sensor: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
+    stuck_sensor: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     host: str = _spec("127.0.0.1", _str, "an address to bind")
     port: int = _spec(0, lambda v: isinstance(v, int) and 0 <= v < 65536, "a port in [0, 65535] (0: none)")
@@ -131,6 +137,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
 
     def redacted(self) -> dict[str, Any]:

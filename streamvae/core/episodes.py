@@ -52,6 +52,7 @@ class Alert:
     episode_id: str
     detected_at: float
     peak_score: float
+    reason: str = "score"  # score | dead_sensor | stuck_sensor: what flagged the episode
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class Alert:
             "score": self.score, "threshold": self.threshold, "model_version": self.model_version,
             "features": [{"name": n, "share": round(s, 4)} for n, s in self.features],
             "episode_id": self.episode_id, "detected_at": self.detected_at, "peak_score": self.peak_score,
+            "reason": self.reason,
         }
 
 
@@ -74,6 +76,7 @@ class _State:
     peak_emitted: float = float("-inf")
     first_start: float = 0.0
     top: tuple[tuple[str, float], ...] = field(default=())
+    reason: str = "score"
 
 
 class EpisodeTracker:
@@ -122,6 +125,7 @@ class EpisodeTracker:
         features: Sequence[tuple[str, float]],
         model_version: str,
         detected_at: float | None = None,
+        reason: str = "score",
     ) -> list[Alert]:
         """Feed one scored window; return the alerts it causes (usually none)."""
         st = self._state.get(entity)
@@ -139,6 +143,7 @@ class EpisodeTracker:
             return Alert(
                 stable_id(entity, window_end, model_version, kind), kind, entity, window_start, window_end,
                 float(score), threshold, model_version, tuple(features) if flagged else st.top, st.episode_id, now, st.peak,
+                st.reason,
             )
 
         if flagged:
@@ -153,6 +158,7 @@ class EpisodeTracker:
                 st.last_flag_end = window_end
                 st.peak = st.peak_emitted = score
                 st.top = tuple(features)
+                st.reason = reason
                 return [alert("open")]
             st.last_flag_end = window_end
             if score > st.peak:

@@ -28,6 +28,47 @@ from streamvae.errors import RecordError
 log = logging.getLogger(__name__)
 
 
+class SensorRules:
+    """Faults the likelihood cannot see, checked on every window before scoring.
+
+    - ``dead_sensor``: one feature has no observed value in the whole window while the
+      others do. The VAE leaves missing cells out of the likelihood (so a window with a
+      dead sensor is still scored), which also means it never calls a dead sensor
+      anomalous by itself.
+    - ``stuck_sensor``: a feature that varied in training repeats exactly one value over
+      at least half the window: real sensors always carry some noise.
+
+    ``varies``: (F,) True for the features the stuck check applies to (a feature that
+    was constant in training may legitimately stay constant).
+    """
+
+    def __init__(self, dead: bool = True, stuck: bool = True, varies: npt.ArrayLike | None = None) -> None:
+        self.dead = dead
+        self.stuck = stuck
+        self.varies = None if varies is None else np.asarray(varies, dtype=bool)
+
+    def check(self, x: npt.NDArray[np.float32]) -> list[tuple[str, int] | None]:
+        """Per window (B, W, F): None, or (reason, feature index)."""
+        obs = ~np.isnan(x)
+        n_obs = obs.sum(axis=1)  # (B, F)
+        out: list[tuple[str, int] | None] = [None] * len(x)
+        if self.dead:
+            dead = (n_obs == 0) & (n_obs.sum(axis=1, keepdims=True) > 0)
+            for b, f in zip(*np.nonzero(dead)):
+                if out[b] is None:
+                    out[b] = ("dead_sensor", int(f))
+        if self.stuck:
+            with np.errstate(invalid="ignore"):
+                span = np.nanmax(np.where(obs, x, -np.inf), axis=1) - np.nanmin(np.where(obs, x, np.inf), axis=1)
+            stuck = (span == 0) & (n_obs >= max(2, x.shape[1] // 2))
+            if self.varies is not None:
+                stuck &= self.varies[None, :]
+            for b, f in zip(*np.nonzero(stuck)):
+                if out[b] is None:
+                    out[b] = ("stuck_sensor", int(f))
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One timestamped reading of one entity; ``values`` in model feature order, NaN = missing."""
@@ -70,7 +111,9 @@ class StreamPipeline:
     """
 
     def __init__(self, scorer: Scorer, thresholds: ThresholdBank, episodes: EpisodeTracker,
-                 assembler: WindowAssembler, model_version: str, top_k: int = 3) -> None:
+                 assembler: WindowAssembler, model_version: str, top_k: int = 3,
+                 rules: SensorRules | None = None) -> None:
+        self.rules = rules
         self.scorer = scorer
         self.thresholds = thresholds
         self.episodes = episodes
@@ -103,21 +146,31 @@ class StreamPipeline:
                 result.rejected.append((i, e))
         if not done:
             return result
-        out = self.scorer.score(np.stack([w.values for w in done]))
+        x = np.stack([w.values for w in done])
+        out = self.scorer.score(x)
         self.windows_scored_ += len(done)
         names, k = self.names, self.top_k
-        for w, s, sh in zip(done, out.score.tolist(), out.shares):
-            d = self.thresholds.update(w.entity, s)
+        broken = self.rules.check(x) if self.rules is not None else None
+        for j, (w, s, sh) in enumerate(zip(done, out.score.tolist(), out.shares)):
+            rule = broken[j] if broken is not None else None
+            if rule is None:
+                d = self.thresholds.update(w.entity, s)
+                flagged, thr = d.flagged, d.threshold
+            else:  # a rule flags it; like any flagged window it does not move the threshold
+                flagged, thr = True, self.thresholds.get(w.entity)
             top: tuple[tuple[str, float], ...] = ()
-            if d.flagged:
+            if rule is not None:
+                top = ((names[rule[1]], 1.0),)
+            elif flagged:
                 order = np.argsort(-sh)[:k]
-                top = tuple((names[j], float(sh[j])) for j in order)
+                top = tuple((names[i], float(sh[i])) for i in order)
             alerts = self.episodes.observe(
-                w.entity, w.start_ts, w.end_ts, s, d.threshold, d.flagged, top, self.model_version, now,
+                w.entity, w.start_ts, w.end_ts, s, thr, flagged, top, self.model_version, now,
+                reason=rule[0] if rule is not None else "score",
             )
             result.alerts.extend(alerts)
-            result.scored.append(ScoredWindow(w.entity, w.start_ts, w.end_ts, w.end_index, s, d.threshold, d.flagged, sh))
-            if not d.flagged and not self.episodes.is_open(w.entity):
+            result.scored.append(ScoredWindow(w.entity, w.start_ts, w.end_ts, w.end_index, s, thr, flagged, sh))
+            if not flagged and not self.episodes.is_open(w.entity):
                 result.normal.append(w)
         return result
 

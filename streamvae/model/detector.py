@@ -166,6 +166,12 @@ class VAEDetector:
             raise NotFittedError("no threshold: fit the detector or pass threshold=")
         return (self.score_samples(X) > thr).astype(np.int8)
 
+    def feature_varies(self) -> np.ndarray:
+        """(F,) True where the training data varied (its scale was not floored)."""
+        scaler, _ = self._fitted()
+        floor = np.maximum(scaler.rel_floor * np.maximum(np.abs(scaler.mean_), 1.0), scaler.abs_floor)
+        return np.asarray(scaler.scale_ > floor * 1.0001)
+
     def warmup(self, max_batch: int = SCORE_CHUNK) -> "VAEDetector":
         """Compile the scoring graph for every batch size bucket a live feed can hit, so
         the first polls are not slowed by compilation."""

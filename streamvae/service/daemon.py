@@ -26,7 +26,7 @@ from typing import Any
 
 from streamvae.config import Config
 from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import Reading, StreamPipeline
+from streamvae.core.pipeline import Reading, SensorRules, StreamPipeline
 from streamvae.core.records import RecordDecoder
 from streamvae.core.thresholds import ThresholdBank
 from streamvae.core.windows import WindowAssembler
@@ -78,7 +78,10 @@ def build_pipeline(cfg: Config, det: Any) -> StreamPipeline:
     mc = det.config
     asm = WindowAssembler(mc.window, mc.stride, mc.n_features, max_gap=cfg.records.max_gap or mc.max_gap,
                           max_lateness=cfg.records.max_lateness, max_entities=t.max_entities)
-    return StreamPipeline(det, bank, episodes, asm, det.version_ or "unversioned")
+    rules = None
+    if cfg.rules.dead_sensor or cfg.rules.stuck_sensor:
+        rules = SensorRules(cfg.rules.dead_sensor, cfg.rules.stuck_sensor, varies=det.feature_varies())
+    return StreamPipeline(det, bank, episodes, asm, det.version_ or "unversioned", rules=rules)
 
 
 class Daemon:
