@@ -22,7 +22,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from streamvae.model.vae import VAE, ScoreOutput, decoder_logvar, encoder_input, gaussian_ll
+from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput, encoder_input
 
 
 MAX_BUCKET = 4096
@@ -57,11 +57,16 @@ class GraphScorer:
         z = tf.reshape(mu[None] + tf.exp(0.5 * lv)[None] * self._eps, (L * b, cfg.latent))
         xm, raw = self.vae.decoder(z, training=False)
         xm = tf.reshape(xm, (L, b, D))
-        xlv = tf.reshape(decoder_logvar(raw, cfg.min_var), (L, b, D))
-        ll = gaussian_ll(x0[None], xm, xlv) * maskf[None]  # (L, B, D)
-        lp = tf.reduce_sum(ll, axis=2)  # (L, B) log p(x_obs | z_l)
-        log_mean = tf.reduce_logsumexp(lp, axis=0) - math.log(L)
+        var = tf.reshape(cfg.min_var + tf.nn.softplus(raw), (L, b, D))  # = exp(decoder_logvar)
+        # log N(x; m, var) = -0.5 log(2 pi) - 0.5 log var - sq, with sq = 0.5 (x - m)^2 / var:
+        # each elementwise pass over the (L, B, D) tensors is done once (they cost about as
+        # much as the matmuls here), and missing cells are zeroed in the difference.
+        diff = (x0[None] - xm) * maskf[None]
+        sq = 0.5 * tf.square(diff) / var  # (L, B, D), 0 where missing
+        log_var_obs = tf.einsum("lbd,bd->lb", tf.math.log(var), maskf)
         n_obs = tf.reduce_sum(maskf, axis=1)
+        lp = -0.5 * (LOG_2PI * n_obs[None] + log_var_obs) - tf.reduce_sum(sq, axis=2)  # (L, B) log p(x_obs | z_l)
+        log_mean = tf.reduce_logsumexp(lp, axis=0) - math.log(L)
         # Rescale to the full window's dimension count so a window with a dead sensor
         # stays on the threshold's scale (equal to -log p when nothing is missing).
         score = tf.where(n_obs > 0, -log_mean * D / tf.maximum(n_obs, 1.0), np.nan)
@@ -69,8 +74,7 @@ class GraphScorer:
         # averaged over samples with their posterior weights softmax_l(log p(x|z_l)). The
         # constant part (log sigma) has no natural zero, so it is left out of the shares.
         w = tf.nn.softmax(lp, axis=0)
-        sq = 0.5 * tf.square(x0[None] - xm) * tf.exp(-xlv) * maskf[None]
-        cell = tf.reduce_sum(w[:, :, None] * sq, axis=0)  # (B, D)
+        cell = tf.einsum("lb,lbd->bd", w, sq)  # (B, D)
         per_feature = tf.reduce_sum(tf.reshape(cell, (b, D // F, F)), axis=1)
         shares = per_feature / tf.maximum(tf.reduce_sum(per_feature, axis=1, keepdims=True), 1e-12)
         # Ablation: plain MSE of the decoder mean at the posterior mean.
