@@ -98,6 +98,8 @@ class ThresholdConfig:
     per_entity: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
     min_history: int = _spec(2000, lambda v: _pos_int(v) and v >= 20, "an int >= 20")
     max_entities: int = _spec(100_000, _pos_int, "an int >= 1")
+    state_file: str | None = _spec(None, _opt_str, "a file path, or unset (thresholds re-learn after a restart)")
+    save_every: float = _spec(60.0, lambda v: _nonneg(v) and v > 0, "seconds > 0")
 
     def tracker_params(self) -> dict[str, Any]:
         if self.kind == "spot":

@@ -17,7 +17,9 @@ back from the tail of the alerts topic), so a re-read does not publish an alert 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -103,7 +105,40 @@ class Daemon:
         self.stop_event = threading.Event()
         self.consumer: Any = None
         self.last_batch_at = time.time()
+        self.last_saved = time.monotonic()
         self.metrics.set("model_info", 1, version=self.pipeline.model_version)
+        self._restore_thresholds()
+
+    # -- threshold state across restarts ----------------------------------------------
+    def _restore_thresholds(self) -> None:
+        path = self.cfg.threshold.state_file
+        if not path or not os.path.exists(path):
+            return
+        try:
+            with open(path) as fh:
+                saved = json.load(fh)
+            if saved.get("model_version") != self.pipeline.model_version:
+                log.info("threshold state in %s is for model %s; starting from this model's held-out scores",
+                         path, saved.get("model_version"))
+                return
+            self.pipeline.thresholds = ThresholdBank.from_state(saved["bank"])
+            log.info("thresholds restored from %s (%d entities)", path, len(self.pipeline.thresholds))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("cannot restore thresholds from %s (%r); starting from held-out scores", path, e)
+
+    def save_thresholds(self) -> None:
+        """Write the trackers' state atomically (tmp file + os.replace)."""
+        path = self.cfg.threshold.state_file
+        if not path:
+            return
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump({"model_version": self.pipeline.model_version, "bank": self.pipeline.thresholds.to_state()}, fh)
+            os.replace(tmp, path)
+            self.last_saved = time.monotonic()
+        except (OSError, TypeError, ValueError) as e:
+            log.warning("cannot save thresholds to %s (%r)", path, e)
 
     # -- rebalance listener (runs inside poll: keep it short, never call the model) ----
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -156,6 +191,7 @@ class Daemon:
                     self.handle(consumer, producer, batch)
         finally:
             log.info("shutting down: closing consumer and producer")
+            self.save_thresholds()
             try:
                 consumer.close(autocommit=False)
             finally:
@@ -266,6 +302,8 @@ class Daemon:
         m.set("last_batch_seconds", dt)
         m.set("live_entities", len(self.pipeline.assembler))
         m.set("open_episodes", self.pipeline.episodes.open_count())
+        if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
+            self.save_thresholds()
 
     def _decode(self, tp: TopicPartition, rec: Any, outbox: Outbox) -> list[Reading] | None:
         value = rec.value

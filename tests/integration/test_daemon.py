@@ -124,13 +124,22 @@ def test_every_bad_record_is_dead_lettered_with_its_reason(kenv: Env, model_dir:
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(kenv: Env, model_dir: Path, tmp_path: Path,
                                                          daemons: list[DaemonProc]) -> None:
-    d = DaemonProc(kenv.config(tmp_path, model_dir), tmp_path / "daemon.log")
+    state = tmp_path / "thresholds.json"
+    cfg = kenv.config(tmp_path, model_dir, threshold__state_file=str(state), threshold__min_history=100)
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
     daemons.append(d)
     produce_feed(kenv, n=400)
     kenv.wait_caught_up(daemon=d)
     t0 = time.monotonic()
     assert d.terminate(timeout=15) == 0, d.log_tail()
     assert time.monotonic() - t0 < 5.0, "SIGTERM took too long"
+    # what the thresholds learned survives the restart
+    saved = json.loads(state.read_text())
+    assert saved["bank"]["own"], "no per-entity tracker was saved"
+    d2 = DaemonProc(cfg, tmp_path / "daemon2.log")
+    daemons.append(d2)
+    assert "thresholds restored" in d2.log_tail(200)
+    assert d2.terminate(timeout=15) == 0
     ends, com = kenv.end_offsets(), kenv.committed()
     for p, end in ends.items():
         offset, meta = com[p]
