@@ -274,6 +274,7 @@ class SPOT:
         self.gamma_ = 0.0
         self.sigma_ = 0.0
         self._order: deque[float] = deque()
+        self._since_fit = 0
         # the kept peaks sorted ascending in _buf[:_k]; room after them for censored fills
         self._buf = np.empty(0)
         self._k = 0
@@ -307,6 +308,7 @@ class SPOT:
         peaks = s[s > self.t_] - self.t_
         self.n_ = self.w_ = float(len(s))
         self.z_ = None
+        self._since_fit = 0
         self._set_peaks(peaks)
         while len(self._order) > self.max_peaks:
             self._drop_oldest()
@@ -405,7 +407,7 @@ class SPOT:
             n = len(order) + 1  # the dropped peak stood for n/N_t observations
             self.n_ -= self.n_ / n
             self.w_ -= self.w_ / n
-            self._fit()
+            self._maybe_fit()
             return
         buf = self._room(k + 1)
         j = int(buf[:k].searchsorted(e))
@@ -414,13 +416,22 @@ class SPOT:
         self._k = k + 1
         if len(order) > self.max_peaks:
             self._drop_oldest()
-        self._fit()
+        self._maybe_fit()
+
+    def _maybe_fit(self) -> None:
+        """Refit after every new peak while there are few, then after every k/64 new
+        peaks (k kept): one fit is O(k), so the amortised cost per update stays flat as
+        the peak store fills; one new peak among hundreds barely moves the tail anyway."""
+        self._since_fit += 1
+        if self._since_fit >= max(1, self._k // 64):
+            self._since_fit = 0
+            self._fit()
 
     def to_state(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "q": self.q, "level": self.level, "max_peaks": self.max_peaks, "min_peaks": self.min_peaks,
             "t": self.t_, "n": self.n_, "w": self.w_, "z": self.z_, "gamma": self.gamma_, "sigma": self.sigma_,
-            "peaks": list(self._order),
+            "peaks": list(self._order), "since_fit": self._since_fit,
         }
 
     @classmethod
@@ -429,6 +440,7 @@ class SPOT:
         t.t_ = d["t"]
         t.n_, t.w_, t.z_, t.gamma_, t.sigma_ = d["n"], d["w"], d["z"], d["gamma"], d["sigma"]
         t._set_peaks(np.asarray(d["peaks"], dtype=np.float64))
+        t._since_fit = d.get("since_fit", 0)
         t._cache()
         return t
 
