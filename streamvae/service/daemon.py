@@ -50,6 +50,7 @@ from streamvae.service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 DELIVERY_TIMEOUT_S = 30.0
+COMMIT_TIMEOUT_MS = 10_000
 RECENT_ALERTS_PER_PARTITION = 5_000
 
 
@@ -101,6 +102,9 @@ class Daemon:
         self.committed: dict[TopicPartition, int] = {}
         self.first_seen: dict[TopicPartition, int] = {}
         self.fresh: set[TopicPartition] = set()
+        self.stashed: set[TopicPartition] = set()
+        self.next_offset: dict[TopicPartition, int] = {}  # after the last delivered batch
+        self.pending: dict[TopicPartition, Any] = {}  # delivered, not yet committed
         self.published = _BoundedSet(200_000)
         self.stop_event = threading.Event()
         self.consumer: Any = None
@@ -142,13 +146,35 @@ class Daemon:
 
     # -- rebalance listener (runs inside poll: keep it short, never call the model) ----
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:
-            self._forget(tp)
+        # Commit what was delivered but not yet committed (a commit that failed because the
+        # group was rebalancing, e.g. after a broker outage), then keep the partitions'
+        # state until the assignment: if they come back to this process, the windows
+        # carry on from memory instead of being rebuilt and re-scored.
+        pending = {tp: om for tp, om in self.pending.items() if tp in revoked}
+        if pending and self.consumer is not None:
+            try:
+                self.consumer.commit(pending, timeout_ms=COMMIT_TIMEOUT_MS)
+                for tp, om in pending.items():
+                    self.committed[tp] = om.offset
+                    self.pending.pop(tp, None)
+            except KafkaError as e:
+                log.info("commit on revocation failed (%r); positions kept in memory", e)
+        self.stashed.update(revoked)
         log.info("partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.fresh.update(assigned)
-        log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+        kept = []
+        for tp in assigned:
+            if tp in self.stashed and tp in self.next_offset and self.consumer is not None:
+                self.consumer.seek(tp, self.next_offset[tp])  # carry on where this process got to
+                kept.append(tp)
+            else:
+                self.fresh.add(tp)
+        for tp in self.stashed - set(assigned):
+            self._forget(tp)
+        self.stashed.clear()
+        log.info("partitions assigned: %s%s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
+                 f" (kept in memory: {len(kept)})" if kept else "")
 
     def _forget(self, tp: TopicPartition) -> None:
         for ent in self.offsets.drop(tp):
@@ -157,6 +183,8 @@ class Daemon:
         self.scored_to.pop(tp, None)
         self.committed.pop(tp, None)
         self.first_seen.pop(tp, None)
+        self.next_offset.pop(tp, None)
+        self.pending.pop(tp, None)
 
     # -- main loop -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -189,9 +217,15 @@ class Daemon:
                     continue
                 if batch:
                     self.handle(consumer, producer, batch)
+                elif self.pending:
+                    self._commit_pending(consumer)
         finally:
             log.info("shutting down: closing consumer and producer")
             self.save_thresholds()
+            try:
+                self._commit_pending(consumer)
+            except Exception as e:  # never let a last commit attempt hide the shutdown
+                log.warning("final commit failed (%r)", e)
             try:
                 consumer.close(autocommit=False)
             finally:
@@ -280,20 +314,14 @@ class Daemon:
             return
         for aid in new_ids:
             self.published.add(aid)
-        # 3 commit
-        commits = {}
+        # 3 commit (with any earlier position whose commit failed)
         for tp, recs in batch.items():
             nxt = recs[-1].offset + 1
+            self.next_offset[tp] = nxt
             self.scored_to[tp] = max(self.scored_to.get(tp, -1), nxt)
             pos = self.offsets.position(tp, nxt)
-            commits[tp] = OffsetAndMetadata(pos, encode_metadata(self.scored_to[tp]), -1)
-        try:
-            consumer.commit(commits)
-            for tp, om in commits.items():
-                self.committed[tp] = om.offset
-        except KafkaError as e:
-            m.inc("commit_failures_total")
-            log.warning("commit failed (%r); the next batch commits these positions", e)
+            self.pending[tp] = OffsetAndMetadata(pos, encode_metadata(self.scored_to[tp]), -1)
+        self._commit_pending(consumer)
         dt = time.perf_counter() - t0
         self.last_batch_at = time.time()
         m.inc("records_total", n_records)
@@ -304,6 +332,21 @@ class Daemon:
         m.set("open_episodes", self.pipeline.episodes.open_count())
         if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
             self.save_thresholds()
+
+    def _commit_pending(self, consumer: Any) -> None:
+        if not self.pending:
+            return
+        commits = dict(self.pending)
+        try:
+            consumer.commit(commits, timeout_ms=COMMIT_TIMEOUT_MS)
+        except KafkaError as e:
+            self.metrics.inc("commit_failures_total")
+            log.warning("commit failed (%r); retrying with the next batch", e)
+            return
+        for tp, om in commits.items():
+            self.committed[tp] = om.offset
+            if self.pending.get(tp) is om:
+                del self.pending[tp]
 
     def _decode(self, tp: TopicPartition, rec: Any, outbox: Outbox) -> list[Reading] | None:
         value = rec.value

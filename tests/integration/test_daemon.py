@@ -193,7 +193,7 @@ def test_broker_outage_of_15s_loses_no_record(broker_mod: Any, model_dir: Path, 
         produce_feed(env2, start=450)
         env2.wait_caught_up(timeout=180, daemon=d)
         # every reading of both halves was scored exactly once: nothing lost, nothing skipped
-        assert d.metric("windows_scored_total") == 6 * (900 - WINDOW + 1)
+        assert d.metric("windows_scored_total") == 6 * (900 - WINDOW + 1), d.log_tail(80)
         check_detection(env2.read(env2.alerts))
         env2.close()
     finally:
