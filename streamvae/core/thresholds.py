@@ -451,23 +451,55 @@ class DSPOT:
     A slowly drifting score level moves the average with it, so drift does not become a
     storm of alarms; a jump above the recent level still does. The threshold reported
     is in score units (moving average + the SPOT threshold on deviations).
+
+    The average in force is refreshed about every ``refresh`` normal scores (default depth/5):
+    between refreshes the verdict for an ordinary score is one comparison and a cached
+    Decision, with no allocation (building a Decision costs more than the rest of an
+    update; scripts/bench_thresholds.py). A level that drifts moves by a negligible
+    amount over ``refresh`` scores; every score still enters the window.
     """
 
     kind = "dspot"
 
-    def __init__(self, q: float = 1e-3, depth: int = 50, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = 10) -> None:
+    def __init__(self, q: float = 1e-3, depth: int = 50, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = 10,
+                 refresh: int | None = None) -> None:
         _check(isinstance(depth, int) and depth >= 2, "depth", "an int >= 2", depth)
+        refresh = max(1, depth // 5) if refresh is None else refresh
+        _check(isinstance(refresh, int) and 1 <= refresh < depth, "refresh", f"an int in [1, depth={depth})", refresh)
         self.depth = depth
+        self.refresh = refresh
         self.spot = SPOT(q, level, max_peaks, min_peaks)
-        # the last `depth` normal scores in a ring (a list and the index of the oldest):
-        # cheaper per update than deque.append + popleft (scripts/bench_thresholds.py)
+        # the last `depth` normal scores in a ring (a list and the index of the oldest)
         self._ring: list[float] = []
-        self._i = 0
-        self._sum = 0.0
+        self._i = 0  # the oldest score's slot, where the next normal score goes
+        self._m = math.nan  # the average in force: refreshed when _i reaches a multiple of `refresh`
+        # SPOT's observation count n is brought up to date at each refresh (and before any
+        # SPOT call) from how far _i moved, instead of once per hot-path score
+        self._flush_i = 0
+        self._slow = 0  # normal scores since the last flush that SPOT already counted
+        self._cache()
 
     @property
     def q(self) -> float:
         return self.spot.q
+
+    def _cache(self) -> None:
+        """Decisions and bounds for the average in force and SPOT's current t and z."""
+        spot, m = self.spot, self._m
+        ready = len(self._ring) == self.depth and spot.z_ is not None and m == m
+        self._lo_abs = m + spot._lo if ready else math.nan  # below: an ordinary normal score
+        self._keep = _tuple_new(Decision, (m + spot._zf, False)) if ready else _NOT_READY
+
+    def _flush(self) -> None:
+        steps = (self._i - self._flush_i) % self.depth  # refresh < depth: never a full lap
+        self.spot.n_ += steps - self._slow
+        self._flush_i = self._i
+        self._slow = 0
+
+    def _refresh(self) -> None:
+        self._flush()
+        self._m = sum(self._ring) / self.depth  # the ring is saved as it is, so a restore sums alike
+        self._cache()
 
     def warm_start(self, scores: Iterable[float]) -> "DSPOT":
         s = _finite(scores)
@@ -478,61 +510,67 @@ class DSPOT:
         means = (c[d:-1] - c[: len(s) - d]) / d  # mean of the d scores before each one
         self.spot.warm_start(s[d:] - means)
         self._ring = s[-d:].tolist()
-        self._i = 0
-        self._sum = float(sum(self._ring))
+        self._i = self._flush_i = self._slow = 0
+        self._refresh()
         return self
 
     def get(self) -> float | None:
         z = self.spot.get()
         if z is None or len(self._ring) < self.depth:
             return None
-        return self._sum / self.depth + z
+        return self._m + z
+
+    def _learn(self, score: float) -> None:
+        i = self._i
+        self._ring[i] = score
+        i += 1
+        if i == self.depth:
+            i = 0
+        self._i = i
+        if not i % self.refresh:
+            self._refresh()
 
     def update(self, score: float) -> Decision:
-        spot = self.spot
-        m = self._sum / self.depth
-        x = score - m
-        if x <= spot._lo:
-            # Hot path (spot calibrated, so `recent` is full): SPOT's own hot path inlined
-            # (a deviation below its t and z only counts): the same state change and
-            # verdict as spot.update(x), at about half the cost.
-            spot.n_ += 1.0
-            ring = self._ring
-            i = self._i
-            self._sum += score - ring[i]
-            ring[i] = score
+        if score <= self._lo_abs:
+            # Hot path: below the average + min(t, z): SPOT would only count it.
+            keep = self._keep
+            i = self._i  # _learn(score), inlined; SPOT's count is caught up in _refresh
+            self._ring[i] = score
             i += 1
-            self._i = 0 if i == self.depth else i
-            return _tuple_new(Decision, (m + spot._zf, False))
-        if len(self._ring) < self.depth:
+            if i == self.depth:
+                i = 0
+            self._i = i
+            if not i % self.refresh:
+                self._refresh()
+            return keep
+        if len(self._ring) < self.depth or self.spot.z_ is None:
             return _NOT_READY
-        d = spot.update(x)
+        m = self._m
+        self._flush()  # SPOT's n must be exact before it may refit
+        d = self.spot.update(score - m)
         z = d.threshold
         if z is None:
             return _NOT_READY
         if not d.flagged and score == score:
-            ring = self._ring
-            i = self._i
-            self._sum += score - ring[i]
-            ring[i] = score
-            i += 1
-            self._i = 0 if i == self.depth else i
+            self._slow += 1  # SPOT counted this one itself
+            self._learn(score)
+        self._cache()  # a new peak may have moved t and z
         return _tuple_new(Decision, (m + z, d.flagged))
 
     def to_state(self) -> dict[str, Any]:
-        # the running sum is saved as it is: re-adding the scores would round differently
-        recent = self._ring[self._i :] + self._ring[: self._i]  # oldest first
-        return {"kind": self.kind, "depth": self.depth, "recent": recent, "sum": self._sum,
-                "spot": self.spot.to_state()}
+        self._flush()
+        return {"kind": self.kind, "depth": self.depth, "refresh": self.refresh, "ring": list(self._ring), "i": self._i,
+                "m": None if self._m != self._m else self._m, "spot": self.spot.to_state()}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "DSPOT":
         s = d["spot"]
-        t = cls(s["q"], d["depth"], s["level"], s["max_peaks"], s["min_peaks"])
+        t = cls(s["q"], d["depth"], s["level"], s["max_peaks"], s["min_peaks"], d.get("refresh"))
         t.spot = SPOT.from_state(s)
-        t._ring = list(d["recent"])
-        t._i = 0
-        t._sum = float(d["sum"])
+        t._ring = list(d["ring"])
+        t._i = t._flush_i = int(d["i"])
+        t._m = math.nan if d["m"] is None else float(d["m"])
+        t._cache()
         return t
 
 
