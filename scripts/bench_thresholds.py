@@ -52,6 +52,7 @@ KINDS: list[tuple[str, str, dict[str, Any]]] = [
     ("quantile_w5000", "quantile", {"q": 0.995, "window": 5000}),
     ("spot", "spot", {"q": 1e-3}),
     ("dspot", "dspot", {"q": 1e-3}),
+    ("dspot_refresh10", "dspot", {"q": 1e-3, "refresh": 10}),
 ]
 
 
