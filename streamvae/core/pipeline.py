@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,19 @@ from streamvae.core.windows import Window, WindowAssembler
 from streamvae.errors import RecordError
 
 log = logging.getLogger(__name__)
+
+
+def _reduce_window(op: np.ufunc, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``op.reduce(a, axis=1)`` for (B, W, F) as a pairwise tree of whole-array ops: a
+    reduction over the middle axis of a C-ordered array runs ~10x slower in NumPy."""
+    while a.shape[1] > 1:
+        n = a.shape[1]
+        h = n // 2
+        y = op(a[:, :h], a[:, h : 2 * h])
+        if n % 2:
+            y[:, :1] = op(y[:, :1], a[:, n - 1 :])
+        a = y
+    return a[:, 0]
 
 
 class SensorRules:
@@ -49,8 +62,7 @@ class SensorRules:
 
     def check(self, x: npt.NDArray[np.float32]) -> list[tuple[str, int] | None]:
         """Per window (B, W, F): None, or (reason, feature index)."""
-        obs = ~np.isnan(x)
-        n_obs = obs.sum(axis=1)  # (B, F)
+        n_obs = _reduce_window(np.add, (~np.isnan(x)).astype(np.int32))  # (B, F) observed cells
         out: list[tuple[str, int] | None] = [None] * len(x)
         if self.dead:
             dead = (n_obs == 0) & (n_obs.sum(axis=1, keepdims=True) > 0)
@@ -58,8 +70,8 @@ class SensorRules:
                 if out[b] is None:
                     out[b] = ("dead_sensor", int(f))
         if self.stuck:
-            with np.errstate(invalid="ignore"):
-                span = np.nanmax(np.where(obs, x, -np.inf), axis=1) - np.nanmin(np.where(obs, x, np.inf), axis=1)
+            with np.errstate(invalid="ignore"):  # fmax/fmin skip NaN; an all-NaN column gives NaN, never 0
+                span = _reduce_window(np.fmax, x) - _reduce_window(np.fmin, x)
             stuck = (span == 0) & (n_obs >= max(2, x.shape[1] // 2))
             if self.varies is not None:
                 stuck &= self.varies[None, :]
@@ -151,27 +163,32 @@ class StreamPipeline:
         self.windows_scored_ += len(done)
         names, k = self.names, self.top_k
         broken = self.rules.check(x) if self.rules is not None else None
+        # Per window in Python: bound methods and appends looked up once per batch.
+        update = self.thresholds.update
+        observe, is_open = self.episodes.observe, self.episodes.is_open
+        version = self.model_version
+        add_alerts, add_scored, add_normal = result.alerts.extend, result.scored.append, result.normal.append
         for j, (w, s, sh) in enumerate(zip(done, out.score.tolist(), out.shares)):
             rule = broken[j] if broken is not None else None
+            entity = w.entity
             if rule is None:
-                d = self.thresholds.update(w.entity, s)
+                d = update(entity, s)
                 flagged, thr = d.flagged, d.threshold
             else:  # a rule flags it; like any flagged window it does not move the threshold
-                flagged, thr = True, self.thresholds.get(w.entity)
+                flagged, thr = True, self.thresholds.get(entity)
             top: tuple[tuple[str, float], ...] = ()
             if rule is not None:
                 top = ((names[rule[1]], 1.0),)
             elif flagged:
                 order = np.argsort(-sh)[:k]
                 top = tuple((names[i], float(sh[i])) for i in order)
-            alerts = self.episodes.observe(
-                w.entity, w.start_ts, w.end_ts, s, thr, flagged, top, self.model_version, now,
-                reason=rule[0] if rule is not None else "score",
-            )
-            result.alerts.extend(alerts)
-            result.scored.append(ScoredWindow(w.entity, w.start_ts, w.end_ts, w.end_index, s, thr, flagged, sh))
-            if not flagged and not self.episodes.is_open(w.entity):
-                result.normal.append(w)
+            alerts = observe(entity, w.start_ts, w.end_ts, s, thr, flagged, top, version, now,
+                             reason=rule[0] if rule is not None else "score")
+            if alerts:
+                add_alerts(alerts)
+            add_scored(ScoredWindow(entity, w.start_ts, w.end_ts, w.end_index, s, thr, flagged, sh))
+            if not flagged and not is_open(entity):
+                add_normal(w)
         return result
 
     def swap_model(self, scorer: Scorer, model_version: str, recent_scores: npt.ArrayLike) -> None:

@@ -39,6 +39,7 @@ REASONS = (
 )
 
 MAX_READINGS = 10_000
+_NAN = math.nan
 
 
 def parse_ts(v: Any) -> float:
@@ -101,20 +102,27 @@ class RecordDecoder:
     def _one(self, entity: str, obj: dict[str, Any]) -> Reading:
         if "ts" not in obj:
             raise RecordError("missing_ts", "reading has no 'ts'")
-        ts = parse_ts(obj["ts"])
+        ts = obj["ts"]
+        if ts.__class__ is not float or ts - ts != 0.0:  # fast path: a finite float (x - x is NaN for inf/NaN)
+            ts = parse_ts(ts)
         vals = obj.get("values")
         if vals is None:
             raise RecordError("missing_values", "reading has no 'values' object")
         if not isinstance(vals, dict):
             raise RecordError("bad_values", f"'values' must be an object of feature -> number; got {type(vals).__name__}")
-        row = np.full(self.n, np.nan, dtype=np.float32)
+        # A Python list, then one conversion: per-cell NumPy stores cost more than the checks.
+        row = [_NAN] * self.n
+        index = self.index
         known = 0
         for name, v in vals.items():
-            i = self.index.get(name)
+            i = index.get(name)
             if i is None:
                 self.unknown_features_[name] = self.unknown_features_.get(name, 0) + 1
                 continue
             known += 1
+            if v.__class__ is float and v - v == 0.0:  # fast path: a finite float
+                row[i] = v
+                continue
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -124,4 +132,4 @@ class RecordDecoder:
             row[i] = v
         if known == 0:
             raise RecordError("no_known_feature", f"no value for any model feature ({', '.join(list(self.index)[:8])}...)")
-        return Reading(entity, ts, row)
+        return Reading(entity, ts, np.array(row, dtype=np.float32))

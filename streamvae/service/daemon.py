@@ -17,6 +17,7 @@ back from the tail of the alerts topic), so a re-read does not publish an alert 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -203,6 +204,12 @@ class Daemon:
         self._load_published()
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self)
         log.info("consuming %s as group %s; model %s", cfg.topics.input, cfg.group.id, self.pipeline.model_version)
+        # Take what start-up left (TensorFlow, Keras, the model: ~340k objects) out of the
+        # garbage collector's reach. Every full collection scanned them all: a ~180 ms stop
+        # every few polls while a backlog drains (8 in 200k records, scripts/bench_e2e.py);
+        # later collections see only what the loop keeps.
+        gc.collect()
+        gc.freeze()
         backoff = 0.5
         try:
             while not self.stop_event.is_set():
