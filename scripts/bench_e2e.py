@@ -720,7 +720,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15, help="training epochs when training the model (default 15)")
     ap.add_argument("--model-seconds", type=float, default=3.0, help="measuring time of (d)")
     ap.add_argument("--latency-seconds", type=float, default=25.0, help="paced production time of (e), after the warm-up")
-    ap.add_argument("--latency-warmup", type=float, default=3.0, help="seconds of (e) left out at the start")
+    ap.add_argument("--latency-warmup", type=float, default=10.0,
+                    help="seconds of (e) produced but left out at the start (windows filling, the broker JVM warming up)")
     ap.add_argument("--latency-rate", type=float, default=None, help="records/s for (e) (default 0.5 x e2e_per_s)")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()

@@ -151,9 +151,10 @@ class StreamPipeline:
     def process(self, readings: Sequence[Reading], now: float | None = None) -> BatchResult:
         result = BatchResult()
         done: list[Window] = []
+        push, add_done = self.assembler.push, done.extend
         for i, r in enumerate(readings):
             try:
-                done.extend(self.assembler.push(r.entity, r.ts, r.values))
+                add_done(push(r.entity, r.ts, r.values))
             except RecordError as e:
                 result.rejected.append((i, e))
         if not done:

@@ -128,7 +128,7 @@ class _Ring:
 
     def __init__(self, size: int, n_features: int) -> None:
         self.values = np.full((2 * size, n_features), np.nan, dtype=np.float32)
-        self.ts = np.zeros(2 * size, dtype=np.float64)
+        self.ts = [0.0] * (2 * size)  # a list: per-reading stores and reads of a NumPy array cost more
         self.filled = 0  # readings in the current sequence
         self.seen = 0  # readings ever pushed for this entity
         self.since_emit = 0
@@ -177,33 +177,35 @@ class WindowAssembler:
         row = np.asarray(values, dtype=np.float32)
         if row.shape != (self.n_features,):
             raise RecordError("wrong_shape", f"reading of {entity} has shape {row.shape}; expected ({self.n_features},)")
-        ring = self._rings.get(entity)
+        rings = self._rings
+        ring = rings.get(entity)
         if ring is None:
-            ring = self._rings[entity] = _Ring(self.size, self.n_features)
-            if len(self._rings) > self.max_entities:
-                self._rings.popitem(last=False)
+            ring = rings[entity] = _Ring(self.size, self.n_features)
+            if len(rings) > self.max_entities:
+                rings.popitem(last=False)
                 self.evicted_ += 1
         else:
-            self._rings.move_to_end(entity)
-        if ts < ring.last_ts - self.max_lateness:
+            rings.move_to_end(entity)
+        last = ring.last_ts
+        if ts < last - self.max_lateness:
             raise RecordError(
                 "timestamp_backwards",
-                f"reading of {entity} at ts={ts} is {ring.last_ts - ts:.3f}s older than the last one "
+                f"reading of {entity} at ts={ts} is {last - ts:.3f}s older than the last one "
                 f"(allowed lateness {self.max_lateness}s)",
             )
-        if self.max_gap is not None and ring.filled and ts - ring.last_ts > self.max_gap:
+        if self.max_gap is not None and ring.filled and ts - last > self.max_gap:
             ring.filled = 0
             ring.since_emit = 0
         w = self.size
         # Write each reading twice (at i and i + W) so the last W readings are always one
         # contiguous slice of the 2W buffer: no np.roll, no copy until a window is emitted.
         i = ring.seen % w
-        ring.values[i] = row
-        ring.values[i + w] = row
+        ring.values[i::w] = row  # rows i and i + W, in one assignment
         ring.ts[i] = ring.ts[i + w] = ts
         ring.seen += 1
         ring.filled += 1
-        ring.last_ts = max(ring.last_ts, ts)
+        if ts > last:
+            ring.last_ts = ts
         if ring.filled < w:
             return []
         if ring.filled > w:
@@ -212,15 +214,7 @@ class WindowAssembler:
                 return []
         ring.since_emit = 0
         lo = i + 1
-        return [
-            Window(
-                entity=entity,
-                start_ts=float(ring.ts[lo]),
-                end_ts=float(ts),
-                end_index=ring.seen - 1,
-                values=ring.values[lo : lo + w].copy(),
-            )
-        ]
+        return [Window(entity, float(ring.ts[lo]), float(ts), ring.seen - 1, ring.values[lo : lo + w].copy())]
 
     def forget(self, entity: str) -> None:
         """Drop one entity's open window (e.g. its partition was revoked)."""
