@@ -173,8 +173,7 @@ class StreamPipeline:
             rule = broken[j] if broken is not None else None
             entity = w.entity
             if rule is None:
-                d = update(entity, s)
-                flagged, thr = d.flagged, d.threshold
+                thr, flagged = update(entity, s)
             else:  # a rule flags it; like any flagged window it does not move the threshold
                 flagged, thr = True, self.thresholds.get(entity)
             top: tuple[tuple[str, float], ...] = ()

@@ -4,8 +4,8 @@ Every tracker has the same small contract:
 
 - ``warm_start(scores)``: calibrate from a sample of normal scores (the held-out
   training windows' scores);
-- ``update(score) -> Decision``: the threshold in force and whether ``score`` is above
-  it; the tracker learns from the score only when it is NOT flagged, so an anomaly
+- ``update(score) -> (threshold, flagged)``: the threshold in force and whether
+  ``score`` is above it; the tracker learns from the score only when it is NOT flagged, so an anomaly
   never drags the threshold up after itself;
 - ``get()``: the current threshold, or ``None`` while not calibrated (the caller then
   uses a fallback, never 0);
@@ -23,7 +23,7 @@ Examples
 >>> t = SPOT(q=1e-3).warm_start(rng.exponential(size=5000))
 >>> round(t.get(), 1)   # exponential tail; the exact value is -log(1e-3) = 6.9
 7.2
->>> t.update(0.5).flagged, t.update(50.0).flagged
+>>> t.update(0.5)[1], t.update(50.0)[1]   # (threshold, flagged)
 (False, True)
 """
 
@@ -32,28 +32,21 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+from array import array
 from collections import OrderedDict, deque
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 
 from streamvae.errors import ConfigError, NotCalibratedError
 
 
-class Decision(NamedTuple):
-    """The threshold in force for one score (None: not calibrated) and the verdict.
-
-    Immutable like a frozen dataclass, but a NamedTuple: DSPOT and the quantile trackers
-    build one per update, and a frozen dataclass's ``__init__`` alone costs ~325 ns, more
-    than a whole SPOT update (scripts/bench_thresholds.py).
-    """
-
-    threshold: float | None
-    flagged: bool
-
-
-_tuple_new = tuple.__new__  # Decision without the Python-level __new__ (hot paths)
-_NOT_READY = Decision(None, False)
+# The threshold in force for one score (None: not calibrated) and the verdict, as a plain
+# tuple: ``thr, flagged = tracker.update(score)``. Not a NamedTuple: building one costs
+# ~100 ns more than a tuple here, as much as the rest of a DSPOT update
+# (scripts/bench_thresholds.py), and every scored window makes one.
+Decision = tuple[float | None, bool]
+_NOT_READY: Decision = (None, False)
 
 
 class Threshold(Protocol):
@@ -85,18 +78,28 @@ class FixedThreshold:
     kind = "fixed"
 
     def __init__(self, value: float | None = None) -> None:
-        _check(value is None or math.isfinite(value), "value", "a finite number", value)
         self.value = value
+
+    @property
+    def value(self) -> float | None:
+        return self._value
+
+    @value.setter
+    def value(self, value: float | None) -> None:
+        _check(value is None or math.isfinite(value), "value", "a finite number", value)
+        self._value = value
+        self._v = math.inf if value is None else value  # no threshold: nothing is above it
+        self._keep = (value, False)
+        self._flag = (value, True)
 
     def warm_start(self, scores: Iterable[float]) -> "FixedThreshold":
         return self
 
     def get(self) -> float | None:
-        return self.value
+        return self._value
 
     def update(self, score: float) -> Decision:
-        v = self.value
-        return Decision(v, v is not None and score > v)
+        return self._flag if score > self._v else self._keep
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value}
@@ -153,7 +156,7 @@ class QuantileThreshold:
         flagged = thr is not None and score > thr
         if not flagged and math.isfinite(score):
             self._learn(score)
-        return Decision(thr, flagged)
+        return thr, flagged
 
     def _learn(self, x: float) -> None:
         self.n_ += 1
@@ -216,21 +219,30 @@ _add_reduce = np.add.reduce
 
 
 @functools.lru_cache(maxsize=64)
-def _pwm_weights(k: int) -> np.ndarray:
-    """1 - p_i with plotting positions p_i = (i - 0.35) / k, i = 1..k (read-only, cached:
-    a refit happens on ~2% of SPOT updates and k takes few distinct values)."""
-    w = 1.0 - (np.arange(1, k + 1) - 0.35) / k
-    w.flags.writeable = False
-    return w
+def _ranks(k: int) -> np.ndarray:
+    """1..k as floats (read-only, cached: k takes few distinct values, mostly max_peaks)."""
+    r = np.arange(1.0, k + 1.0)
+    r.flags.writeable = False
+    return r
 
 
-def gpd_pwm(excesses: np.ndarray) -> tuple[float, float]:
+def gpd_pwm(excesses: np.ndarray, fill: float = 0.0, m: int = 0) -> tuple[float, float]:
     """Generalised Pareto (shape gamma, scale sigma) by probability-weighted moments
-    (Hosking & Wallis 1987) from excesses sorted ascending; valid for gamma < 1, so heavy
-    tails are fine. O(k) in the number of excesses."""
+    (Hosking & Wallis 1987) from excesses sorted ascending, plus ``m`` more equal to
+    ``fill`` (>= the largest) on top; valid for gamma < 1, so heavy tails are fine.
+
+    With plotting positions p_i = (i - 0.35) / K over the K = k + m values, the moments
+    need only the sum and the rank-weighted sum of the k excesses (two O(k) NumPy calls);
+    the ``fill`` block is added in closed form, so censored fills cost no array.
+    """
     k = len(excesses)
-    a0 = float(_add_reduce(excesses)) / k  # the mean, bit for bit, without np.mean's overhead
-    a1 = float(_pwm_weights(k).dot(excesses)) / k
+    n = k + m
+    s0 = float(_add_reduce(excesses))
+    s1 = float(_ranks(k).dot(excesses)) if k else 0.0
+    a0 = (s0 + m * fill) / n
+    # sum_i (1 - p_i) x_(i): the k excesses, then the fill at ranks k+1..K
+    top_ranks = (n * (n + 1) - k * (k + 1)) / 2.0
+    a1 = (s0 - (s1 - 0.35 * s0) / n + fill * (m - (top_ranks - 0.35 * m) / n)) / n
     denom = a0 - 2.0 * a1
     if not denom > 1e-12 * max(a0, 1e-300):
         return 0.0, max(a0, 1e-12)  # degenerate sample: exponential tail
@@ -250,9 +262,10 @@ class SPOT:
 
     Stream: a score above ``z`` is flagged and ignored; a score in (t, z] is a new peak:
     the tail is refitted and ``z`` recomputed; anything else only counts. The peaks kept
-    are the last ``max_peaks`` (their arrival order, and a sorted buffer updated in place
-    by one shift per insert or drop), so one refit is O(max_peaks) and it happens on
-    about ``1 - level`` of the updates: the amortised cost stays bounded and small
+    are the last ``max_peaks`` (their arrival order, and a sorted array of doubles
+    updated by one bisect insert or delete), so one refit is O(max_peaks); it happens
+    after every new peak while there are few and after every k/64 new peaks once there
+    are k, so the amortised cost per update stays bounded and small
     (scripts/bench_thresholds.py).
     """
 
@@ -275,24 +288,14 @@ class SPOT:
         self.sigma_ = 0.0
         self._order: deque[float] = deque()
         self._since_fit = 0
-        # the kept peaks sorted ascending in _buf[:_k]; room after them for censored fills
-        self._buf = np.empty(0)
-        self._k = 0
+        # the same peaks sorted ascending, as C doubles (8 bytes a peak): a bisect insert
+        # or delete is one memmove, and the fit reads it as a NumPy array without a copy
+        self._sorted = array("d")
         self._cache()
 
     def _set_peaks(self, peaks: np.ndarray) -> None:
         self._order = deque(peaks.tolist())
-        self._k = len(peaks)
-        self._buf = np.empty(self._k + 16)
-        self._buf[: self._k] = np.sort(peaks)
-
-    def _room(self, size: int) -> np.ndarray:
-        if size > len(self._buf):
-            # doubling, but not far past a full store: this buffer is paid per entity
-            grown = np.empty(max(size, min(2 * len(self._buf), self.max_peaks + 64)))
-            grown[: self._k] = self._buf[: self._k]
-            self._buf = grown
-        return self._buf
+        self._sorted = array("d", np.sort(peaks).tolist())
 
     def warm_start(self, scores: Iterable[float]) -> "SPOT":
         s = _finite(scores)
@@ -317,20 +320,19 @@ class SPOT:
 
     def _drop_oldest(self) -> None:
         old = self._order.popleft()
-        k, buf = self._k, self._buf
-        i = min(int(buf[:k].searchsorted(old)), k - 1)
-        buf[i : k - 1] = buf[i + 1 : k]  # overlapping slices: NumPy copies them safely
-        self._k = k - 1
+        s = self._sorted
+        del s[bisect.bisect_left(s, old)]
         # the dropped peak stood for n/N_t observations (w/N_t of them from the warm start)
-        k = len(self._order) + 1
+        k = len(s) + 1
         self.n_ -= self.n_ / k
         self.w_ -= self.w_ / k
 
     def _fit(self) -> None:
         assert self.t_ is not None
-        k, buf = self._k, self._buf
+        s = self._sorted
+        k = len(s)
         if k < self.min_peaks:
-            self.z_ = float(buf[k - 1]) + self.t_ if k else self.t_
+            self.z_ = s[-1] + self.t_ if k else self.t_
             self._cache()
             return
         # Exceedances of z were flagged and never entered as peaks: the tail sample is
@@ -347,10 +349,10 @@ class SPOT:
             u = self.z_ - self.t_
             fill = u + max(self.sigma_ + self.gamma_ * u, 0.0) / (1.0 - self.gamma_)
             m = int(round(c))
-            buf = self._room(k + m)
-            buf[k : k + m] = max(fill, float(buf[k - 1]))  # after the sorted peaks: still sorted
             n += m
-        self.gamma_, self.sigma_ = gpd_pwm(buf[: k + m])
+        view = np.frombuffer(s)  # no copy; it must not outlive this call (s cannot grow while viewed)
+        self.gamma_, self.sigma_ = gpd_pwm(view, max(fill, s[-1]) if m else 0.0, m)
+        del view
         r = self.q * n / (k + m)
         if abs(self.gamma_) < 1e-6:
             self.z_ = self.t_ - self.sigma_ * math.log(r)
@@ -364,8 +366,8 @@ class SPOT:
         self._tf = math.inf if t is None else t
         # below both t and z: an ordinary score (NaN before calibration: no score is)
         self._lo = math.nan if z is None or t is None else min(t, z)
-        self._keep = _tuple_new(Decision, (z, False))
-        self._flag = _tuple_new(Decision, (z, True))
+        self._keep = (z, False)
+        self._flag = (z, True)
 
     def get(self) -> float | None:
         return self.z_
@@ -387,34 +389,13 @@ class SPOT:
         return keep
 
     def _add_peak(self, e: float) -> None:
-        order = self._order
-        order.append(e)
-        k = self._k
-        if len(order) > self.max_peaks:
-            # full store (the steady state): the new peak replaces the oldest in ONE
-            # shift of the sorted buffer; same contents as insert-then-drop
-            old = order.popleft()
-            buf = self._buf
-            view = buf[:k]
-            i = min(int(view.searchsorted(old)), k - 1)
-            j = int(view.searchsorted(e))
-            if j <= i:
-                buf[j + 1 : i + 1] = buf[j:i]
-                buf[j] = e
-            else:
-                buf[i : j - 1] = buf[i + 1 : j]
-                buf[j - 1] = e
-            n = len(order) + 1  # the dropped peak stood for n/N_t observations
-            self.n_ -= self.n_ / n
-            self.w_ -= self.w_ / n
-            self._maybe_fit()
-            return
-        buf = self._room(k + 1)
-        j = int(buf[:k].searchsorted(e))
-        buf[j + 1 : k + 1] = buf[j:k]
-        buf[j] = e
-        self._k = k + 1
-        if len(order) > self.max_peaks:
+        # a bisect insert into a sorted array of at most max_peaks doubles: one memmove
+        # in C, several times cheaper than the same search and shift with NumPy calls
+        # (~1 us each here); NumPy only comes in for the fit itself
+        self._order.append(e)
+        s = self._sorted
+        s.insert(bisect.bisect_right(s, e), e)
+        if len(self._order) > self.max_peaks:
             self._drop_oldest()
         self._maybe_fit()
 
@@ -423,7 +404,7 @@ class SPOT:
         peaks (k kept): one fit is O(k), so the amortised cost per update stays flat as
         the peak store fills; one new peak among hundreds barely moves the tail anyway."""
         self._since_fit += 1
-        if self._since_fit >= max(1, self._k // 64):
+        if self._since_fit >= max(1, len(self._sorted) >> 6):
             self._since_fit = 0
             self._fit()
 
@@ -452,32 +433,26 @@ class DSPOT:
     storm of alarms; a jump above the recent level still does. The threshold reported
     is in score units (moving average + the SPOT threshold on deviations).
 
-    ``refresh``: the average in force is recomputed every ``refresh`` normal scores
-    (default 1: after every one, Siffer et al.'s definition). Between refreshes an
-    ordinary score gets a cached Decision, with no allocation: building a Decision costs
-    more than the rest of an update, so ``refresh=10`` runs at ~250 ns/update instead of
-    ~400 (scripts/bench_thresholds.py). It is not the default because the stale average
-    costs accuracy on short streams: SKAB with dspot went from FAR 14.56% to 16.97%.
+    The average moves after every normal score (Siffer et al.'s definition): a ring of the
+    last ``depth`` normal scores and the running mean, ``m += (new - oldest) / depth``,
+    recomputed exactly (``math.fsum``) every ~1,000 scores and on save, so rounding
+    cannot build up. An ordinary score (deviation at or below SPOT's
+    ``min(t, z)``: ~98% of them) costs one ring append, one multiply-add and one tuple;
+    SPOT itself only sees the rest (scripts/bench_thresholds.py).
     """
 
     kind = "dspot"
 
-    def __init__(self, q: float = 1e-3, depth: int = 50, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = 10,
-                 refresh: int | None = None) -> None:
+    def __init__(self, q: float = 1e-3, depth: int = 50, level: float = 0.98, max_peaks: int = 1000,
+                 min_peaks: int = 10) -> None:
         _check(isinstance(depth, int) and depth >= 2, "depth", "an int >= 2", depth)
-        refresh = 1 if refresh is None else refresh
-        _check(isinstance(refresh, int) and 1 <= refresh < depth, "refresh", f"an int in [1, depth={depth})", refresh)
         self.depth = depth
-        self.refresh = refresh
         self.spot = SPOT(q, level, max_peaks, min_peaks)
-        # the last `depth` normal scores in a ring (a list and the index of the oldest)
-        self._ring: list[float] = []
-        self._i = 0  # the oldest score's slot, where the next normal score goes
-        self._m = math.nan  # the average in force: refreshed when _i reaches a multiple of `refresh`
-        # SPOT's observation count n is brought up to date at each refresh (and before any
-        # SPOT call) from how far _i moved, instead of once per hot-path score
-        self._flush_i = 0
-        self._slow = 0  # normal scores since the last flush that SPOT already counted
+        self._ring: deque[float] = deque(maxlen=depth)  # the last `depth` normal scores
+        self._inv = 1.0 / depth
+        self._m = math.nan  # the average in force (NaN until the ring is full)
+        self._pend = 0  # hot-path scores SPOT has not counted yet (added before any SPOT call)
+        self._since_sum = 0  # incremental average updates since the last exact re-sum
         self._cache()
 
     @property
@@ -485,22 +460,22 @@ class DSPOT:
         return self.spot.q
 
     def _cache(self) -> None:
-        """Decisions and bounds for the average in force and SPOT's current t and z."""
-        spot, m = self.spot, self._m
-        ready = len(self._ring) == self.depth and spot.z_ is not None and m == m
-        self._lo_abs = m + spot._lo if ready else math.nan  # below: an ordinary normal score
-        self._keep = _tuple_new(Decision, (m + spot._zf, False)) if ready else _NOT_READY
+        """SPOT's current bounds on deviations (NaN / inf while not ready: no hot path)."""
+        spot = self.spot
+        ready = len(self._ring) == self.depth and spot.z_ is not None
+        self._slo = spot._lo if ready else math.nan
+        self._szf = spot._zf
 
-    def _flush(self) -> None:
-        steps = (self._i - self._flush_i) % self.depth  # refresh < depth: never a full lap
-        self.spot.n_ += steps - self._slow
-        self._flush_i = self._i
-        self._slow = 0
-
-    def _refresh(self) -> None:
-        self._flush()
-        self._m = sum(self._ring) / self.depth  # the ring is saved as it is, so a restore sums alike
-        self._cache()
+    def _flush(self, exact: bool = False) -> None:
+        """Bring SPOT's count up to date; re-sum the average exactly when asked or after
+        many incremental steps (each adds at most half an ulp of rounding)."""
+        pend = self._pend
+        self.spot.n_ += pend
+        self._pend = 0
+        self._since_sum += pend
+        if (exact or self._since_sum >= 1024) and len(self._ring) == self.depth:
+            self._m = math.fsum(self._ring) / self.depth
+            self._since_sum = 0
 
     def warm_start(self, scores: Iterable[float]) -> "DSPOT":
         s = _finite(scores)
@@ -510,9 +485,10 @@ class DSPOT:
         c = np.concatenate([[0.0], np.cumsum(s)])
         means = (c[d:-1] - c[: len(s) - d]) / d  # mean of the d scores before each one
         self.spot.warm_start(s[d:] - means)
-        self._ring = s[-d:].tolist()
-        self._i = self._flush_i = self._slow = 0
-        self._refresh()
+        self._ring = deque(s[-d:].tolist(), maxlen=d)
+        self._pend = 0
+        self._flush(exact=True)
+        self._cache()
         return self
 
     def get(self) -> float | None:
@@ -521,56 +497,40 @@ class DSPOT:
             return None
         return self._m + z
 
-    def _learn(self, score: float) -> None:
-        i = self._i
-        self._ring[i] = score
-        i += 1
-        if i == self.depth:
-            i = 0
-        self._i = i
-        if not i % self.refresh:
-            self._refresh()
-
     def update(self, score: float) -> Decision:
-        if score <= self._lo_abs:
-            # Hot path: below the average + min(t, z): SPOT would only count it.
-            keep = self._keep
-            i = self._i  # _learn(score), inlined; SPOT's count is caught up in _refresh
-            self._ring[i] = score
-            i += 1
-            if i == self.depth:
-                i = 0
-            self._i = i
-            if not i % self.refresh:
-                self._refresh()
-            return keep
+        m = self._m  # the average in force for this score
+        if score - m <= self._slo:
+            # Hot path: SPOT would only count this deviation; learn the score.
+            ring = self._ring
+            self._m = m + (score - ring[0]) * self._inv
+            ring.append(score)  # maxlen: drops ring[0]
+            self._pend += 1
+            return m + self._szf, False
         if len(self._ring) < self.depth or self.spot.z_ is None:
             return _NOT_READY
-        m = self._m
         self._flush()  # SPOT's n must be exact before it may refit
-        d = self.spot.update(score - m)
-        z = d.threshold
+        m = self._m
+        z, flagged = self.spot.update(score - m)
         if z is None:
             return _NOT_READY
-        if not d.flagged and score == score:
-            self._slow += 1  # SPOT counted this one itself
-            self._learn(score)
+        if not flagged and score == score:  # SPOT counted this one itself
+            ring = self._ring
+            self._m = m + (score - ring[0]) * self._inv
+            ring.append(score)
         self._cache()  # a new peak may have moved t and z
-        return _tuple_new(Decision, (m + z, d.flagged))
+        return m + z, flagged
 
     def to_state(self) -> dict[str, Any]:
-        self._flush()
-        return {"kind": self.kind, "depth": self.depth, "refresh": self.refresh, "ring": list(self._ring), "i": self._i,
-                "m": None if self._m != self._m else self._m, "spot": self.spot.to_state()}
+        self._flush(exact=True)  # the restored copy re-sums too: both continue alike
+        return {"kind": self.kind, "depth": self.depth, "ring": list(self._ring), "spot": self.spot.to_state()}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "DSPOT":
         s = d["spot"]
-        t = cls(s["q"], d["depth"], s["level"], s["max_peaks"], s["min_peaks"], d.get("refresh"))
+        t = cls(s["q"], d["depth"], s["level"], s["max_peaks"], s["min_peaks"])
         t.spot = SPOT.from_state(s)
-        t._ring = list(d["ring"])
-        t._i = t._flush_i = int(d["i"])
-        t._m = math.nan if d["m"] is None else float(d["m"])
+        t._ring = deque((float(x) for x in d["ring"]), maxlen=t.depth)
+        t._flush(exact=True)
         t._cache()
         return t
 
@@ -657,10 +617,11 @@ class ThresholdBank:
         if own is not None:
             self._lru.move_to_end(entity)
             d = own.update(score)
-            if d.threshold is not None:
+            if d[0] is not None:
                 return d
         d = self.global_.update(score)
-        if not self.per_entity or d.flagged or d.threshold is None or not math.isfinite(score):
+        thr, flagged = d
+        if not self.per_entity or flagged or thr is None or not math.isfinite(score):
             return d
         h = self._hist.get(entity)
         self._lru[entity] = None

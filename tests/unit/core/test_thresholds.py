@@ -16,7 +16,6 @@ from streamvae.core.thresholds import (
     DSPOT,
     SPOT,
     THRESHOLD_KINDS,
-    Decision,
     QuantileThreshold,
     ThresholdBank,
     make_threshold,
@@ -65,8 +64,8 @@ def test_not_ready_is_none_never_zero(kind: str) -> None:
         assert t.get() is None
         for s in (1e9, 5.0, 0.0):
             d = t.update(s)
-            assert d == Decision(None, False)
-            assert d.threshold is None and d.flagged is False
+            assert d == (None, False)
+            assert d[0] is None and d[1] is False
         assert t.get() is None
     # a fixed threshold given its value is ready from the start
     assert make_threshold("fixed", value=9.0).get() == 9.0
@@ -81,8 +80,8 @@ def test_warm_start_makes_it_ready(kind: str) -> None:
         assert isinstance(v, float) and np.isfinite(v)
         assert v > 0.0  # Gamma(4) scores are positive; its upper threshold is too
         d = t.update(1e9)
-        assert d.flagged is True and isinstance(d.threshold, float)
-        assert t.update(0.0).flagged is False
+        assert d[1] is True and isinstance(d[0], float)
+        assert t.update(0.0)[1] is False
 
 
 @pytest.mark.parametrize("kind", THRESHOLD_KINDS)
@@ -100,7 +99,7 @@ def test_state_is_json_and_continues_with_identical_decisions(kind: str) -> None
         a = [t.update(s) for s in nxt]
         b = [copy.update(s) for s in nxt]
         assert a == b  # every threshold bit for bit, every verdict
-        assert sum(d.flagged for d in a) >= 10  # the spikes were judged, not only normal scores
+        assert sum(flagged for _, flagged in a) >= 10  # the spikes were judged, not only normal scores
         assert _state(copy) == _state(t)
 
 
@@ -112,10 +111,10 @@ def test_flagged_and_nan_scores_do_not_move_it(kind: str) -> None:
             t.update(s)
         before, thr = _state(t), t.get()
         d = t.update(1e12)
-        assert d.flagged is True and d.threshold == thr
+        assert d == (thr, True)
         assert _state(t) == before and t.get() == thr
         d = t.update(float("nan"))
-        assert d.flagged is False and d.threshold == thr
+        assert d == (thr, False)
         assert _state(t) == before and t.get() == thr
 
 
@@ -139,7 +138,7 @@ def test_unknown_kind_is_a_config_error_naming_it() -> None:
 
 # --- SPOT / DSPOT targets ---------------------------------------------------------------
 def _flag_rate(t: Any, scores: np.ndarray) -> float:
-    return sum(t.update(s).flagged for s in scores.tolist()) / len(scores)
+    return sum(t.update(s)[1] for s in scores.tolist()) / len(scores)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +187,7 @@ def test_window_quantile_is_exact_over_its_last_window() -> None:
     rng = np.random.default_rng(15)
     t = QuantileThreshold(q=0.99, window=5000).warm_start(rng.lognormal(size=5000))
     x = rng.lognormal(size=100_000)
-    flagged = np.array([t.update(s).flagged for s in x.tolist()])
+    flagged = np.array([t.update(s)[1] for s in x.tolist()])
     last = x[~flagged][-5000:]  # the window holds the last 5,000 unflagged scores
     v = t.get()
     assert v is not None
@@ -235,7 +234,7 @@ def test_bank_falls_back_to_global_then_grows_an_own_tracker() -> None:
         assert bank.get("pump-1") == bank.get()
     assert not bank.has_own("pump-1")
     # a flagged score is no history
-    assert bank.update("pump-1", 1e9).flagged and glob.update(1e9).flagged
+    assert bank.update("pump-1", 1e9)[1] and glob.update(1e9)[1]
     assert not bank.has_own("pump-1")
     bank.update("pump-1", 3.0)
     glob.update(3.0)
