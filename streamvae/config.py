@@ -62,6 +62,7 @@ class TopicsConfig:
     alerts: str = _spec("alerts", _str, "a topic name")
     dead_letter: str = _spec("sensors.dlq", _str, "a topic name")
     control: str = _spec("streamvae.control", _str, "a topic name")
+    samples: str = _spec("streamvae.samples", _str, "a topic name (normal and confirmed-anomaly windows for retraining)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class RecordsConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = _spec("models/current", _str, "a model artifact directory or a registry with CURRENT")
+    keep_versions: int = _spec(5, lambda v: _pos_int(v) and v >= 2, "an int >= 2 (versions kept in the registry)")
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,29 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """Retraining on the windows the daemon judged normal (issue 5)."""
+
+    enabled: bool = _spec(False, lambda v: isinstance(v, bool), "true or false (the daemon runs the retrain worker)")
+    buffer: str = _spec("local", lambda v: v in ("local", "kafka"), "local (this daemon's own buffer) or kafka (shared through topics.samples)")
+    max_windows: int = _spec(20_000, lambda v: _pos_int(v) and v >= 100, "an int >= 100 (normal windows kept, all entities)")
+    max_anomalies: int = _spec(2_000, _pos_int, "an int >= 1 (windows from confirmed alert episodes kept for the gate)")
+    sample_every: int = _spec(10, _pos_int, "an int >= 1 (1 normal window in N per entity is sampled)")
+    margin: float = _spec(300.0, _nonneg, "seconds >= 0 (no normal sample this close before or after an episode)")
+    state_dir: str | None = _spec(None, _opt_str, "a directory for the local buffer on disk, or unset (memory only)")
+    schedule: float = _spec(0.0, _nonneg, "seconds >= 0 between scheduled retrains (0: none)")
+    after_windows: int = _spec(0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                               "an int >= 0 (retrain after this many new buffered windows; 0: never)")
+    drift: str = _spec("adwin", lambda v: v in ("adwin", "page_hinkley", "none"), "one of adwin, page_hinkley, none")
+    drift_delta: float = _spec(0.002, lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)")
+    min_interval: float = _spec(600.0, _nonneg, "seconds >= 0 between two retrains")
+    min_windows: int = _spec(1_000, lambda v: _pos_int(v) and v >= 50, "an int >= 50 (buffered windows needed to retrain)")
+    epochs: int = _spec(20, _pos_int, "an int >= 1")
+    tolerance: float = _spec(0.01, lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "a number in [0, 0.5)")
+    samples_retention_ms: int = _spec(86_400_000, _pos_int, "an int >= 1 (retention of topics.samples)")
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     host: str = _spec("127.0.0.1", _str, "an address to bind")
     port: int = _spec(0, lambda v: isinstance(v, int) and 0 <= v < 65536, "a port in [0, 65535] (0: none)")
@@ -140,6 +165,7 @@ class Config:
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
 
     def redacted(self) -> dict[str, Any]:
