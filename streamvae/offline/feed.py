@@ -291,11 +291,18 @@ class SensorFeed:
     seed : noise, anomaly placement. ``plant``: the entities' operating points.
     period : seconds of one load cycle (the "day").
     start_ts : epoch seconds of the first reading.
+    shift, shift_at, shift_over : a new operating point (concept drift, NOT an anomaly):
+        from ``shift_at`` seconds after the start, the plant's mean load moves from 1 to
+        ``1 + shift``, linearly over ``shift_over`` seconds, and stays there. Every
+        load-driven sensor follows it consistently (pressure, flow, rpm, vibration,
+        current, voltage sag, temperature with its lag), so the new data are normal for
+        the plant but outside what a model trained before the move has seen.
     """
 
     def __init__(self, entities: int = 10, rate: float = 10.0, duration: float = 600.0,
                  anomalies: AnomalySpec | str | None = None, seed: int = 0, plant: int = 0,
-                 period: float = 600.0, start_ts: float = DEFAULT_START) -> None:
+                 period: float = 600.0, start_ts: float = DEFAULT_START, shift: float = 0.0,
+                 shift_at: float | None = None, shift_over: float = 600.0) -> None:
         if isinstance(entities, bool) or not isinstance(entities, int) or not 1 <= entities <= 100_000:
             raise ConfigError(f"entities must be an int in [1, 100000]; got {entities!r}")
         for name, v, hi in (("rate", rate, 1e6), ("duration", duration, 1e8), ("period", period, 1e8)):
@@ -303,6 +310,15 @@ class SensorFeed:
                 raise ConfigError(f"{name} must be a number in (0, {hi:g}]; got {v!r}")
         if not isinstance(start_ts, (int, float)) or not math.isfinite(start_ts):
             raise ConfigError(f"start_ts must be finite epoch seconds; got {start_ts!r}")
+        if not isinstance(shift, (int, float)) or not -0.5 < shift < 1.0:
+            raise ConfigError(f"shift must be a change of mean load in (-0.5, 1); got {shift!r}")
+        if shift_at is not None and not (isinstance(shift_at, (int, float)) and shift_at >= 0):
+            raise ConfigError(f"shift_at must be seconds >= 0 after the start; got {shift_at!r}")
+        if not isinstance(shift_over, (int, float)) or not shift_over > 0:
+            raise ConfigError(f"shift_over must be seconds > 0; got {shift_over!r}")
+        self.shift = float(shift)
+        self.shift_at = None if shift_at is None else float(shift_at)
+        self.shift_over = float(shift_over)
         self.entities = entities
         self.rate = float(rate)
         self.duration = float(duration)
@@ -426,7 +442,7 @@ class SensorFeed:
                     ks = np.arange(max(q.k0, c0), min(q.k1, c1 - 1) + 1)
                     peak = q.episode.direction * (q.episode.magnitude or 0.0)
                     surge[q.e, ks - c0] = peak * np.sin(np.pi * (ks - q.k0 + 0.5) / (q.k1 - q.k0 + 1))
-            base = 1 + p.amp[:, None] * np.sin(w * t + p.phase[:, None])
+            base = self._level(t) + p.amp[:, None] * np.sin(w * t + p.phase[:, None])
             ou_k = np.empty_like(t)
             lag_k = np.empty_like(t)
             load = np.empty_like(t)
@@ -447,6 +463,13 @@ class SensorFeed:
                 self._inject(q, x, last, c0, c1)
             last = x[:, -1, :].copy()
             yield t, x
+
+    def _level(self, t: np.ndarray) -> np.ndarray | float:
+        """The plant's mean load at times ``t``: 1, or moving to ``1 + shift`` (see shift)."""
+        if self.shift == 0.0 or self.shift_at is None:
+            return 1.0
+        ramp = np.clip((t - (self.start_ts + self.shift_at)) / self.shift_over, 0.0, 1.0)
+        return 1.0 + self.shift * ramp
 
     def _inject(self, q: _Plan, x: np.ndarray, last: np.ndarray, c0: int, c1: int) -> None:
         lo, hi = max(q.k0, c0), min(q.k1, c1 - 1)

@@ -249,3 +249,18 @@ def test_training_csvs_read_back_for_train(tmp_path: Path) -> None:
     t = read_table(write_csv(tmp_path / "feed.csv", feed), keep=("entity",), features=list(FEATURES))
     assert len(t.values) == feed.n_records and np.isnan(t.values).sum() == 60
     assert set(t.extra["entity"]) == {"pump-01", "pump-02"}
+
+
+def test_operating_point_shift_moves_every_load_driven_sensor_and_nothing_before_it() -> None:
+    kw = dict(entities=3, rate=3.0, duration=2400, seed=5, period=600.0)
+    _, base = SensorFeed(**kw).arrays()  # type: ignore[arg-type]
+    ts, moved = SensorFeed(shift=0.25, shift_at=900, shift_over=300, **kw).arrays()  # type: ignore[arg-type]
+    t = ts - ts[:, :1]
+    before = t[0] < 900
+    np.testing.assert_array_equal(moved[:, before], base[:, before])  # the same plant until the move
+    after = t[0] >= 1200 + 600  # moved, and the temperature lag has caught up
+    flow, rpm, hum = (FEATURES.index(f) for f in ("flow", "rpm", "humidity"))
+    for f in (flow, rpm):  # flow0 * L, rpm0 * L: the mean load went from 1 to 1.25
+        ratio = moved[:, after, f].mean(axis=1) / base[:, after, f].mean(axis=1)
+        np.testing.assert_allclose(ratio, 1.25, rtol=0.03)
+    np.testing.assert_allclose(moved[:, after, hum].mean(axis=1), base[:, after, hum].mean(axis=1), atol=0.5)  # not load-driven
