@@ -110,12 +110,15 @@ class VAEDetector:
         return self.feature_names or [f"f{i}" for i in range(self.config.n_features)]
 
     # -- training ---------------------------------------------------------------
-    def fit(self, X: npt.ArrayLike, scaler: Scaler | None = None) -> "VAEDetector":
+    def fit(self, X: npt.ArrayLike, scaler: Scaler | None = None,
+            init: dict[str, np.ndarray] | None = None) -> "VAEDetector":
         """Train on normal windows (M, W, F), in time order.
 
         The last ``val_fraction`` of the windows is held out for early stopping and for
         the held-out score sample. ``scaler``: use these statistics (e.g. fitted on the
-        training rows) instead of fitting on ``X``.
+        training rows) instead of fitting on ``X``. ``init``: start from these weights
+        (``VAE.get_weights()`` of a model with the same architecture: a warm start for
+        retraining) instead of a fresh random initialisation.
         """
         x = self._windows(X)
         cfg = self.config
@@ -127,6 +130,11 @@ class VAEDetector:
         self.scaler_ = scaler if scaler is not None else Scaler().fit(x)
         flat = self.scaler_.transform(x).reshape(len(x), -1)
         self.vae_ = VAE(cfg)
+        if init is not None:
+            try:
+                self.vae_.set_weights(init)
+            except ValueError as e:
+                raise ConfigError(f"cannot warm-start: {e}") from None
         self._scorer = None
         self.fit_info_ = self.vae_.fit(flat[:-n_val], flat[-n_val:], log=log)
         self.fit_info_["n_train"] = len(x) - n_val
