@@ -113,8 +113,39 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--alerts", default=None, help="also write the alerts as JSON lines to this file")
     _threshold_args(r)
     _model_args(r)
+    _replay_retrain_args(r)
+    rt = sub.add_parser("retrain", help="one retrain from the buffered samples: train, validate, promote or reject (cron)")
+    rt.add_argument("--config", required=True, help="daemon config: model.path (registry), [retrain], topics.samples/control")
+    rt.add_argument("--reason", default=None, help="recorded in HISTORY and in the control event")
+    rt.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default 2)")
     _tool_parsers(sub)
+    _models_parsers(sub)
     return p
+
+
+def _models_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``models list | show | promote | rollback``: the model registry."""
+    m = sub.add_parser("models", help="model registry: list, show, promote, roll back versions")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+
+    def where(p: argparse.ArgumentParser) -> None:
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--registry", help="registry directory (the daemons are not told; they re-read CURRENT within 30 s)")
+        g.add_argument("--config", help="daemon config: the registry is model.path, and changes are published on "
+                                        "topics.control so every daemon swaps now")
+
+    where(msub.add_parser("list", help="every version, oldest first; * marks CURRENT, < the rollback target"))
+    sh = msub.add_parser("show", help="print one version's manifest (JSON)")
+    sh.add_argument("version")
+    where(sh)
+    pr = msub.add_parser("promote", help="verify a version, make it CURRENT, prune old versions, notify the daemons")
+    pr.add_argument("version")
+    pr.add_argument("--keep", type=int, default=None, help="versions to keep when pruning (default model.keep_versions, 5)")
+    pr.add_argument("--reason", default="manual promotion", help="recorded in HISTORY and in the control event")
+    where(pr)
+    rb = msub.add_parser("rollback", help="make the version CURRENT before the last promotion CURRENT again")
+    rb.add_argument("--reason", default="manual rollback", help="recorded in HISTORY and in the control event")
+    where(rb)
 
 
 def _tool_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -146,6 +177,22 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="with --follow: start at the oldest alert (default: only new ones); without --follow every alert is read")
     a.add_argument("--json", action="store_true", help="print each alert as its JSON object")
     a.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach the broker (default 10)")
+
+
+def _replay_retrain_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("retraining (back-test the retrain loop; defaults from the [retrain] config section)")
+    g.add_argument("--retrain", action="store_true", help="buffer normal windows and retrain when due; adds a model_version column")
+    g.add_argument("--retrain-every", type=int, default=None, help="retrain after N new buffered windows (default 0: never)")
+    g.add_argument("--retrain-schedule", type=float, default=None, help="seconds of stream time between scheduled retrains")
+    g.add_argument("--retrain-drift", choices=("adwin", "page_hinkley", "none"), default=None,
+                   help="drift detector on the scores of normal windows (default adwin)")
+    g.add_argument("--retrain-epochs", type=int, default=None, help="maximum epochs of a retrain (default 20)")
+    g.add_argument("--retrain-min-interval", type=float, default=None, help="seconds of stream time between retrains (default 600)")
+    g.add_argument("--retrain-min-windows", type=int, default=None, help="buffered windows needed to retrain (default 1000)")
+    g.add_argument("--retrain-buffer", type=int, default=None, help="normal windows kept (default 20000)")
+    g.add_argument("--retrain-sample-every", type=int, default=None, help="keep 1 normal window in N per entity (default 10)")
+    g.add_argument("--retrain-margin", type=float, default=None, help="seconds around an episode with no sample (default 300)")
+    g.add_argument("--retrain-tolerance", type=float, default=None, help="gate tolerance on AUC and detection (default 0.01)")
 
 
 def _threshold_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from streamvae.offline.commands import evaluate_skab_cmd
 
             return evaluate_skab_cmd(args)
+        if args.command == "models":
+            from streamvae.service.models import models
+
+            return models(args)
+        if args.command == "retrain":
+            from streamvae.service.retrain import retrain_cmd
+
+            return retrain_cmd(args)
         if args.command in ("simulate", "alerts"):
             from streamvae.service import tools
 

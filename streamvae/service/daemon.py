@@ -13,6 +13,11 @@ If step 3 fails, step 4 does not run: the partitions are rewound to their last c
 and their windows rebuilt, so the batch is read again and nothing is lost. Alert ids
 are deterministic and the ids already acknowledged are remembered (and, at start, read
 back from the tail of the alerts topic), so a re-read does not publish an alert twice.
+
+Between two batches, when ``model.path`` is a registry, :class:`HotSwap` reads the
+control topic; a promotion or rollback loads the named version in a background thread
+(load, warm up, score recent normal windows) and the pipeline switches to it at the
+next gap between batches, thresholds recalibrated on the new model's scores.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ import os
 import signal
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from streamvae.config import Config
 from streamvae.core.episodes import EpisodeTracker
@@ -33,7 +41,7 @@ from streamvae.core.pipeline import Reading, SensorRules, StreamPipeline
 from streamvae.core.records import RecordDecoder
 from streamvae.core.thresholds import ThresholdBank
 from streamvae.core.windows import WindowAssembler
-from streamvae.errors import RecordError
+from streamvae.errors import RecordError, StreamvaeError
 from streamvae.kafka import codec
 from streamvae.kafka.clients import (
     DeliveryError,
@@ -45,7 +53,9 @@ from streamvae.kafka.clients import (
     make_producer,
     recent_values,
 )
+from streamvae.kafka.control import ControlError, ControlListener
 from streamvae.kafka.offsets import PartitionOffsets, decode_metadata, encode_metadata
+from streamvae.registry import Registry, is_registry
 from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -88,6 +98,190 @@ def build_pipeline(cfg: Config, det: Any) -> StreamPipeline:
     return StreamPipeline(det, bank, episodes, asm, det.version_ or "unversioned", rules=rules)
 
 
+# Hot swap. A swap costs one artifact load + warm-up + one scoring call over the recent
+# normal windows, all in a background thread; the loop only polls the control topic
+# (~0.4 ms a call, so at most every CONTROL_POLL_S) and swaps two references.
+RECENT_NORMAL = 2_000  # recent normal windows the new model scores to recalibrate thresholds
+MIN_RECALIBRATION = 500  # fewer than this: the new model's held-out training scores are added
+CONTROL_POLL_S = 0.25
+CURRENT_CHECK_S = 30.0  # re-read the registry's CURRENT: a lost event or a start-up race heals
+LISTENER_RETRY_S = 30.0
+
+
+@dataclass
+class _Load:
+    """One version being loaded in the background; the thread fills in det/scores or error."""
+
+    version: str
+    requested_at: float  # unix time of the promotion (the event's "at"), for the delay metric
+    windows: Any  # (N, W, F) snapshot of the recent normal windows, or None
+    thread: threading.Thread | None = None
+    det: Any = None
+    scores: Any = None
+    error: str | None = None
+    reason: str = ""
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class HotSwap:
+    """Moves a daemon to the registry version named by control events, between batches.
+
+    The daemon calls :meth:`note_normal` with every batch's normal windows and
+    :meth:`tick` between batches. A requested version is loaded in a background thread
+    (artifact checks, warm-up, scoring of the recent normal windows); only when that is
+    complete does :meth:`tick` hand it to ``pipeline.swap_model``, so no record is ever
+    scored by a half-loaded model. A version that fails to load, or whose features or
+    window differ, leaves the old model serving; the failure is logged and counted in
+    ``model_swap_failures_total{reason}``. Only the latest request counts: a rollback
+    that arrives while a promotion loads supersedes it.
+    """
+
+    def __init__(self, cfg: Config, registry: Registry, metrics: Metrics, det: Any) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.metrics = metrics
+        self.names = list(det.names)
+        self.window, self.stride = det.config.window, det.config.stride
+        self.recent: deque[Any] = deque(maxlen=RECENT_NORMAL)
+        self.listener: ControlListener | None = None
+        self.loading: _Load | None = None
+        self.wanted: str | None = None
+        self.wanted_at = 0.0
+        self.failed: set[str] = set()  # not retried from CURRENT checks; an explicit event retries
+        self._next_listen = 0.0
+        self._next_poll = 0.0
+        self._next_check = 0.0
+
+    def note_normal(self, windows: list[Any]) -> None:
+        self.recent.extend(w.values for w in windows)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+    def _listen(self, now: float) -> None:
+        self._next_listen = now + LISTENER_RETRY_S
+        try:
+            self.listener = ControlListener(self.cfg.kafka, self.cfg.topics.control)
+        except ControlError as e:
+            log.warning("cannot listen for model changes (%s); retrying in %.0fs, meanwhile CURRENT is re-read every %.0fs",
+                        e, LISTENER_RETRY_S, CURRENT_CHECK_S)
+            return
+        self._next_check = 0.0  # a promotion may have landed before the listener started
+
+    def _request(self, version: str, at: float, why: str) -> None:
+        if version != self.wanted:
+            log.info("model %s requested (%s)", version, why)
+        self.wanted, self.wanted_at = version, at
+
+    def tick(self, pipeline: StreamPipeline) -> Any | None:
+        """Between two batches: read control events, start or finish a load; the new
+        detector when the pipeline has just switched to it, else None."""
+        now = time.monotonic()
+        if self.listener is None and now >= self._next_listen:
+            self._listen(now)
+        if self.listener is not None and now >= self._next_poll:
+            self._next_poll = now + CONTROL_POLL_S
+            for ev in self.listener.poll():
+                if ev.get("type") in ("promote", "rollback") and isinstance(ev.get("version"), str):
+                    self.failed.discard(ev["version"])
+                    at = ev.get("at")
+                    self._request(ev["version"], float(at) if isinstance(at, (int, float)) else time.time(),
+                                  f"{ev['type']} event")
+                else:
+                    log.debug("control event ignored: %s", ev)
+        if now >= self._next_check:
+            self._next_check = now + CURRENT_CHECK_S
+            self._check_current(pipeline.model_version)
+        job = self.loading
+        if job is not None and job.thread is not None and not job.thread.is_alive():
+            self.loading = None
+            return self._finish(job, pipeline)
+        if job is None and self.wanted is not None:
+            if self.wanted == pipeline.model_version:
+                self.wanted = None
+            else:
+                self._start(self.wanted, self.wanted_at)
+        return None
+
+    def _check_current(self, serving: str) -> None:
+        try:
+            cur = self.registry.current()
+        except (StreamvaeError, OSError) as e:
+            log.warning("cannot read the registry's CURRENT (%s)", e)
+            return
+        busy = self.loading.version if self.loading is not None else None
+        if cur and cur != serving and cur not in self.failed and cur not in (self.wanted, busy):
+            self._request(cur, time.time(), f"registry CURRENT is {cur}, no control event seen")
+
+    def _start(self, version: str, at: float) -> None:
+        windows = np.stack(self.recent) if self.recent else None  # snapshot: the loop keeps appending
+        job = _Load(version, at, windows)
+        job.thread = threading.Thread(target=self._load, args=(job,), name=f"load-{version}", daemon=True)
+        self.loading = job
+        job.thread.start()
+
+    def _load(self, job: _Load) -> None:
+        """Background thread: everything slow, nothing shared with the loop but ``job``."""
+        from streamvae.model import artifact  # TensorFlow is already loaded: the daemon serves a model
+
+        t0 = time.perf_counter()
+        try:
+            det = artifact.load(self.registry.path(job.version))
+            mc = det.config
+            if list(det.names) != self.names or (mc.window, mc.stride) != (self.window, self.stride):
+                job.reason = "incompatible"
+                job.error = (f"features {list(det.names)} window {mc.window}/{mc.stride} differ from the serving model's "
+                             f"{self.names} window {self.window}/{self.stride}; restart the daemons to change them")
+                return
+            det.warmup(self.cfg.group.max_poll_records)
+            scores = det.score_samples(job.windows) if job.windows is not None else np.empty(0)
+            job.info["recent"] = len(scores)
+            if len(scores) < MIN_RECALIBRATION:
+                scores = np.concatenate([np.asarray(det.heldout_scores_, dtype=np.float64), scores])
+            job.det, job.scores = det, scores
+        except StreamvaeError as e:
+            job.reason, job.error = "load", str(e)
+        except Exception as e:  # a failing TensorFlow or NumPy call must not take the daemon down: old model serves on
+            log.exception("loading model %s failed", job.version)
+            job.reason, job.error = "load", repr(e)
+        finally:
+            job.seconds = time.perf_counter() - t0
+            job.windows = None
+
+    def _finish(self, job: _Load, pipeline: StreamPipeline) -> Any | None:
+        if job.error is None and self.wanted != job.version:
+            log.info("model %s loaded but no longer requested (now %s); discarded", job.version, self.wanted)
+            return None
+        if self.wanted == job.version:
+            self.wanted = None
+        old = pipeline.model_version
+        if job.error is None:
+            try:
+                pipeline.swap_model(job.det, job.version, job.scores)
+            except (StreamvaeError, ValueError) as e:  # swap_model changes nothing when it raises
+                job.reason, job.error = "recalibrate", f"thresholds cannot be recalibrated on its scores: {e}"
+        if job.error is not None:
+            self.failed.add(job.version)
+            self.metrics.inc("model_swap_failures_total", reason=job.reason)
+            log.error("model %s NOT loaded, still serving %s: %s", job.version, old, job.error)
+            return None
+        if pipeline.rules is not None:
+            pipeline.rules.varies = job.det.feature_varies()
+        delay = max(0.0, time.time() - job.requested_at)
+        self.metrics.set("model_info", 0, version=old)
+        self.metrics.set("model_info", 1, version=job.version)
+        self.metrics.inc("model_swaps_total")
+        self.metrics.set("model_swap_load_seconds", job.seconds)
+        self.metrics.set("model_swap_delay_seconds", delay)
+        log.info("now serving model %s (was %s): loaded in %.2fs, %.2fs after the promotion; thresholds recalibrated "
+                 "on %d recent normal windows%s", job.version, old, job.seconds, delay, job.info.get("recent", 0),
+                 "" if job.info.get("recent", 0) >= MIN_RECALIBRATION else " and its held-out training scores")
+        return job.det
+
+
 class Daemon:
     """The consumer daemon; ``run()`` returns 0 after a clean shutdown."""
 
@@ -106,12 +300,19 @@ class Daemon:
         self.stashed: set[TopicPartition] = set()
         self.next_offset: dict[TopicPartition, int] = {}  # after the last delivered batch
         self.pending: dict[TopicPartition, Any] = {}  # delivered, not yet committed
+        self.commit_in_flight = False  # an asynchronous commit awaits its answer
+        self.commit_sent_at = 0.0
         self.published = _BoundedSet(200_000)
         self.stop_event = threading.Event()
         self.consumer: Any = None
         self.last_batch_at = time.time()
         self.last_saved = time.monotonic()
         self.metrics.set("model_info", 1, version=self.pipeline.model_version)
+        self.swapper: HotSwap | None = None
+        if is_registry(cfg.model.path):
+            self.swapper = HotSwap(cfg, Registry(cfg.model.path), self.metrics, det)
+            log.info("serving model %s, CURRENT of registry %s; listening for promotions on %s",
+                     self.pipeline.model_version, cfg.model.path, cfg.topics.control)
         self._restore_thresholds()
 
     # -- threshold state across restarts ----------------------------------------------
@@ -147,18 +348,20 @@ class Daemon:
 
     # -- rebalance listener (runs inside poll: keep it short, never call the model) ----
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Commit what was delivered but not yet committed (a commit that failed because the
-        # group was rebalancing, e.g. after a broker outage), then keep the partitions'
-        # state until the assignment: if they come back to this process, the windows
-        # carry on from memory instead of being rebuilt and re-scored.
+        # Commit what was delivered but not yet committed (the loop's asynchronous commit
+        # may still be on its way, or one failed because the group was rebalancing), then
+        # keep the partitions' state until the assignment: if they come back to this
+        # process, the windows carry on from memory instead of being rebuilt and re-scored.
+        # The commit is asynchronous: kafka-python 3 runs this callback on its IO thread,
+        # where a blocking commit raises; it is queued ahead of the JoinGroup request on
+        # the coordinator's connection, so it lands before the partitions move. Should it
+        # fail, the next owner starts from the previous commit: windows are rebuilt from
+        # there, and re-scored ones give the same (deterministic) alert ids.
         pending = {tp: om for tp, om in self.pending.items() if tp in revoked}
         if pending and self.consumer is not None:
             try:
-                self.consumer.commit(pending, timeout_ms=COMMIT_TIMEOUT_MS)
-                for tp, om in pending.items():
-                    self.committed[tp] = om.offset
-                    self.pending.pop(tp, None)
-            except KafkaError as e:
+                self.consumer.commit_async(pending, callback=self._revoked_committed)
+            except (KafkaError, RuntimeError) as e:
                 log.info("commit on revocation failed (%r); positions kept in memory", e)
         self.stashed.update(revoked)
         log.info("partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
@@ -192,8 +395,26 @@ class Daemon:
         self.stop_event.set()
 
     def health(self) -> dict[str, object]:
-        return {"ok": not self.stop_event.is_set(), "model_version": self.pipeline.model_version,
-                "seconds_since_batch": round(time.time() - self.last_batch_at, 3)}
+        h: dict[str, object] = {"ok": not self.stop_event.is_set(), "model_version": self.pipeline.model_version,
+                                "seconds_since_batch": round(time.time() - self.last_batch_at, 3)}
+        loading = self.swapper.loading if self.swapper is not None else None
+        if loading is not None:
+            h["model_loading"] = loading.version
+        return h
+
+    def _swap_tick(self) -> None:
+        """Between two batches: let :class:`HotSwap` finish a load and switch models."""
+        assert self.swapper is not None
+        new = self.swapper.tick(self.pipeline)
+        if new is None:
+            return
+        self.det = new
+        self.save_thresholds()  # a restart must not bring back the old model's thresholds
+        # The old model's objects sit in the frozen generation (see run()); give them back
+        # to the collector, free them in one full pass (once per swap), freeze the rest.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def run(self) -> int:
         if threading.current_thread() is threading.main_thread():
@@ -226,11 +447,15 @@ class Daemon:
                     self.handle(consumer, producer, batch)
                 elif self.pending:
                     self._commit_pending(consumer)
+                if self.swapper is not None:
+                    self._swap_tick()
         finally:
             log.info("shutting down: closing consumer and producer")
+            if self.swapper is not None:
+                self.swapper.close()
             self.save_thresholds()
             try:
-                self._commit_pending(consumer)
+                self._commit_pending(consumer, wait=True)
             except Exception as e:  # never let a last commit attempt hide the shutdown
                 log.warning("final commit failed (%r)", e)
             try:
@@ -295,6 +520,8 @@ class Daemon:
                 live_src.extend((tp, rec) for _ in readings)
         # 1 score and produce alerts + dead letters
         res = self.pipeline.process(live, now=time.time())
+        if self.swapper is not None and res.normal:
+            self.swapper.note_normal(res.normal)
         rejected = set()
         for i, err in res.rejected:
             tp, rec = live_src[i]
@@ -340,16 +567,53 @@ class Daemon:
         if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
             self.save_thresholds()
 
-    def _commit_pending(self, consumer: Any) -> None:
+    def _commit_pending(self, consumer: Any, wait: bool = False) -> None:
+        """Commit every delivered position not yet committed.
+
+        In the loop the commit is asynchronous (``wait=False``): its round trip to the
+        group coordinator would otherwise stall every batch, and records arriving
+        meanwhile wait for it (produce -> score latency, scripts/bench_e2e.py). One
+        commit is in flight at a time, so commits land in order; its result arrives in
+        a later ``poll`` (:meth:`_committed_cb`), and a failed one stays pending and is
+        sent again with the next batch. On shutdown and revocation it waits."""
         if not self.pending:
             return
         commits = dict(self.pending)
+        if not wait:
+            if self.commit_in_flight:
+                if time.monotonic() - self.commit_sent_at < 2 * COMMIT_TIMEOUT_MS / 1000:
+                    return  # the newer positions go with the next commit
+                log.warning("no answer to an offset commit for %.0fs; sending a new one", 2 * COMMIT_TIMEOUT_MS / 1000)
+            self.commit_in_flight = True
+            self.commit_sent_at = time.monotonic()
+            try:
+                consumer.commit_async(commits, callback=self._committed_cb)
+            except KafkaError as e:
+                self._committed_cb(commits, e)
+            return
         try:
             consumer.commit(commits, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as e:
             self.metrics.inc("commit_failures_total")
             log.warning("commit failed (%r); retrying with the next batch", e)
             return
+        self._committed(commits)
+
+    def _committed_cb(self, commits: dict[TopicPartition, Any], response: Any) -> None:
+        self.commit_in_flight = False
+        if isinstance(response, BaseException):
+            self.metrics.inc("commit_failures_total")
+            log.warning("commit failed (%r); retrying with the next batch", response)
+            return
+        self._committed(commits)
+
+    def _revoked_committed(self, commits: dict[TopicPartition, Any], response: Any) -> None:
+        if isinstance(response, BaseException):
+            log.info("commit on revocation failed (%r); positions kept in memory", response)
+            return
+        self._committed(commits)
+
+    def _committed(self, commits: dict[TopicPartition, Any]) -> None:
         for tp, om in commits.items():
             self.committed[tp] = om.offset
             if self.pending.get(tp) is om:
