@@ -148,6 +148,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ConfigError(f"--batch must be an int >= 1; got {args.batch}")
     keep = (args.entity_column,) if args.entity_column else ()
+    rcfg = retrain_config(args) if getattr(args, "retrain", False) else None  # bad options fail before training
     _threads(args, 1)
     from streamvae.core.episodes import EpisodeTracker
     from streamvae.core.thresholds import ThresholdBank
@@ -169,8 +170,22 @@ def replay_cmd(args: argparse.Namespace) -> int:
         warm = det.heldout_scores_ if len(det.heldout_scores_) >= 200 else train_scores
     kind = args.threshold
     bank = ThresholdBank(kind, threshold_params(args, kind)).warm_start(warm)
-    r = replay(table, det, start, args.entity_column, bank, EpisodeTracker(args.open_after, args.close_after), batch=args.batch)
+    retrainer = None
+    if rcfg is not None:
+        from streamvae.offline.replay import ReplayRetrainer
+
+        retrainer = ReplayRetrainer(rcfg, det.config.window, len(det.names), seed=det.config.seed)
+    r = replay(table, det, start, args.entity_column, bank, EpisodeTracker(args.open_after, args.close_after),
+               batch=args.batch, retrainer=retrainer)
     write_rows(Path(args.out), table, args.entity_column, r)
+    for ev in r.retrains or []:
+        print(ev.summary())
+    if retrainer is not None:
+        c = retrainer.buffer.counts_
+        passed = sum(e.passed for e in r.retrains or [])
+        print(f"retrains: {len(r.retrains or [])} ({passed} promoted, {len(r.retrains or []) - passed} rejected); "
+              f"normal buffer {len(retrainer.buffer)} windows (seen {c.seen}, sampled {c.sampled}, "
+              f"dropped near episodes {c.dropped_near_episode}), {len(retrainer.bank)} confirmed-anomaly windows")
     if args.alerts:
         import orjson
 
@@ -180,6 +195,35 @@ def replay_cmd(args: argparse.Namespace) -> int:
     print(f"replayed {n} rows: {scored} windows scored, {int(r.flag[start:].sum())} flagged, "
           f"{sum(1 for a in r.alerts if a['kind'] == 'open')} episodes, {len(r.alerts)} alerts; wrote {args.out}")
     return 0
+
+
+# --retrain-* option -> [retrain] key
+RETRAIN_FLAGS = {"retrain_every": "after_windows", "retrain_schedule": "schedule", "retrain_drift": "drift",
+                 "retrain_epochs": "epochs", "retrain_min_interval": "min_interval", "retrain_min_windows": "min_windows",
+                 "retrain_buffer": "max_windows", "retrain_sample_every": "sample_every", "retrain_margin": "margin",
+                 "retrain_tolerance": "tolerance"}
+
+
+def retrain_config(args: argparse.Namespace) -> object:
+    """The ``[retrain]`` settings for ``replay --retrain``: its defaults, the --retrain-* options
+    over them, each checked by the same rule as in a config file (ConfigError naming the flag)."""
+    import dataclasses
+
+    from streamvae.config import RetrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(RetrainConfig)}
+    kw: dict[str, object] = {}
+    for flag, key in RETRAIN_FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is None:
+            continue
+        f = fields[key]
+        if isinstance(v, int) and "float" in str(f.type):
+            v = float(v)
+        if not f.metadata["check"](v):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be {f.metadata['allowed']}; got {v!r}")
+        kw[key] = v
+    return RetrainConfig(enabled=True, **kw)
 
 
 def evaluate_skab_cmd(args: argparse.Namespace) -> int:

@@ -4,6 +4,13 @@ The first part of the file trains the initial model (or ``--model`` loads one); 
 is fed, in order and in poll-sized batches, through the SAME :class:`StreamPipeline`
 the daemon drives. One output row per input row: ts, entity, score (blank while the
 entity has no full window yet), threshold, flag, alert kind.
+
+With a :class:`ReplayRetrainer` (``--retrain``) replay back-tests the retraining loop:
+the pipeline's normal windows go into a NormalBuffer, confirmed episodes into an
+AnomalyBank, the RetrainTrigger is asked after every batch (time = the batch's last
+reading), and a due retrain runs synchronously between two batches, exactly where the
+daemon would swap; a candidate that passes the gate is swapped in with thresholds
+recalibrated on its scores of recent normal windows it was not trained on.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from streamvae.core.buffer import AnomalyBank, NormalBuffer, RecordingScorer
+from streamvae.core.drift import RetrainTrigger
 from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import Reading, StreamPipeline
+from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.scaler import Scaler
 from streamvae.core.thresholds import ThresholdBank
 from streamvae.core.windows import WindowAssembler, sliding_windows
-from streamvae.errors import ConfigError, DataError
+from streamvae.errors import ConfigError, DataError, StreamvaeError
 from streamvae.offline.csvio import Table
 
 log = logging.getLogger(__name__)
@@ -79,21 +89,109 @@ class ReplayResult:
     alert: list[str]
     alerts: list[dict[str, Any]]
     replayed: range
+    version: list[str] | None = None  # per row: the model version serving when it was read
+    retrains: list["RetrainEvent"] | None = None
+
+
+@dataclass(frozen=True)
+class RetrainEvent:
+    """One retrain during a replay: when (stream time), why, and what the gate said."""
+
+    at: float
+    reason: str
+    passed: bool
+    version: str | None  # the version swapped in; None when rejected or failed
+    reasons: list[str]
+    seconds: float
+    normals: int
+    anomalies: int
+
+    def summary(self) -> str:
+        outcome = f"promoted {self.version}" if self.passed else "rejected"
+        return (f"retrain at ts {self.at:.0f} ({self.reason}) on {self.normals} normal windows, {self.anomalies} "
+                f"confirmed anomalies: {outcome} in {self.seconds:.1f}s: " + "; ".join(self.reasons))
+
+
+class ReplayRetrainer:
+    """The retraining loop inside a replay (see the module doc).
+
+    Parameters
+    ----------
+    rcfg : the ``[retrain]`` settings (buffer size, sampling, margin, trigger, epochs, tolerance).
+    window, n_features : the model's W and F.
+    seed : buffer sampling and candidate training.
+    """
+
+    def __init__(self, rcfg: Any, window: int, n_features: int, seed: int = 0) -> None:
+        self.rcfg = rcfg
+        self.seed = seed
+        self.buffer = NormalBuffer(rcfg.max_windows, window, n_features, rcfg.sample_every, rcfg.margin, seed=seed)
+        self.bank = AnomalyBank(rcfg.max_anomalies, window, n_features, seed=seed)
+        self.trigger = RetrainTrigger.from_config(rcfg)
+        self.events: list[RetrainEvent] = []
+
+    def after_batch(self, pipe: StreamPipeline, res: BatchResult, now: float) -> None:
+        """Feed one batch's result to the buffers and the trigger; retrain if due."""
+        tap = pipe.scorer
+        added = self.buffer.observe(res)
+        if res.scored and isinstance(tap, RecordingScorer):
+            self.bank.observe(res, tap.last_windows_)
+        self.trigger.windows_added(len(added))
+        normal = {(w.entity, w.end_ts) for w in res.normal}
+        self.trigger.observe_scores(s.score for s in res.scored if (s.entity, s.end_ts) in normal)
+        reason = self.trigger.due(now, len(self.buffer))
+        if reason is not None:
+            self.run(pipe, reason, now)
+
+    def run(self, pipe: StreamPipeline, reason: str, now: float) -> RetrainEvent:
+        """Retrain synchronously; swap the model in on a pass."""
+        from streamvae.registry.retrain import retrain, split_holdout
+
+        self.trigger.started(now)
+        t0 = time.perf_counter()
+        x, ents, _ = self.buffer.snapshot()
+        anomalies = self.bank.snapshot()[0]
+        current: Any = pipe.scorer.inner if isinstance(pipe.scorer, RecordingScorer) else pipe.scorer
+        k = len(self.events) + 1
+        version: str | None = None
+        try:
+            cand, rep = retrain(current, x, anomalies, self.rcfg, seed=self.seed + k, entities=ents)
+            passed, reasons = rep.passed, list(rep.reasons)
+            if passed:
+                version = f"{pipe.model_version.split('+retrain-')[0]}+retrain-{k}"
+                cand.version_ = version
+                # recalibrate on windows the candidate never trained on: its early-stopping
+                # split and the gate's held-out part (the newest buffered windows)
+                held = split_holdout(x)[1]
+                recent = np.concatenate([cand.heldout_scores_, cand.score_samples(held)])
+                pipe.swap_model(RecordingScorer(cand), version, recent)
+        except (StreamvaeError, ValueError) as e:  # NotCalibratedError, DataError, ConfigError
+            passed, version, reasons = False, None, [f"retrain failed: {e}"]
+        self.trigger.finished(now, passed)
+        ev = RetrainEvent(now, reason, passed, version, reasons, time.perf_counter() - t0, len(x), len(anomalies))
+        log.info("%s", ev.summary())
+        self.events.append(ev)
+        return ev
 
 
 def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: ThresholdBank,
-           episodes: EpisodeTracker, batch: int = 500, prime_from: int | None = None) -> ReplayResult:
+           episodes: EpisodeTracker, batch: int = 500, prime_from: int | None = None,
+           retrainer: ReplayRetrainer | None = None) -> ReplayResult:
     """Feed rows ``start..`` through a StreamPipeline in batches of ``batch`` readings.
 
     ``prime_from``: rows ``prime_from..start-1`` are pushed into the windows unscored
     first, so the first replayed rows already have their past (as in a live feed that
-    was running before the model was swapped in).
+    was running before the model was swapped in). ``retrainer``: retrain between
+    batches (see :class:`ReplayRetrainer`); the result then carries each row's model
+    version and the retrain events.
     """
     cfg = det.config
     n = len(table.values)
     ents = table.extra[entity_column] if entity_column else ["default"] * n
     asm = WindowAssembler(cfg.window, 1, len(table.feature_names), max_gap=cfg.max_gap, max_lateness=0.0)
-    pipe = StreamPipeline(det, bank, episodes, asm, det.version_ or "unsaved")
+    scorer = RecordingScorer(det) if retrainer is not None else det
+    pipe = StreamPipeline(scorer, bank, episodes, asm, det.version_ or "unsaved")
+    version: list[str] | None = [""] * n if retrainer is not None else None
     row_of: dict[str, list[int]] = defaultdict(list)
     vals = table.values.astype(np.float32)
     if prime_from is not None:
@@ -109,6 +207,8 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: 
     for lo in range(start, n, batch):
         rows = range(lo, min(n, lo + batch))
         readings = [Reading(ents[i], float(table.ts[i]), vals[i]) for i in rows]
+        if version is not None:
+            version[rows.start : rows.stop] = [pipe.model_version] * len(rows)
         res = pipe.process(readings)
         rejected = {j for j, _ in res.rejected}
         for j, e in res.rejected:
@@ -125,7 +225,10 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: 
             i = _row_at(row_of[a.entity], table.ts, a.window_end)
             alert[i] = a.kind if not alert[i] else alert[i] + "+" + a.kind
             alerts.append(a.to_dict())
-    return ReplayResult(score, thr, flag, alert, alerts, range(start, n))
+        if retrainer is not None:
+            retrainer.after_batch(pipe, res, float(table.ts[rows.stop - 1]))
+    return ReplayResult(score, thr, flag, alert, alerts, range(start, n), version,
+                        retrainer.events if retrainer is not None else None)
 
 
 def _row_at(rows: list[int], ts: np.ndarray, t: float) -> int:
@@ -142,11 +245,13 @@ def write_rows(dest: Path, table: Table, entity_column: str | None, r: ReplayRes
         dest.parent.mkdir(parents=True, exist_ok=True)
         with dest.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["ts", "entity", "score", "threshold", "flag", "alert"])
+            # model_version only with retraining: without it one model serves every row
+            w.writerow(["ts", "entity", "score", "threshold", "flag", "alert"] + (["model_version"] if r.version else []))
             for i in r.replayed:
                 s, t = r.score[i], r.threshold[i]
                 w.writerow([table.ts_text[i], ents[i], "" if math.isnan(s) else f"{s:.4f}",
-                            "" if math.isnan(t) else f"{t:.4f}", int(r.flag[i]), r.alert[i]])
+                            "" if math.isnan(t) else f"{t:.4f}", int(r.flag[i]), r.alert[i]]
+                           + ([r.version[i]] if r.version else []))
     except OSError as e:
         raise DataError(f"cannot write {dest}: {e.strerror or e}") from e
 

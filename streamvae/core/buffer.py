@@ -1,0 +1,486 @@
+"""Bounded stores of windows for retraining: normal windows, and confirmed anomalies.
+
+:class:`NormalBuffer` keeps a sample of the windows the pipeline judged normal, for the
+next model to learn from. Learning the faults themselves is the failure to avoid, so a
+window is kept only if it was below threshold, outside any alert episode, and not within
+``margin`` seconds of stream time before an episode opened or after one closed (the
+fault usually starts before the model is sure, and lingers after it goes quiet).
+"Before" cannot be known when the window arrives: sampled windows wait per entity until
+``margin`` seconds of that entity's stream time have passed without an episode, and are
+dropped if one opens.
+
+:class:`AnomalyBank` keeps windows of episodes that actually opened (the flagged
+windows of confirmed alerts): the validation gate checks that a new model still
+separates them from normal windows.
+
+Both share one store, :class:`StratifiedReservoir`: a fixed array of ``capacity``
+windows shared out max-min fairly between keys (entities, or episodes), with reservoir
+sampling inside each key's share, so a chatty entity cannot crowd out the rest and old
+and recent windows both stay represented. Memory is ``capacity x W x F`` float32 plus a
+few numbers per window, and a saved buffer (``.npz``, loaded with ``allow_pickle=False``)
+is never larger.
+
+Examples
+--------
+>>> import numpy as np
+>>> buf = NormalBuffer(max_windows=100, window=4, n_features=2, sample_every=1, margin=0.0)
+>>> for t in range(300):
+...     _ = buf.add("pump-1" if t % 10 else "pump-2", float(t), np.zeros((4, 2), np.float32))
+>>> counts = buf.per_entity()
+>>> counts["pump-2"], counts["pump-1"]      # 30 offered by pump-2, all kept; pump-1 fills the rest
+(30, 70)
+>>> windows, entities, end_ts = buf.snapshot()
+>>> windows.shape, bool(np.all(np.diff(end_ts) >= 0))
+((100, 4, 2), True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from streamvae.core.pipeline import BatchResult
+from streamvae.core.scoring import ScoreBatch, Scorer
+from streamvae.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "streamvae-buffer/1"
+
+
+def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"retrain.{key} must be {allowed}; got {value!r}")
+
+
+class StratifiedReservoir:
+    """``capacity`` windows (W, F) shared max-min fairly between keys, reservoir-sampled per key.
+
+    While there is room every offered window is kept. Once full, a window of key ``k``
+    either takes a slot from the key holding the most windows (when ``k`` holds fewer:
+    the shares level out, so every key ends with ``min(offered, fair share)``), or,
+    when ``k`` already holds the most, replaces one of ``k``'s own windows with
+    probability ``held / offered`` (Algorithm R): each key's windows stay a uniform
+    sample of everything it ever offered, old and recent alike.
+    """
+
+    def __init__(self, capacity: int, window: int, n_features: int, seed: int = 0) -> None:
+        _check(isinstance(capacity, int) and capacity >= 1, "max_windows", "an int >= 1", capacity)
+        self.capacity = capacity
+        self.window = window
+        self.n_features = n_features
+        self.seed = seed
+        self._values = np.empty((capacity, window, n_features), np.float32)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every window and count (the array is reused)."""
+        self._rng = np.random.default_rng(self.seed)
+        self._end_ts = np.full(self.capacity, np.nan)
+        self._key_of: list[str | None] = [None] * self.capacity
+        self._free = list(range(self.capacity - 1, -1, -1))
+        self._slots: dict[str, list[int]] = {}
+        self._offered: dict[str, int] = {}
+        # keys by how many windows they hold, and the largest such count: O(1) "who holds most"
+        self._by_size: dict[int, set[str]] = {}
+        self._max = 0
+        self.evicted_ = 0
+
+    def __len__(self) -> int:
+        return self.capacity - len(self._free)
+
+    def _resize(self, key: str, old: int, new: int) -> None:
+        if old > 0:
+            s = self._by_size[old]
+            s.discard(key)
+            if not s:
+                del self._by_size[old]
+        if new > 0:
+            self._by_size.setdefault(new, set()).add(key)
+        if new > self._max:
+            self._max = new
+        while self._max > 0 and self._max not in self._by_size:
+            self._max -= 1
+
+    def _put(self, slot: int, key: str, end_ts: float, values: npt.NDArray[np.float32]) -> None:
+        self._values[slot] = values
+        self._end_ts[slot] = end_ts
+        self._key_of[slot] = key
+
+    def _take(self, key: str, i: int) -> int:
+        """Remove the ``i``-th window of ``key``; its slot."""
+        slots = self._slots[key]
+        n = len(slots)
+        slot = slots[i]
+        slots[i] = slots[-1]
+        slots.pop()
+        self._resize(key, n, n - 1)
+        if not slots:
+            del self._slots[key]
+        self._key_of[slot] = None
+        return slot
+
+    def add(self, key: str, end_ts: float, values: npt.ArrayLike) -> bool:
+        """Offer one window; True if it was stored."""
+        v = np.asarray(values, dtype=np.float32)
+        if v.shape != (self.window, self.n_features):
+            raise DataError(f"a buffered window must have shape ({self.window}, {self.n_features}); got {v.shape}")
+        n_off = self._offered.get(key, 0) + 1
+        self._offered[key] = n_off
+        mine = self._slots.get(key)
+        held = len(mine) if mine is not None else 0
+        if self._free:
+            slot = self._free.pop()
+        elif held < self._max:  # take a slot from the key that holds the most
+            victim = next(iter(self._by_size[self._max]))
+            slot = self._take(victim, int(self._rng.integers(self._max)))
+            self.evicted_ += 1
+        else:  # already holds the most: reservoir sampling within its own share
+            j = int(self._rng.integers(n_off))
+            if j >= held:
+                return False
+            assert mine is not None
+            self._put(mine[j], key, end_ts, v)
+            self.evicted_ += 1
+            return True
+        self._put(slot, key, end_ts, v)
+        self._slots.setdefault(key, []).append(slot)
+        self._resize(key, held, held + 1)
+        return True
+
+    def counts(self) -> dict[str, int]:
+        """Windows held per key."""
+        return {k: len(s) for k, s in self._slots.items()}
+
+    def offered(self) -> dict[str, int]:
+        return dict(self._offered)
+
+    def snapshot(self) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.float64]]:
+        """(windows (N, W, F) float32, keys, end_ts (N,)), oldest first (a copy)."""
+        used = np.array([s for s in range(self.capacity) if self._key_of[s] is not None], dtype=np.int64)
+        if len(used) == 0:
+            return np.empty((0, self.window, self.n_features), np.float32), [], np.empty(0)
+        order = used[np.argsort(self._end_ts[used], kind="stable")]
+        keys = [self._key_of[s] for s in order]
+        return self._values[order].copy(), [k for k in keys if k is not None], self._end_ts[order].copy()
+
+    # -- persistence ----------------------------------------------------------------
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        x, keys, ts = self.snapshot()
+        names = sorted(self._offered)
+        return {
+            "windows": x, "keys": np.asarray(keys, dtype=np.str_), "end_ts": ts,
+            "offered_keys": np.asarray(names, dtype=np.str_),
+            "offered": np.asarray([self._offered[k] for k in names], dtype=np.int64),
+            "geometry": np.asarray([self.capacity, self.window, self.n_features], dtype=np.int64),
+        }
+
+    def restore(self, d: dict[str, npt.NDArray[Any]]) -> None:
+        """Refill from :meth:`to_arrays` output (a smaller capacity keeps a fair subsample)."""
+        w = d["windows"]
+        if w.ndim != 3 or w.shape[1:] != (self.window, self.n_features):
+            raise DataError(f"saved windows have shape {w.shape}; this buffer holds (n, {self.window}, {self.n_features})")
+        self.clear()
+        for key, ts, v in zip(d["keys"].tolist(), d["end_ts"].tolist(), w):
+            self.add(str(key), float(ts), v)
+        # the reservoir's acceptance odds depend on how many windows each key ever offered
+        for key, n in zip(d["offered_keys"].tolist(), d["offered"].tolist()):
+            self._offered[str(key)] = max(int(n), self._offered.get(str(key), 0))
+
+
+def _save_npz(path: str | Path, arrays: dict[str, npt.NDArray[Any]]) -> Path:
+    """Write atomically: a temporary sibling, then ``os.replace``."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {p}: {e.strerror or e}") from e
+    return p
+
+
+def _load_npz(path: str | Path, kind: str) -> dict[str, npt.NDArray[Any]]:
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the {kind} file {p}: {e}") from e
+    if str(d.get("format", "")) != FORMAT or str(d.get("kind", "")) != kind:
+        raise DataError(f"{p} is not a streamvae {kind} file (format {FORMAT})")
+    return d
+
+
+@dataclass
+class BufferCounts:
+    """What happened to the normal windows offered (all counters only grow)."""
+
+    seen: int = 0  # normal windows offered by the pipeline
+    sampled: int = 0  # passed 1-in-N sampling and the margins, and were offered to the store
+    dropped_near_episode: int = 0  # sampled but within ``margin`` of an episode
+    evicted: int = 0  # windows that left the store to make room
+
+    def as_dict(self) -> dict[str, int]:
+        return {"seen": self.seen, "sampled": self.sampled, "dropped_near_episode": self.dropped_near_episode,
+                "evicted": self.evicted}
+
+
+@dataclass(slots=True)
+class _Entity:
+    seen: int = 0
+    last_close: float = float("-inf")
+    pending: deque[tuple[float, npt.NDArray[np.float32]]] = field(default_factory=deque)
+
+
+class NormalBuffer:
+    """Normal windows for retraining, sampled and stratified by entity (see the module doc).
+
+    Parameters
+    ----------
+    max_windows : windows kept over all entities (``retrain.max_windows``).
+    window, n_features : W and F of the model.
+    sample_every : keep 1 normal window in N per entity (consecutive windows with stride
+        1 overlap almost entirely; sampling spreads the buffer over more time).
+    margin : seconds of stream time before an episode opens and after it closes in
+        which no window is kept.
+    max_pending : windows waiting out the margin, per entity; the oldest is dropped
+        beyond it (counted in ``dropped_near_episode``).
+    seed : the reservoir's randomness.
+    """
+
+    def __init__(self, max_windows: int, window: int, n_features: int, sample_every: int = 10,
+                 margin: float = 300.0, max_pending: int = 10_000, seed: int = 0) -> None:
+        _check(isinstance(sample_every, int) and sample_every >= 1, "sample_every", "an int >= 1", sample_every)
+        _check(isinstance(margin, (int, float)) and margin >= 0, "margin", "seconds >= 0", margin)
+        self.max_windows = max_windows
+        self.window = window
+        self.n_features = n_features
+        self.sample_every = sample_every
+        self.margin = float(margin)
+        self.max_pending = max_pending
+        self.seed = seed
+        self.store_ = StratifiedReservoir(max_windows, window, n_features, seed)
+        self.counts_ = BufferCounts()
+        self._ent: dict[str, _Entity] = {}
+
+    def __len__(self) -> int:
+        return len(self.store_)
+
+    def add(self, entity: str, end_ts: float, values: npt.ArrayLike) -> bool:
+        """Store one window that is already known to be a normal sample (e.g. read back
+        from the samples topic, where the daemon applied the margins); True if kept."""
+        before = self.store_.evicted_
+        kept = self.store_.add(entity, end_ts, values)
+        self.counts_.evicted += self.store_.evicted_ - before
+        return kept
+
+    def observe(self, result: BatchResult) -> list[tuple[str, float, npt.NDArray[np.float32]]]:
+        """Take one batch's result; return the windows that entered the buffer now
+        (entity, end_ts, values), e.g. to publish them on the samples topic.
+
+        ``result.normal`` holds the windows the pipeline judged normal outside any open
+        episode; ``result.alerts`` says where episodes opened and closed; ``result.scored``
+        moves each entity's stream time forward.
+        """
+        opens: dict[str, list[float]] = {}
+        for a in result.alerts:
+            st = self._state(a.entity)
+            if a.kind == "open":
+                opens.setdefault(a.entity, []).append(a.window_end)
+                # everything still waiting ended within the margin before this episode
+                keep = deque((t, v) for t, v in st.pending if t < a.window_end - self.margin)
+                self.counts_.dropped_near_episode += len(st.pending) - len(keep)
+                st.pending = keep
+            elif a.kind == "close":
+                st.last_close = max(st.last_close, a.window_end)
+        for w in result.normal:
+            st = self._state(w.entity)
+            self.counts_.seen += 1
+            st.seen += 1
+            if (st.seen - 1) % self.sample_every:
+                continue
+            t = w.end_ts
+            near_open = any(t <= o and t >= o - self.margin for o in opens.get(w.entity, ()))
+            if near_open or st.last_close <= t < st.last_close + self.margin:
+                self.counts_.dropped_near_episode += 1
+                continue
+            if len(st.pending) >= self.max_pending:
+                st.pending.popleft()
+                self.counts_.dropped_near_episode += 1
+            st.pending.append((t, w.values))
+        now: dict[str, float] = {}
+        for s in result.scored:
+            if s.end_ts > now.get(s.entity, float("-inf")):
+                now[s.entity] = s.end_ts
+        added: list[tuple[str, float, npt.NDArray[np.float32]]] = []
+        for entity, t_now in now.items():
+            held = self._ent.get(entity)
+            if held is None:
+                continue
+            st = held
+            while st.pending and st.pending[0][0] <= t_now - self.margin:
+                t, v = st.pending.popleft()
+                self.counts_.sampled += 1
+                if self.add(entity, t, v):
+                    added.append((entity, t, v))
+        return added
+
+    def _state(self, entity: str) -> _Entity:
+        st = self._ent.get(entity)
+        if st is None:
+            st = self._ent[entity] = _Entity()
+        return st
+
+    def pending(self) -> int:
+        """Windows still waiting out the margin."""
+        return sum(len(s.pending) for s in self._ent.values())
+
+    def per_entity(self) -> dict[str, int]:
+        """Windows held per entity."""
+        return self.store_.counts()
+
+    def snapshot(self) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.float64]]:
+        """(windows (N, W, F) float32, entities, end_ts (N,)), in time order: the newest
+        windows last, so a caller can hold the most recent part out of training."""
+        return self.store_.snapshot()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the stored windows and counters to one ``.npz`` (atomic). Its size is
+        bounded by ``max_windows x W x F x 4`` bytes plus a few numbers per window."""
+        d = self.store_.to_arrays()
+        c = self.counts_
+        d.update(format=np.asarray(FORMAT), kind=np.asarray("normal"),
+                 counts=np.asarray([c.seen, c.sampled, c.dropped_near_episode, c.evicted], dtype=np.int64))
+        return _save_npz(path, d)
+
+    def load(self, path: str | Path) -> "NormalBuffer":
+        """Refill from :meth:`save`'s file (windows waiting out the margin are not saved)."""
+        d = _load_npz(path, "normal")
+        self.store_.restore(d)
+        seen, sampled, dropped, evicted = (int(v) for v in d["counts"].tolist())
+        self.counts_ = BufferCounts(seen, sampled, dropped, evicted + self.store_.evicted_)
+        return self
+
+
+class AnomalyBank:
+    """Windows of confirmed alert episodes, kept for the validation gate.
+
+    A flagged window counts only once its episode opens (``open_after`` consecutive
+    flags): a lone false flag never enters the bank. Windows are stratified by episode,
+    so one long fault does not fill the bank. Episodes flagged by a sensor rule
+    (dead or stuck sensor) are left out: the model does not see those by design.
+
+    ``observe(result, windows)`` needs the values of the batch's scored windows, aligned
+    with ``result.scored`` (:class:`RecordingScorer` gives them).
+    """
+
+    def __init__(self, max_windows: int, window: int, n_features: int, seed: int = 0) -> None:
+        self.max_windows = max_windows
+        self.window = window
+        self.n_features = n_features
+        self.store_ = StratifiedReservoir(max_windows, window, n_features, seed)
+        self._streak: dict[str, list[tuple[float, npt.NDArray[np.float32]]]] = {}
+        self._open: dict[str, str] = {}  # entity -> episode id
+        self.episodes_ = 0
+
+    def __len__(self) -> int:
+        return len(self.store_)
+
+    def add(self, episode_id: str, end_ts: float, values: npt.ArrayLike) -> bool:
+        return self.store_.add(episode_id, end_ts, values)
+
+    def observe(self, result: BatchResult, windows: Sequence[npt.ArrayLike] | npt.NDArray[np.float32]) -> int:
+        """Keep the flagged windows of episodes that opened; returns how many were offered."""
+        if len(windows) != len(result.scored):
+            raise DataError(f"{len(windows)} window values for {len(result.scored)} scored windows; pass the batch's windows in order")
+        events: dict[tuple[str, float], list[Any]] = {}
+        for a in result.alerts:
+            events.setdefault((a.entity, a.window_end), []).append(a)
+        n = 0
+        for s, v in zip(result.scored, windows):
+            ent = s.entity
+            if s.flagged:
+                self._streak.setdefault(ent, []).append((s.end_ts, np.asarray(v, np.float32)))
+                if len(self._streak[ent]) > 4 * self.window:  # bound: keep the latest part of a long streak
+                    self._streak[ent].pop(0)
+            for a in events.get((ent, s.end_ts), ()):
+                if a.kind == "open":
+                    self._open[ent] = a.episode_id if a.reason == "score" else ""
+                    if self._open[ent]:
+                        self.episodes_ += 1
+                elif a.kind == "close":
+                    self._open.pop(ent, None)
+            ep = self._open.get(ent)
+            if ep:
+                for t, w in self._streak.pop(ent, []):
+                    self.add(ep, t, w)
+                    n += 1
+            elif not s.flagged:
+                self._streak.pop(ent, None)
+            elif ep == "":
+                self._streak.pop(ent, None)
+        return n
+
+    def snapshot(self) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.float64]]:
+        """(windows (N, W, F), episode ids, end_ts (N,)), oldest first."""
+        return self.store_.snapshot()
+
+    def save(self, path: str | Path) -> Path:
+        d = self.store_.to_arrays()
+        d.update(format=np.asarray(FORMAT), kind=np.asarray("anomaly"), counts=np.asarray([self.episodes_], dtype=np.int64))
+        return _save_npz(path, d)
+
+    def load(self, path: str | Path) -> "AnomalyBank":
+        d = _load_npz(path, "anomaly")
+        self.store_.restore(d)
+        self.episodes_ = int(d["counts"][0])
+        return self
+
+
+class RecordingScorer:
+    """Wraps a scorer and keeps the last batch of windows it scored.
+
+    :class:`StreamPipeline` scores all windows a batch completed in one call, in the
+    order of ``BatchResult.scored``, so ``last_windows_`` lines up with it: that is how
+    :class:`AnomalyBank` sees the values of flagged windows without the pipeline
+    copying them into its result.
+    """
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner = inner
+        self.version_ = inner.version_
+        self.last_windows_: npt.NDArray[np.float32] = np.empty((0, 0, 0), np.float32)
+
+    @property
+    def names(self) -> Sequence[str]:
+        return self.inner.names
+
+    def score(self, X: npt.ArrayLike) -> ScoreBatch:
+        """-log p(x) of the inner model; higher means more anomalous."""
+        self.last_windows_ = np.asarray(X, dtype=np.float32)
+        return self.inner.score(X)
+
+    def __getattr__(self, name: str) -> Any:  # config, score_samples, ...: the wrapped model's
+        return getattr(self.inner, name)
+
+
+def stack(rows: Iterable[npt.ArrayLike], window: int, n_features: int) -> npt.NDArray[np.float32]:
+    """Windows from nested lists (None = missing) into (N, W, F) float32 with NaN."""
+    out = [np.asarray([[np.nan if v is None else v for v in r] for r in w], dtype=np.float32) for w in rows]  # type: ignore[union-attr]
+    if not out:
+        return np.empty((0, window, n_features), np.float32)
+    x = np.stack(out)
+    if x.shape[1:] != (window, n_features):
+        raise DataError(f"windows have shape {x.shape[1:]}; expected ({window}, {n_features})")
+    return x

@@ -1,0 +1,208 @@
+"""When to retrain: on a schedule, after N new buffered windows, or when scores drift.
+
+:class:`RetrainTrigger` is asked ``due(now)`` between batches and answers a human reason
+("schedule", "after 5000 windows", "drift: adwin ...") or None. Time is passed in (the
+stream's time in replay, the clock in the daemon), so a test drives it without sleeping.
+
+Drift is watched on the scores of NORMAL windows (higher = more anomalous): when the
+plant moves to a new operating point, the stale model finds the new normal a little
+less probable, and the scores of the windows it still calls normal creep up well before
+the false alarms pile up. Scores of two models are not on one scale, so the detector
+is reset whenever the model changes, and scores are standardised on a reference taken
+from the first ``warmup`` normal scores of each model (median and MAD, robust to the odd
+high score) and clipped to +/- ``clip`` before river's ADWIN or Page-Hinkley sees them.
+
+Examples
+--------
+>>> import numpy as np
+>>> trig = RetrainTrigger(after_windows=100, min_interval=60.0, drift="none", min_windows=10)
+>>> trig.windows_added(150)
+>>> trig.due(now=1000.0, buffered=150)
+'after 150 new windows'
+>>> trig.started(1000.0); trig.due(1001.0, buffered=150) is None   # one at a time
+True
+>>> trig.finished(1010.0, ok=True); trig.due(1020.0, buffered=150) is None  # counted afresh
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from streamvae.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DRIFT_KINDS = ("adwin", "page_hinkley", "none")
+
+
+class ScoreDrift:
+    """A drift detector on standardised scores of normal windows.
+
+    Parameters
+    ----------
+    kind : ``adwin`` (river.drift.ADWIN; ``delta`` = its confidence, ``retrain.drift_delta``)
+        or ``page_hinkley`` (river.drift.PageHinkley, upward changes only; it tolerates a
+        rise of the standardised mean by ``ph_delta`` and alarms when the cumulated excess
+        reaches ``threshold``, both in reference std units; ``delta`` is not used). With
+        ``ph_delta`` = 0.5 a stationary stream drifts away from the alarm (-0.5 per score
+        on average) while a rise of 1.3 std alarms after about 60 normal scores.
+    warmup : normal scores that set the reference median and spread after each reset.
+    clip : standardised scores are clipped to +/- this.
+    """
+
+    def __init__(self, kind: str = "adwin", delta: float = 0.002, warmup: int = 200, clip: float = 8.0,
+                 threshold: float = 50.0, ph_delta: float = 0.5) -> None:
+        if kind not in ("adwin", "page_hinkley"):
+            raise ConfigError(f"retrain.drift must be one of adwin, page_hinkley (or none for no detector); got {kind!r}")
+        if not 0 < delta < 1:
+            raise ConfigError(f"retrain.drift_delta must be a number in (0, 1); got {delta!r}")
+        self.kind = kind
+        self.delta = delta
+        self.warmup = warmup
+        self.clip = clip
+        self.threshold = threshold
+        self.ph_delta = ph_delta
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new model: its scores are on a new scale)."""
+        from river import drift
+
+        self.detector_: Any = (drift.ADWIN(delta=self.delta) if self.kind == "adwin"  # type: ignore[no-untyped-call]
+                               else drift.PageHinkley(min_instances=30, delta=self.ph_delta, threshold=self.threshold,
+                                                   alpha=1.0, mode="up"))
+        self._ref: list[float] = []
+        self.center_: float | None = None
+        self.scale_: float | None = None
+        self.n_ = 0
+        self.detected_: str | None = None
+
+    def update(self, score: float) -> bool:
+        """Feed one normal window's score; True when drift is detected (then it stays
+        latched in ``detected_`` until :meth:`reset`)."""
+        if not math.isfinite(score):
+            return False
+        if self.center_ is None:
+            self._ref.append(score)
+            if len(self._ref) >= self.warmup:
+                ref = np.asarray(self._ref)
+                self.center_ = float(np.median(ref))
+                mad = float(np.median(np.abs(ref - self.center_)))
+                self.scale_ = max(1.4826 * mad, 1e-9 * max(1.0, abs(self.center_)))
+                self._ref = []
+            return False
+        assert self.scale_ is not None
+        z = min(self.clip, max(-self.clip, (score - self.center_) / self.scale_))
+        self.n_ += 1
+        self.detector_.update(z)
+        if self.detector_.drift_detected and self.detected_ is None:
+            if self.kind == "adwin":
+                self.detected_ = f"drift: adwin (delta {self.delta:g}) after {self.n_} normal scores; window mean now {self.detector_.estimation:+.2f} std from the reference"
+            else:
+                self.detected_ = f"drift: page_hinkley (threshold {self.threshold:g} std) after {self.n_} normal scores"
+            log.info("score drift detected: %s", self.detected_)
+            return True
+        return False
+
+
+class RetrainTrigger:
+    """Decides when a retrain is due; at most one runs at a time.
+
+    Parameters
+    ----------
+    schedule : seconds between scheduled retrains (0: none).
+    after_windows : retrain after this many new buffered windows (0: never).
+    drift : ``adwin``, ``page_hinkley`` or ``none``: a :class:`ScoreDrift` on the scores
+        of normal windows.
+    drift_delta : see :class:`ScoreDrift`.
+    min_interval : seconds between the start of one retrain and the next.
+    min_windows : buffered windows needed before any retrain.
+    start : time the trigger starts counting from (the schedule's origin).
+
+    Use: ``observe_scores`` and ``windows_added`` per batch, ``due(now, buffered)``
+    between batches; ``started(now)`` when a retrain begins and ``finished(now, ok)``
+    when it ends. A successful retrain resets the window count and the drift detector
+    (the next model's scores are on its own scale); a failed or rejected one keeps them,
+    so the next try comes after ``min_interval``.
+    """
+
+    def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
+                 min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
+                 drift_warmup: int = 200) -> None:
+        if drift not in DRIFT_KINDS:
+            raise ConfigError(f"retrain.drift must be one of {', '.join(DRIFT_KINDS)}; got {drift!r}")
+        for key, v in (("schedule", schedule), ("min_interval", min_interval)):
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ConfigError(f"retrain.{key} must be seconds >= 0; got {v!r}")
+        if not (isinstance(after_windows, int) and after_windows >= 0):
+            raise ConfigError(f"retrain.after_windows must be an int >= 0; got {after_windows!r}")
+        self.schedule = float(schedule)
+        self.after_windows = after_windows
+        self.drift = drift
+        self.min_interval = float(min_interval)
+        self.min_windows = min_windows
+        self.detector_ = None if drift == "none" else ScoreDrift(drift, drift_delta, warmup=drift_warmup)
+        self.new_windows_ = 0
+        self.running_ = False
+        self.last_start_: float | None = None
+        self.last_success_: float | None = start
+        self._origin = start
+        self.retrains_ = 0
+        self.failures_ = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
+        """From a ``RetrainConfig`` (the ``[retrain]`` section)."""
+        return cls(cfg.schedule, cfg.after_windows, cfg.drift, cfg.drift_delta, cfg.min_interval, cfg.min_windows, start)
+
+    def windows_added(self, n: int) -> None:
+        self.new_windows_ += n
+
+    def observe_scores(self, scores: Iterable[float]) -> None:
+        """Scores of normal windows (higher = more anomalous), in stream order."""
+        if self.detector_ is None:
+            return
+        for s in scores:
+            self.detector_.update(float(s))
+
+    def due(self, now: float, buffered: int | None = None) -> str | None:
+        """The reason a retrain should start now, or None."""
+        if self._origin is None:
+            self._origin = now
+        if self.running_:
+            return None
+        if self.last_start_ is not None and now - self.last_start_ < self.min_interval:
+            return None
+        if buffered is not None and buffered < self.min_windows:
+            return None
+        if self.detector_ is not None and self.detector_.detected_:
+            return self.detector_.detected_
+        if self.after_windows and self.new_windows_ >= self.after_windows:
+            return f"after {self.new_windows_} new windows"
+        ref = self.last_success_ if self.last_success_ is not None else self._origin
+        if self.schedule and now - ref >= self.schedule:
+            return "schedule"
+        return None
+
+    def started(self, now: float) -> None:
+        if self.running_:
+            raise RuntimeError("a retrain is already running; call finished() first")
+        self.running_ = True
+        self.last_start_ = now
+
+    def finished(self, now: float, ok: bool) -> None:
+        """``ok``: a new model was promoted (counters and drift start afresh)."""
+        self.running_ = False
+        if ok:
+            self.retrains_ += 1
+            self.last_success_ = now
+            self.new_windows_ = 0
+            if self.detector_ is not None:
+                self.detector_.reset()
+        else:
+            self.failures_ += 1

@@ -1,0 +1,155 @@
+"""NormalBuffer and AnomalyBank: stratified, bounded, margin around episodes, saved as .npz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamvae.core.buffer import AnomalyBank, NormalBuffer, StratifiedReservoir
+from streamvae.core.episodes import Alert
+from streamvae.core.pipeline import BatchResult, ScoredWindow
+from streamvae.core.windows import Window
+from streamvae.errors import DataError
+
+W, F = 4, 2
+
+
+def win(entity: str, t: float, value: float = 0.0) -> Window:
+    return Window(entity, t - W + 1, t, int(t), np.full((W, F), value, np.float32))
+
+
+def scored(entity: str, t: float, flagged: bool = False) -> ScoredWindow:
+    return ScoredWindow(entity, t - W + 1, t, int(t), 1.0, 2.0, flagged, np.zeros(F, np.float32))
+
+
+def alert(kind: str, entity: str, t: float, reason: str = "score") -> Alert:
+    return Alert(f"{kind}-{t}", kind, entity, t - W + 1, t, 5.0, 2.0, "v1", (), f"ep-{entity}", t, 5.0, reason)
+
+
+def normal_batch(entity: str, times: range, alerts: list[Alert] | None = None) -> BatchResult:
+    """Every window normal, plus the given alerts (as the pipeline would report them)."""
+    return BatchResult(scored=[scored(entity, t) for t in times], alerts=alerts or [],
+                       normal=[win(entity, t, float(t)) for t in times])
+
+
+def test_a_chatty_entity_does_not_crowd_out_the_others() -> None:
+    buf = NormalBuffer(max_windows=100, window=W, n_features=F, sample_every=1, margin=0.0)
+    for t in range(5000):
+        buf.add("chatty", float(t), np.zeros((W, F)))
+        if t % 100 == 0:
+            for q in ("q1", "q2", "q3"):
+                buf.add(q, float(t), np.ones((W, F)))
+    counts = buf.per_entity()
+    assert len(buf) == 100
+    assert counts["q1"] == counts["q2"] == counts["q3"] == 25  # 50 offered each: the fair share is 25
+    assert counts["chatty"] == 25
+    assert buf.counts_.evicted > 0
+
+
+def test_quiet_entities_keep_everything_they_offered() -> None:
+    buf = NormalBuffer(max_windows=100, window=W, n_features=F, sample_every=1, margin=0.0)
+    for t in range(3000):
+        buf.add("chatty", float(t), np.zeros((W, F)))
+        if t % 300 == 0:
+            buf.add("rare", float(t), np.ones((W, F)))
+    assert buf.per_entity() == {"chatty": 90, "rare": 10}
+
+
+def test_reservoir_keeps_old_and_recent_windows() -> None:
+    store = StratifiedReservoir(200, W, F, seed=1)
+    for t in range(20_000):
+        store.add("e", float(t), np.zeros((W, F)))
+    _, _, ts = store.snapshot()
+    assert len(ts) == 200 and np.all(np.diff(ts) >= 0)
+    # a uniform sample of the whole stream: every quarter is represented, none dominates
+    quarters = np.histogram(ts, bins=4, range=(0, 20_000))[0]
+    assert quarters.min() >= 30 and quarters.max() <= 70, quarters
+
+
+def test_sampling_one_in_n_per_entity() -> None:
+    buf = NormalBuffer(max_windows=1000, window=W, n_features=F, sample_every=10, margin=0.0)
+    buf.observe(normal_batch("a", range(100)))
+    buf.observe(normal_batch("b", range(30)))
+    assert buf.per_entity() == {"a": 10, "b": 3}
+    assert buf.counts_.seen == 130 and buf.counts_.sampled == 13
+
+
+def test_margin_before_an_episode_holds_back_then_drops() -> None:
+    buf = NormalBuffer(max_windows=1000, window=W, n_features=F, sample_every=1, margin=50.0)
+    buf.observe(normal_batch("a", range(0, 100)))
+    # windows wait until 50 s of stream time have passed: ends 0..49 released at t=99
+    _, _, ts = buf.snapshot()
+    assert ts.max() == 49 and buf.pending() == 50
+    # an episode opens at t=120: the windows that ended at 70..99 were within 50 s before it
+    buf.observe(BatchResult(scored=[scored("a", 120.0, True)], alerts=[alert("open", "a", 120.0)]))
+    _, _, ts = buf.snapshot()
+    assert ts.max() == 69, ts.max()  # 50..69 released (older than 120 - 50), 70..99 dropped
+    assert buf.counts_.dropped_near_episode == 30 and buf.pending() == 0
+
+
+def test_margin_after_an_episode_closes() -> None:
+    buf = NormalBuffer(max_windows=1000, window=W, n_features=F, sample_every=1, margin=50.0)
+    buf.observe(BatchResult(scored=[scored("a", 200.0)], alerts=[alert("close", "a", 200.0)], normal=[win("a", 200.0)]))
+    buf.observe(normal_batch("a", range(201, 400)))
+    _, _, ts = buf.snapshot()
+    assert ts.min() == 250  # nothing from the 50 s after the close
+    assert buf.counts_.dropped_near_episode == 50  # 200..249
+    # another entity is not affected
+    buf.observe(normal_batch("b", range(201, 300)))
+    assert min(t for t, e in zip(buf.snapshot()[2], buf.snapshot()[1]) if e == "b") == 201
+
+
+def test_memory_and_disk_are_bounded(tmp_path: Path) -> None:
+    buf = NormalBuffer(max_windows=200, window=W, n_features=F, sample_every=1, margin=0.0)
+    nbytes = buf.store_._values.nbytes
+    assert nbytes == 200 * W * F * 4
+    for t in range(5000):
+        buf.add(f"e{t % 7}", float(t), np.random.default_rng(t).normal(size=(W, F)))
+    assert buf.store_._values.nbytes == nbytes and len(buf) == 200
+    path = buf.save(tmp_path / "normal.npz")
+    # windows + per-window entity/ts + per-entity counters: never grows with what was offered
+    assert path.stat().st_size < 200 * W * F * 4 + 200 * 64 + 4096
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    buf = NormalBuffer(max_windows=50, window=W, n_features=F, sample_every=1, margin=0.0)
+    for t in range(300):
+        v = np.full((W, F), float(t), np.float32)
+        v[0, 0] = np.nan
+        buf.add("ab"[t % 2], float(t), v)
+    path = buf.save(tmp_path / "b.npz")
+    with np.load(path, allow_pickle=False) as z:  # nothing in it needs pickle
+        assert z["windows"].dtype == np.float32
+    back = NormalBuffer(max_windows=50, window=W, n_features=F).load(path)
+    for got, want in zip(back.snapshot(), buf.snapshot()):
+        if isinstance(want, np.ndarray):
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert got == want
+    assert back.counts_.seen == buf.counts_.seen and back.store_.offered() == buf.store_.offered()
+    with pytest.raises(DataError, match="shape"):
+        NormalBuffer(max_windows=50, window=W + 1, n_features=F).load(path)
+    with pytest.raises(DataError, match="not a streamvae anomaly file"):
+        AnomalyBank(10, W, F).load(path)
+
+
+def test_anomaly_bank_keeps_only_windows_of_episodes_that_opened() -> None:
+    bank = AnomalyBank(100, W, F)
+    # a lone flagged window (no episode) and then a 3-window streak that opens an episode
+    res = BatchResult(
+        scored=[scored("a", 1.0, True), scored("a", 2.0), scored("a", 3.0, True), scored("a", 4.0, True),
+                scored("a", 5.0, True), scored("a", 6.0, True), scored("a", 7.0)],
+        alerts=[alert("open", "a", 5.0), alert("close", "a", 7.0)],
+    )
+    values = np.stack([np.full((W, F), t, np.float32) for t in range(1, 8)])
+    bank.observe(res, values)
+    x, eps, ts = bank.snapshot()
+    assert ts.tolist() == [3.0, 4.0, 5.0, 6.0] and set(eps) == {"ep-a"}
+    # an episode opened by a sensor rule is not a model anomaly
+    rule = BatchResult(scored=[scored("b", 10.0, True)], alerts=[alert("open", "b", 10.0, reason="dead_sensor")])
+    bank.observe(rule, values[:1])
+    assert len(bank) == 4
+    with pytest.raises(DataError):
+        bank.observe(res, values[:2])

@@ -1,0 +1,77 @@
+"""RetrainTrigger and ScoreDrift: reasons, minimum interval, one at a time, drift detectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamvae.config import RetrainConfig
+from streamvae.core.drift import RetrainTrigger, ScoreDrift
+from streamvae.errors import ConfigError
+
+
+def scores(n: int, shift: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Right-skewed like -log p of normal windows (Gumbel), optionally shifted."""
+    return np.random.default_rng(seed).gumbel(100.0 + shift, 5.0, n)
+
+
+def test_schedule_and_after_windows_reasons() -> None:
+    t = RetrainTrigger(schedule=3600.0, after_windows=0, drift="none", min_interval=0.0, min_windows=10, start=0.0)
+    assert t.due(100.0, buffered=50) is None
+    assert t.due(3600.0, buffered=50) == "schedule"
+    assert t.due(3600.0, buffered=5) is None  # too few buffered windows
+    t2 = RetrainTrigger(after_windows=5000, drift="none", min_interval=0.0, min_windows=10)
+    t2.windows_added(4999)
+    assert t2.due(1.0, 10_000) is None
+    t2.windows_added(1)
+    assert t2.due(2.0, 10_000) == "after 5000 new windows"
+
+
+def test_min_interval_and_one_at_a_time() -> None:
+    t = RetrainTrigger(after_windows=10, drift="none", min_interval=600.0, min_windows=1)
+    t.windows_added(10)
+    assert t.due(0.0, 100) is not None
+    t.started(0.0)
+    assert t.due(10_000.0, 100) is None  # running
+    with pytest.raises(RuntimeError):
+        t.started(1.0)
+    t.finished(50.0, ok=False)  # rejected: the count stays, but the next try waits min_interval
+    assert t.due(599.0, 100) is None
+    assert t.due(600.0, 100) == "after 10 new windows"
+    t.started(600.0)
+    t.finished(700.0, ok=True)
+    assert t.new_windows_ == 0 and t.due(2000.0, 100) is None
+    assert t.retrains_ == 1 and t.failures_ == 1
+
+
+@pytest.mark.parametrize("kind", ["adwin", "page_hinkley"])
+def test_drift_fires_on_a_level_shift_and_not_on_a_stationary_stream(kind: str) -> None:
+    quiet = ScoreDrift(kind)
+    assert not any(quiet.update(float(s)) for s in scores(20_000, seed=1))
+    assert quiet.detected_ is None
+    d = ScoreDrift(kind)
+    stream = np.r_[scores(3000, seed=2), scores(3000, shift=8.0, seed=3)]  # +8 = about 1.3 std of the reference
+    fired = [i for i, s in enumerate(stream) if d.update(float(s))]
+    assert len(fired) == 1 and 3000 <= fired[0] < 3500, fired
+    assert d.detected_ is not None and d.detected_.startswith(f"drift: {kind}")
+
+
+def test_trigger_reports_drift_and_resets_it_after_a_successful_retrain() -> None:
+    t = RetrainTrigger(drift="page_hinkley", min_interval=0.0, min_windows=1)
+    t.observe_scores(scores(2000, seed=4))
+    assert t.due(1.0, 10) is None
+    t.observe_scores(scores(1000, shift=10.0, seed=5))
+    reason = t.due(2.0, 10)
+    assert reason is not None and reason.startswith("drift: page_hinkley")
+    t.started(2.0)
+    t.finished(3.0, ok=True)
+    assert t.due(4.0, 10) is None  # the new model's scores start a new reference
+
+
+def test_from_config_and_bad_values() -> None:
+    t = RetrainTrigger.from_config(RetrainConfig(schedule=60.0, drift="none", min_interval=0.0, min_windows=100), start=0.0)
+    assert t.due(60.0, 100) == "schedule"
+    with pytest.raises(ConfigError, match="retrain.drift"):
+        RetrainTrigger(drift="cusum")
+    with pytest.raises(ConfigError, match="retrain.drift_delta"):
+        ScoreDrift("adwin", delta=2.0)
