@@ -381,8 +381,8 @@ class AnomalyBank:
     so one long fault does not fill the bank. Episodes flagged by a sensor rule
     (dead or stuck sensor) are left out: the model does not see those by design.
 
-    ``observe(result, windows)`` needs the values of the batch's scored windows, aligned
-    with ``result.scored`` (:class:`RecordingScorer` gives them).
+    ``observe(result)`` reads the values of the batch's scored windows from
+    ``result.windows`` (aligned with ``result.scored``).
     """
 
     def __init__(self, max_windows: int, window: int, n_features: int, seed: int = 0) -> None:
@@ -400,8 +400,14 @@ class AnomalyBank:
     def add(self, episode_id: str, end_ts: float, values: npt.ArrayLike) -> bool:
         return self.store_.add(episode_id, end_ts, values)
 
-    def observe(self, result: BatchResult, windows: Sequence[npt.ArrayLike] | npt.NDArray[np.float32]) -> int:
-        """Keep the flagged windows of episodes that opened; returns how many were offered."""
+    def observe(self, result: BatchResult, windows: Sequence[npt.ArrayLike] | npt.NDArray[np.float32] | None = None,
+                added: list[tuple[str, float, npt.NDArray[np.float32]]] | None = None) -> int:
+        """Keep the flagged windows of episodes that opened; returns how many were offered.
+
+        ``windows``: the values of ``result.scored`` in order (default ``result.windows``);
+        ``added``: if given, gets (episode id, end_ts, values) of every window offered."""
+        if windows is None:
+            windows = result.windows if result.windows is not None else np.empty((0, self.window, self.n_features), np.float32)
         if len(windows) != len(result.scored):
             raise DataError(f"{len(windows)} window values for {len(result.scored)} scored windows; pass the batch's windows in order")
         events: dict[tuple[str, float], list[Any]] = {}
@@ -426,6 +432,8 @@ class AnomalyBank:
                 for t, w in self._streak.pop(ent, []):
                     self.add(ep, t, w)
                     n += 1
+                    if added is not None:
+                        added.append((ep, t, w))
             elif not s.flagged:
                 self._streak.pop(ent, None)
             elif ep == "":

@@ -108,6 +108,7 @@ class BatchResult:
     alerts: list[Alert] = field(default_factory=list)
     rejected: list[tuple[int, RecordError]] = field(default_factory=list)  # (index in batch, why)
     normal: list[Window] = field(default_factory=list)  # windows judged normal, outside episodes
+    windows: np.ndarray | None = None  # (len(scored), W, F): the values of the scored windows, in order
 
 
 class StreamPipeline:
@@ -160,6 +161,7 @@ class StreamPipeline:
         if not done:
             return result
         x = np.stack([w.values for w in done])
+        result.windows = x
         out = self.scorer.score(x)
         self.windows_scored_ += len(done)
         names, k = self.names, self.top_k

@@ -57,6 +57,7 @@ from streamvae.kafka.control import ControlError, ControlListener
 from streamvae.kafka.offsets import PartitionOffsets, decode_metadata, encode_metadata
 from streamvae.registry import Registry, is_registry
 from streamvae.service.metrics import Metrics
+from streamvae.service.retrain import RetrainWorker
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class HotSwap:
 class Daemon:
     """The consumer daemon; ``run()`` returns 0 after a clean shutdown."""
 
-    def __init__(self, cfg: Config, det: Any, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: Config, det: Any, metrics: Metrics | None = None, config_path: str | None = None) -> None:
         self.cfg = cfg
         self.det = det
         self.metrics = metrics or Metrics()
@@ -314,6 +315,10 @@ class Daemon:
             log.info("serving model %s, CURRENT of registry %s; listening for promotions on %s",
                      self.pipeline.model_version, cfg.model.path, cfg.topics.control)
         self._restore_thresholds()
+        r = cfg.retrain
+        self.retrainer: RetrainWorker | None = None
+        if r.enabled or r.buffer == "kafka" or r.state_dir:
+            self.retrainer = RetrainWorker(cfg, config_path, det.config.window, det.config.n_features, self.metrics)
 
     # -- threshold state across restarts ----------------------------------------------
     def _restore_thresholds(self) -> None:
@@ -409,6 +414,8 @@ class Daemon:
         if new is None:
             return
         self.det = new
+        if self.retrainer is not None:
+            self.retrainer.model_swapped()
         self.save_thresholds()  # a restart must not bring back the old model's thresholds
         # The old model's objects sit in the frozen generation (see run()); give them back
         # to the collector, free them in one full pass (once per swap), freeze the rest.
@@ -423,6 +430,10 @@ class Daemon:
         cfg = self.cfg
         producer = make_producer(cfg.kafka)
         self._load_published()
+        if self.retrainer is not None and self.retrainer.publish:
+            from streamvae.kafka.samples import ensure_samples_topic
+
+            ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self)
         log.info("consuming %s as group %s; model %s", cfg.topics.input, cfg.group.id, self.pipeline.model_version)
         # Take what start-up left (TensorFlow, Keras, the model: ~340k objects) out of the
@@ -449,10 +460,14 @@ class Daemon:
                     self._commit_pending(consumer)
                 if self.swapper is not None:
                     self._swap_tick()
+                if self.retrainer is not None:
+                    self.retrainer.tick()
         finally:
             log.info("shutting down: closing consumer and producer")
             if self.swapper is not None:
                 self.swapper.close()
+            if self.retrainer is not None:
+                self.retrainer.close()
             self.save_thresholds()
             try:
                 self._commit_pending(consumer, wait=True)
@@ -522,6 +537,8 @@ class Daemon:
         res = self.pipeline.process(live, now=time.time())
         if self.swapper is not None and res.normal:
             self.swapper.note_normal(res.normal)
+        if self.retrainer is not None:
+            self.retrainer.after_batch(res, producer, self.pipeline.model_version)
         rejected = set()
         for i, err in res.rejected:
             tp, rec = live_src[i]

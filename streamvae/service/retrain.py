@@ -196,3 +196,167 @@ def retrain_cmd(args: argparse.Namespace) -> int:
     print(("promoted" if rep.promoted else "rejected") + ": " + rep.summary()
           + ("" if rep.published else " (control event NOT published)"))
     return 0
+
+
+# -- the daemon's side ----------------------------------------------------------------------
+SAVE_EVERY_S = 60.0  # the local buffer is written to retrain.state_dir this often (and on exit)
+
+
+class RetrainWorker:
+    """What one daemon does for retraining, between and after its batches.
+
+    Every batch: the windows judged normal go into a :class:`NormalBuffer` (and flagged
+    windows of opened episodes into an :class:`AnomalyBank`); with ``retrain.buffer =
+    "kafka"`` the accepted windows are also published on ``topics.samples``, so one
+    retrain job sees the whole group's data; with ``retrain.state_dir`` the buffers are
+    saved there every minute and on exit. With ``retrain.enabled``, a
+    :class:`RetrainTrigger` watches the scores of normal windows and the buffer, and when
+    a retrain is due it runs ``streamvae retrain --config FILE`` as a CHILD PROCESS, on
+    one thread at nice +10: training never holds the scoring loop or its core, and a
+    crash in training cannot take the daemon down. The child promotes through the
+    registry and the control topic, so this daemon (and every other one in the group)
+    swaps models exactly as after a manual ``streamvae models promote``.
+    """
+
+    def __init__(self, cfg: Config, config_path: str | None, window: int, n_features: int, metrics: Any) -> None:
+        from streamvae.core.drift import RetrainTrigger
+
+        r = cfg.retrain
+        self.cfg = cfg
+        self.config_path = config_path
+        self.metrics = metrics
+        self.buffer = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin)
+        self.bank = AnomalyBank(r.max_anomalies, window, n_features)
+        self.state_dir = Path(r.state_dir) if r.state_dir else None
+        self._restore()
+        self.trigger = RetrainTrigger.from_config(r, start=time.time()) if r.enabled else None
+        if self.trigger is not None and config_path is None:
+            log.warning("retrain.enabled, but the daemon was not started from a config file: no retrain worker")
+            self.trigger = None
+        self.publish = r.buffer == "kafka"
+        self.child: Any = None
+        self.child_log: Path | None = None
+        self.child_reason = ""
+        self.last_saved = time.monotonic()
+
+    def _restore(self) -> None:
+        d = self.state_dir
+        if d is None:
+            return
+        for obj, name in ((self.buffer, NORMAL_FILE), (self.bank, ANOMALY_FILE)):
+            p = d / name
+            if p.is_file():
+                try:
+                    obj.load(p)
+                    log.info("restored %d windows from %s", len(obj), p)
+                except (StreamvaeError, OSError, ValueError, KeyError) as e:
+                    log.warning("cannot restore %s (%s); starting it empty", p, e)
+
+    # -- every batch ----------------------------------------------------------------------
+    def after_batch(self, res: Any, producer: Any, model_version: str) -> None:
+        if not res.scored:
+            return
+        added = self.buffer.observe(res)
+        confirmed: list[tuple[str, float, np.ndarray]] | None = [] if self.publish else None
+        self.bank.observe(res, added=confirmed)
+        if self.publish and producer is not None:
+            from streamvae.kafka.samples import encode_sample
+
+            topic = self.cfg.topics.samples
+            for entity, end_ts, values in added:  # fire and forget: a lost sample costs nothing
+                producer.send(topic, key=entity.encode(), value=encode_sample("normal", entity, end_ts, model_version, None, values))
+            for episode, end_ts, values in confirmed or ():
+                producer.send(topic, key=episode.encode(),
+                              value=encode_sample("anomaly", "", end_ts, model_version, None, values, episode_id=episode))
+        if self.trigger is not None:
+            if added:
+                self.trigger.windows_added(len(added))
+            self.trigger.observe_scores(s.score for s in res.scored if not s.flagged)
+        self.metrics.set("retrain_buffer_windows", len(self.buffer))
+        self.metrics.set("retrain_anomaly_windows", len(self.bank))
+
+    # -- between batches --------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if self.state_dir is not None and time.monotonic() - self.last_saved >= SAVE_EVERY_S:
+            self.save()
+        if self.trigger is None:
+            return
+        if self.child is not None:
+            if self.child.poll() is not None:
+                self._child_done(now)
+            return
+        reason = self.trigger.due(now, len(self.buffer))
+        if reason is not None:
+            self._start(now, reason)
+
+    def model_swapped(self) -> None:
+        """A new model serves: its scores are on a new scale, so drift starts over."""
+        if self.trigger is not None and self.trigger.detector_ is not None:
+            self.trigger.detector_.reset()
+
+    def save(self) -> None:
+        if self.state_dir is None:
+            return
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.buffer.save(self.state_dir / NORMAL_FILE)
+            self.bank.save(self.state_dir / ANOMALY_FILE)
+        except OSError as e:
+            log.warning("cannot save the retrain buffers to %s (%s)", self.state_dir, e)
+        self.last_saved = time.monotonic()
+
+    def _start(self, now: float, reason: str) -> None:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        assert self.trigger is not None and self.config_path is not None
+        env = dict(os.environ)
+        if self.cfg.retrain.buffer == "local":
+            if self.state_dir is None:  # no configured place: a private one for this retrain
+                self.state_dir = Path(tempfile.mkdtemp(prefix="streamvae-retrain-"))
+                env["STREAMVAE_RETRAIN__STATE_DIR"] = str(self.state_dir)
+            self.save()
+        log_dir = self.state_dir or Path(tempfile.gettempdir())
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.child_log = log_dir / "retrain.log"
+        cmd = [sys.executable, "-m", "streamvae", "retrain", "--config", self.config_path, "--reason", reason, "--threads", "1"]
+        try:
+            with self.child_log.open("w") as out:
+                self.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                              preexec_fn=lambda: os.nice(10))  # noqa: PLW1509 (no threads start before exec)
+        except OSError as e:
+            log.error("cannot start the retrain job (%s)", e)
+            self.metrics.inc("retrains_total", result="failed")
+            self.trigger.started(now)
+            self.trigger.finished(now, ok=False)
+            return
+        self.trigger.started(now)
+        self.child_reason = reason
+        self.metrics.set("retrain_running", 1)
+        log.info("retrain started (pid %d): %s; %d normal windows, %d confirmed-anomaly windows; log %s",
+                 self.child.pid, reason, len(self.buffer), len(self.bank), self.child_log)
+
+    def _child_done(self, now: float) -> None:
+        assert self.trigger is not None and self.child is not None
+        rc = self.child.returncode
+        tail = ""
+        if self.child_log is not None:
+            try:
+                lines = [ln for ln in self.child_log.read_text(errors="replace").splitlines() if ln.strip()]
+                tail = lines[-1] if lines else ""
+            except OSError:
+                pass
+        result = "failed" if rc != 0 else ("promoted" if tail.startswith("promoted") else "rejected")
+        self.trigger.finished(now, ok=result == "promoted")
+        self.metrics.inc("retrains_total", result=result)
+        self.metrics.set("retrain_running", 0)
+        (log.info if result != "failed" else log.error)("retrain %s (exit %d, %s): %s", result, rc, self.child_reason, tail[:2000])
+        self.child = None
+
+    def close(self) -> None:
+        """On shutdown: save the buffers; a running retrain is left to finish (it promotes
+        through the registry and the control topic, which do not need this process)."""
+        self.save()
