@@ -6,12 +6,12 @@ import logging
 import time
 from typing import Any, Iterable
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 # The rest of streamvae names kafka-python types through this module only.
-__all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "TopicPartition",
+__all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "TopicPartition", "create_topic",
            "make_consumer", "make_producer", "recent_values"]
 
 from streamvae.config import GroupConfig, KafkaConfig
@@ -138,3 +138,25 @@ def recent_values(k: KafkaConfig, topic: str, per_partition: int, timeout_s: flo
         return out
     finally:
         c.close()
+
+
+def create_topic(k: KafkaConfig, topic: str, partitions: int = 1, configs: dict[str, str] | None = None,
+                 timeout_s: float = 10.0) -> bool:
+    """Create ``topic`` if it does not exist (replication: the broker's default); True if
+    created. A topic that exists keeps its settings. Raises KafkaError when no broker can
+    be reached; a broker that refuses the creation (ACLs) is logged: the topic may still
+    exist, or be auto-created by the first send."""
+    adm = KafkaAdminClient(**connection_args(k))
+    spec: dict[str, Any] = {"num_partitions": partitions, "replication_factor": -1}
+    if configs:
+        spec["configs"] = dict(configs)
+    try:
+        adm.create_topics({topic: spec}, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    except KafkaError as e:
+        log.warning("could not create topic %s (%r); assuming it exists or is auto-created", topic, e)
+        return False
+    finally:
+        adm.close()

@@ -20,12 +20,12 @@ import time
 from typing import Any, Mapping
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from streamvae.config import KafkaConfig
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.clients import connection_args
+from streamvae.kafka.clients import connection_args, create_topic
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,10 @@ def ensure_topic(k: KafkaConfig, topic: str, timeout_s: float = 10.0) -> None:
     one published. A broker that refuses the creation (ACLs) is logged: the topic may
     still exist, or be auto-created by the first send."""
     try:
-        adm = KafkaAdminClient(**connection_args(k))
+        if create_topic(k, topic, 1, timeout_s=timeout_s):
+            log.info("created control topic %s", topic)
     except KafkaError as e:
         raise ControlError(f"cannot reach a Kafka broker at {k.bootstrap_servers} to create topic {topic!r}: {e!r}") from e
-    try:
-        adm.create_topics({topic: {"num_partitions": 1, "replication_factor": -1}}, timeout_ms=int(timeout_s * 1000),
-                          wait_for_metadata=True)
-        log.info("created control topic %s", topic)
-    except TopicAlreadyExistsError:
-        pass
-    except KafkaError as e:
-        log.warning("could not create control topic %s (%r); assuming it exists or is auto-created", topic, e)
-    finally:
-        adm.close()
 
 
 def publish_control(k: KafkaConfig, topic: str, event: Mapping[str, Any], timeout_s: float = 30.0) -> None:

@@ -29,12 +29,11 @@ import time
 from typing import Any, Sequence
 
 import orjson
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from streamvae.config import KafkaConfig
 from streamvae.errors import DataError
-from streamvae.kafka.clients import connection_args
+from streamvae.kafka.clients import create_topic
 from streamvae.kafka.tools import TopicReader
 
 log = logging.getLogger(__name__)
@@ -81,20 +80,10 @@ def ensure_samples_topic(k: KafkaConfig, topic: str, retention_ms: int, partitio
     """Create the samples topic with its retention limit if it does not exist (a topic that
     exists keeps its settings; a broker that refuses is logged, not fatal)."""
     try:
-        adm = KafkaAdminClient(**connection_args(k))
+        if create_topic(k, topic, partitions, {"retention.ms": str(retention_ms)}, timeout_s):
+            log.info("created samples topic %s (retention %d ms)", topic, retention_ms)
     except KafkaError as e:
         raise DataError(f"cannot reach a Kafka broker at {k.bootstrap_servers} to create topic {topic!r}: {e!r}") from e
-    try:
-        adm.create_topics({topic: {"num_partitions": partitions, "replication_factor": -1,
-                                   "configs": {"retention.ms": str(retention_ms)}}},
-                          timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
-        log.info("created samples topic %s (retention %d ms)", topic, retention_ms)
-    except TopicAlreadyExistsError:
-        pass
-    except KafkaError as e:
-        log.warning("could not create samples topic %s (%r); assuming it exists", topic, e)
-    finally:
-        adm.close()
 
 
 def read_samples(k: KafkaConfig, topic: str, timeout_s: float = 60.0, connect_timeout_s: float = 10.0) -> list[dict[str, Any]]:
