@@ -51,12 +51,17 @@ class ScoreDrift:
         reaches ``threshold``, both in reference std units; ``delta`` is not used). With
         ``ph_delta`` = 0.5 a stationary stream drifts away from the alarm (-0.5 per score
         on average) while a rise of 1.3 std alarms after about 60 normal scores.
-    warmup : normal scores that set the reference median and spread after each reset.
+    warmup : normal scores that set the reference median and spread after each reset
+        (1,000 by default: 200 covered a few percent of one load cycle of a small fleet,
+        and ADWIN then fired on a stable plant).
+    min_rise : ADWIN fires only when the recent mean is at least this many reference
+        std above the reference (it detects changes both ways; falling scores are no
+        reason to retrain).
     clip : standardised scores are clipped to +/- this.
     """
 
-    def __init__(self, kind: str = "adwin", delta: float = 0.002, warmup: int = 200, clip: float = 8.0,
-                 threshold: float = 50.0, ph_delta: float = 0.5) -> None:
+    def __init__(self, kind: str = "adwin", delta: float = 0.002, warmup: int = 1000, clip: float = 8.0,
+                 threshold: float = 50.0, ph_delta: float = 0.5, min_rise: float = 0.5) -> None:
         if kind not in ("adwin", "page_hinkley"):
             raise ConfigError(f"retrain.drift must be one of adwin, page_hinkley (or none for no detector); got {kind!r}")
         if not 0 < delta < 1:
@@ -67,6 +72,7 @@ class ScoreDrift:
         self.clip = clip
         self.threshold = threshold
         self.ph_delta = ph_delta
+        self.min_rise = min_rise
         self.reset()
 
     def reset(self) -> None:
@@ -100,7 +106,11 @@ class ScoreDrift:
         z = min(self.clip, max(-self.clip, (score - self.center_) / self.scale_))
         self.n_ += 1
         self.detector_.update(z)
-        if self.detector_.drift_detected and self.detected_ is None:
+        rise = self.detector_.estimation if self.kind == "adwin" else self.min_rise
+        if self.detector_.drift_detected and self.detected_ is None and rise >= self.min_rise:
+            # ADWIN reports a change either way; only a RISE of the normal windows' scores
+            # (the model fits today's normal worse) is a reason to retrain, and only a
+            # rise of at least min_rise reference std (a load cycle moves them a little)
             if self.kind == "adwin":
                 self.detected_ = f"drift: adwin (delta {self.delta:g}) after {self.n_} normal scores; window mean now {self.detector_.estimation:+.2f} std from the reference"
             else:
@@ -128,12 +138,13 @@ class RetrainTrigger:
     between batches; ``started(now)`` when a retrain begins and ``finished(now, ok)``
     when it ends. A successful retrain resets the window count and the drift detector
     (the next model's scores are on its own scale); a failed or rejected one keeps them,
-    so the next try comes after ``min_interval``.
+    so the next try comes after ``min_interval`` AND ``min_windows / 2`` new buffered
+    windows: retrying on the same buffer would only repeat the rejection.
     """
 
     def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
                  min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
-                 drift_warmup: int = 200) -> None:
+                 drift_warmup: int = 1000) -> None:
         if drift not in DRIFT_KINDS:
             raise ConfigError(f"retrain.drift must be one of {', '.join(DRIFT_KINDS)}; got {drift!r}")
         for key, v in (("schedule", schedule), ("min_interval", min_interval)):
@@ -154,6 +165,8 @@ class RetrainTrigger:
         self._origin = start
         self.retrains_ = 0
         self.failures_ = 0
+        self.last_failed_ = False
+        self.windows_at_start_ = 0
 
     @classmethod
     def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
@@ -180,6 +193,8 @@ class RetrainTrigger:
             return None
         if buffered is not None and buffered < self.min_windows:
             return None
+        if self.last_failed_ and self.new_windows_ - self.windows_at_start_ < max(1, self.min_windows // 2):
+            return None  # the last try was rejected or failed: not again on (nearly) the same buffer
         if self.detector_ is not None and self.detector_.detected_:
             return self.detector_.detected_
         if self.after_windows and self.new_windows_ >= self.after_windows:
@@ -194,10 +209,12 @@ class RetrainTrigger:
             raise RuntimeError("a retrain is already running; call finished() first")
         self.running_ = True
         self.last_start_ = now
+        self.windows_at_start_ = self.new_windows_
 
     def finished(self, now: float, ok: bool) -> None:
         """``ok``: a new model was promoted (counters and drift start afresh)."""
         self.running_ = False
+        self.last_failed_ = not ok
         if ok:
             self.retrains_ += 1
             self.last_success_ = now

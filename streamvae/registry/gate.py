@@ -15,9 +15,10 @@ on different scales, so each model is judged on its own scale, by rank statistic
   rate by default: the tail is where alerts are decided).
 
 The rule has two parts. First the data: the whole buffer (training part and held-out
-part) is screened by the CURRENT model, per entity, and if more than
-``max_contamination`` (5 %) of it are robust outliers the candidate is rejected: it was
-trained on anomalies. Then the separation: on pooled ``synthetic`` anomalies the
+part) is screened per entity by the CURRENT model and by the candidate, and if more than
+``max_contamination`` (5 %) of it are robust outliers to BOTH, the candidate is rejected:
+it was trained on anomalies (faults stay outliers even to a model trained on them; a new
+operating point does not). Then the separation: on pooled ``synthetic`` anomalies the
 candidate's AUC must be at least the current model's minus ``tolerance``, and its
 detection rate at least the current one's minus ``tolerance`` plus twice the rate's
 binomial standard error (a rate on a few hundred windows moves by a few percent by
@@ -278,11 +279,20 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
     ents: list[str] | None = None
     if entities is not None and (trained is None or trained_entities is not None):
         ents = [*(trained_entities or []), *entities]
-    all_scores = np.asarray(current.score_samples(np.concatenate([t, x])), dtype=np.float64)
+    both = np.concatenate([t, x])
+    all_scores = np.asarray(current.score_samples(both), dtype=np.float64)
     keep_all = _screen_by_entity(all_scores, ents, screen_z)
     keep = keep_all[len(t):]
     clean = x[keep]
-    contamination = float(1 - keep_all.mean())
+    # A window counts against the buffer only if the candidate, trained on it, ALSO finds
+    # it a robust outlier within its entity: faults are heterogeneous and rare per kind,
+    # so they stay outliers to a model trained on them (measured: the poisoned candidate
+    # still separated them from the normals at AUC 0.99), while a new operating point is
+    # coherent, and a model trained on it fits it (the stale model alone screened 11% of
+    # a buffer made entirely of a new operating point).
+    cand_scores = np.asarray(candidate.score_samples(both), dtype=np.float64)
+    suspect = ~keep_all & ~_screen_by_entity(cand_scores, ents, screen_z)
+    contamination = float(suspect.mean())
     info: dict[str, Any] = {"held_out": int(len(x)), "screened": int(len(x) - keep.sum()),
                             "contamination": round(contamination, 4), "screen_z": screen_z,
                             "max_contamination": max_contamination, "fpr": fpr, "tolerance": tolerance}
@@ -301,7 +311,7 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
         sources["confirmed"] = a
         ruled.insert(0, "confirmed")
     info["confirmed"] = 0 if a is None else int(len(a))
-    suspects = np.concatenate([t, x])[~keep_all]
+    suspects = both[suspect]
     if len(suspects) >= min_confirmed:  # reported only: chosen by the current model's scores, so biased toward it
         sources["suspects"] = suspects
     # 3. each model on its own scale
@@ -314,8 +324,9 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
     reasons: list[str] = []
     compared: list[str] = []
     if contamination > max_contamination:
-        msg = (f"the buffer looks contaminated: {contamination:.1%} of its windows are outliers to the current model "
-               f"(robust z > {screen_z:g} within their entity; at most {max_contamination:.0%} allowed)")
+        msg = (f"the buffer looks contaminated: {contamination:.1%} of its windows are outliers both to the current model "
+               f"and to the candidate trained on them (robust z > {screen_z:g} within their entity; at most "
+               f"{max_contamination:.0%} allowed)")
         if "suspects" in metrics["candidate"]:
             msg += (f"; the candidate learned to call them normal (AUC of these windows against the held-out normals "
                     f"{metrics['candidate']['suspects']['auc']:.3f}, current {metrics['current']['suspects']['auc']:.3f})")

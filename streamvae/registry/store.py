@@ -306,14 +306,20 @@ class Registry:
         return entry
 
     def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest ``keep`` versions; CURRENT and the rollback target are
-        always kept. Returns the versions deleted, oldest first."""
+        """Keep the newest ``keep`` versions that were ever promoted and the newest ``keep``
+        that never were (candidates the gate rejected, kept for inspection), delete the
+        rest; CURRENT and the rollback target are always kept. Counted apart so that a
+        run of rejected candidates never pushes the promoted history out. Returns the
+        versions deleted, oldest first."""
         if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
             raise RegistryError(f"keep must be an int >= 1; got {keep!r}")
         deleted = []
         with self._locked():
             versions = [v.version for v in self.versions()]
-            protect = set(versions[-keep:]) | {self.current(), self.rollback_target()}
+            promoted = {h.get("version") for h in self.history()}
+            was = [v for v in versions if v in promoted]
+            never = [v for v in versions if v not in promoted]
+            protect = set(was[-keep:]) | set(never[-keep:]) | {self.current(), self.rollback_target()}
             for v in versions:
                 if v in protect:
                     continue

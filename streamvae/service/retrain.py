@@ -324,7 +324,7 @@ class RetrainWorker:
         self.child_log = log_dir / "retrain.log"
         cmd = [sys.executable, "-m", "streamvae", "retrain", "--config", self.config_path, "--reason", reason, "--threads", "1"]
         try:
-            with self.child_log.open("w") as out:
+            with self.child_log.open("a") as out:  # every retrain of this daemon, one after the other
                 self.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
                                               preexec_fn=lambda: os.nice(10))  # noqa: PLW1509 (no threads start before exec)
         except OSError as e:

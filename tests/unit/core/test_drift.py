@@ -37,7 +37,9 @@ def test_min_interval_and_one_at_a_time() -> None:
         t.started(1.0)
     t.finished(50.0, ok=False)  # rejected: the count stays, but the next try waits min_interval
     assert t.due(599.0, 100) is None
-    assert t.due(600.0, 100) == "after 10 new windows"
+    assert t.due(600.0, 100) is None  # ... and new data: the same buffer would be rejected again
+    t.windows_added(1)
+    assert t.due(600.0, 100) == "after 11 new windows"
     t.started(600.0)
     t.finished(700.0, ok=True)
     assert t.new_windows_ == 0 and t.due(2000.0, 100) is None
@@ -75,3 +77,11 @@ def test_from_config_and_bad_values() -> None:
         RetrainTrigger(drift="cusum")
     with pytest.raises(ConfigError, match="retrain.drift_delta"):
         ScoreDrift("adwin", delta=2.0)
+
+
+def test_adwin_ignores_falling_scores() -> None:
+    """Normal windows scoring LOWER than the reference is no reason to retrain."""
+    d = ScoreDrift("adwin")
+    stream = np.r_[scores(3000, seed=6), scores(3000, shift=-8.0, seed=7)]
+    assert not any(d.update(float(s)) for s in stream)
+    assert d.detected_ is None

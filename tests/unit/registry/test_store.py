@@ -102,6 +102,17 @@ def test_prune_keeps_newest_current_and_rollback_target(reg: Registry, source: P
         reg.prune(0)
 
 
+def test_rejected_candidates_never_push_promoted_versions_out(reg: Registry, source: Path) -> None:
+    for v in ("v1", "v2", "v3"):
+        reg.promote(v)
+    for i in range(5):  # five candidates the gate rejected, added after the last promotion
+        reg.add(source, version=f"c{i}")
+    reg.prune(keep=2)
+    # the newest two promoted (v3 CURRENT, v2 the rollback target) and two never promoted
+    kept = {v.version for v in reg.versions()}
+    assert len(kept) == 4 and {"v2", "v3"} <= kept and "v1" not in kept
+
+
 def test_rollback_skips_pruned_versions(reg: Registry) -> None:
     for v in ("v1", "v2", "v3"):
         reg.promote(v)
@@ -151,7 +162,7 @@ def test_cli_list_show_promote_rollback(reg: Registry, capsys: pytest.CaptureFix
     root = str(reg.root)
     code, out, _ = _cli(capsys, "promote", "v1", "--registry", root)
     assert code == 0 and "promoted v1 (was None)" in out and "no control event" in out
-    code, out, _ = _cli(capsys, "promote", "v3", "--registry", root, "--keep", "2", "--reason", "retrained")
+    code, out, _ = _cli(capsys, "promote", "v3", "--registry", root, "--keep", "1", "--reason", "retrained")
     assert code == 0 and "promoted v3 (was v1)" in out and "pruned v2" in out
     assert [v.version for v in reg.versions()] == ["v1", "v3", "v4"]
     assert reg.history()[-1]["reason"] == "retrained"
