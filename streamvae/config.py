@@ -136,6 +136,8 @@ class RetrainConfig:
     max_anomalies: int = _spec(2_000, _pos_int, "an int >= 1 (windows from confirmed alert episodes kept for the gate)")
     sample_every: int = _spec(10, _pos_int, "an int >= 1 (1 normal window in N per entity is sampled)")
     margin: float = _spec(300.0, _nonneg, "seconds >= 0 (no normal sample this close before or after an episode)")
+    fleet_share: float = _spec(0.5, lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
+                               "a number in [0, 1] (share of the fleet alarming at once that means a new operating point; 0: off)")
     state_dir: str | None = _spec(None, _opt_str, "a directory for the local buffer on disk, or unset (memory only)")
     schedule: float = _spec(0.0, _nonneg, "seconds >= 0 between scheduled retrains (0: none)")
     after_windows: int = _spec(0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,

@@ -230,10 +230,11 @@ class BufferCounts:
     sampled: int = 0  # passed 1-in-N sampling and the margins, and were offered to the store
     dropped_near_episode: int = 0  # sampled but within ``margin`` of an episode
     evicted: int = 0  # windows that left the store to make room
+    fleet_shift: int = 0  # sampled although flagged: most of the fleet alarmed at once (a new operating point)
 
     def as_dict(self) -> dict[str, int]:
         return {"seen": self.seen, "sampled": self.sampled, "dropped_near_episode": self.dropped_near_episode,
-                "evicted": self.evicted}
+                "evicted": self.evicted, "fleet_shift": self.fleet_shift}
 
 
 @dataclass(slots=True)
@@ -257,10 +258,22 @@ class NormalBuffer:
     max_pending : windows waiting out the margin, per entity; the oldest is dropped
         beyond it (counted in ``dropped_near_episode``).
     seed : the reservoir's randomness.
+    fleet_share : when at least this share of a fleet (``fleet_min`` entities or more,
+        each scored within the last ``margin`` seconds) is inside alert episodes at once,
+        every entity's windows are sampled whether flagged or not (counted in
+        ``fleet_shift``). A fault hits one machine; a whole fleet alarming together is a
+        new operating point (a new season, a new product, a re-tuned line) that the
+        serving model has not seen, and learning only from windows it calls normal
+        would starve the buffer of exactly what the next model must learn (measured: a
+        plant moved 25% in load left the buffer with no window of its new normal, and
+        every retrain relearnt the old one). The gate still screens what is learnt: a
+        window that the retrained model also finds an outlier counts as contamination.
+        0 turns it off.
     """
 
     def __init__(self, max_windows: int, window: int, n_features: int, sample_every: int = 10,
-                 margin: float = 300.0, max_pending: int = 10_000, seed: int = 0) -> None:
+                 margin: float = 300.0, max_pending: int = 10_000, seed: int = 0, fleet_share: float = 0.5,
+                 fleet_min: int = 4) -> None:
         _check(isinstance(sample_every, int) and sample_every >= 1, "sample_every", "an int >= 1", sample_every)
         _check(isinstance(margin, (int, float)) and margin >= 0, "margin", "seconds >= 0", margin)
         self.max_windows = max_windows
@@ -273,6 +286,10 @@ class NormalBuffer:
         self.store_ = StratifiedReservoir(max_windows, window, n_features, seed)
         self.counts_ = BufferCounts()
         self._ent: dict[str, _Entity] = {}
+        self.fleet_share = float(fleet_share)
+        self.fleet_min = fleet_min
+        self._alarmed: set[str] = set()  # entities inside an open episode
+        self._last_ts: dict[str, float] = {}  # entity -> latest scored window end
 
     def __len__(self) -> int:
         return len(self.store_)
@@ -319,10 +336,17 @@ class NormalBuffer:
                 st.pending.popleft()
                 self.counts_.dropped_near_episode += 1
             st.pending.append((t, w.values))
+        for a in result.alerts:
+            if a.kind == "open":
+                self._alarmed.add(a.entity)
+            elif a.kind == "close":
+                self._alarmed.discard(a.entity)
         now: dict[str, float] = {}
         for s in result.scored:
             if s.end_ts > now.get(s.entity, float("-inf")):
                 now[s.entity] = s.end_ts
+        self._last_ts.update(now)
+        added_fleet = self._fleet_shift(result)
         added: list[tuple[str, float, npt.NDArray[np.float32]]] = []
         for entity, t_now in now.items():
             held = self._ent.get(entity)
@@ -334,7 +358,29 @@ class NormalBuffer:
                 self.counts_.sampled += 1
                 if self.add(entity, t, v):
                     added.append((entity, t, v))
-        return added
+        return added + added_fleet
+
+    def _fleet_shift(self, result: BatchResult) -> list[tuple[str, float, npt.NDArray[np.float32]]]:
+        """Sample every entity's windows, flagged or not, while most of the fleet alarms
+        together (see ``fleet_share``)."""
+        if self.fleet_share <= 0 or result.windows is None or not self._last_ts:
+            return []
+        latest = max(self._last_ts.values())
+        active = [e for e, t in self._last_ts.items() if t >= latest - max(self.margin, 60.0)]
+        alarmed = sum(1 for e in active if e in self._alarmed)
+        if len(active) < self.fleet_min or alarmed < self.fleet_share * len(active):
+            return []
+        out = []
+        for s, v in zip(result.scored, result.windows):
+            if s.entity in self._alarmed or s.flagged:
+                st = self._state(s.entity)
+                st.seen += 1
+                if (st.seen - 1) % self.sample_every:
+                    continue
+                self.counts_.fleet_shift += 1
+                if self.add(s.entity, s.end_ts, v):
+                    out.append((s.entity, s.end_ts, v))
+        return out
 
     def _state(self, entity: str) -> _Entity:
         st = self._ent.get(entity)

@@ -167,14 +167,18 @@ class RetrainTrigger:
         self.failures_ = 0
         self.last_failed_ = False
         self.windows_at_start_ = 0
+        self.fleet_windows_ = 0
 
     @classmethod
     def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
         """From a ``RetrainConfig`` (the ``[retrain]`` section)."""
         return cls(cfg.schedule, cfg.after_windows, cfg.drift, cfg.drift_delta, cfg.min_interval, cfg.min_windows, start)
 
-    def windows_added(self, n: int) -> None:
+    def windows_added(self, n: int, fleet: int = 0) -> None:
+        """``n`` new buffered windows, of which ``fleet`` were sampled while most of the
+        fleet alarmed (a new operating point: see NormalBuffer's ``fleet_share``)."""
         self.new_windows_ += n
+        self.fleet_windows_ += fleet
 
     def observe_scores(self, scores: Iterable[float]) -> None:
         """Scores of normal windows (higher = more anomalous), in stream order."""
@@ -197,6 +201,8 @@ class RetrainTrigger:
             return None  # the last try was rejected or failed: not again on (nearly) the same buffer
         if self.detector_ is not None and self.detector_.detected_:
             return self.detector_.detected_
+        if self.fleet_windows_ >= max(50, self.min_windows // 4):
+            return f"new operating point: {self.fleet_windows_} windows buffered while most of the fleet alarmed"
         if self.after_windows and self.new_windows_ >= self.after_windows:
             return f"after {self.new_windows_} new windows"
         ref = self.last_success_ if self.last_success_ is not None else self._origin
@@ -219,6 +225,7 @@ class RetrainTrigger:
             self.retrains_ += 1
             self.last_success_ = now
             self.new_windows_ = 0
+            self.fleet_windows_ = 0
             if self.detector_ is not None:
                 self.detector_.reset()
         else:

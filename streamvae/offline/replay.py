@@ -125,18 +125,19 @@ class ReplayRetrainer:
     def __init__(self, rcfg: Any, window: int, n_features: int, seed: int = 0) -> None:
         self.rcfg = rcfg
         self.seed = seed
-        self.buffer = NormalBuffer(rcfg.max_windows, window, n_features, rcfg.sample_every, rcfg.margin, seed=seed)
+        self.buffer = NormalBuffer(rcfg.max_windows, window, n_features, rcfg.sample_every, rcfg.margin, seed=seed,
+                                   fleet_share=rcfg.fleet_share)
         self.bank = AnomalyBank(rcfg.max_anomalies, window, n_features, seed=seed)
         self.trigger = RetrainTrigger.from_config(rcfg)
         self.events: list[RetrainEvent] = []
 
     def after_batch(self, pipe: StreamPipeline, res: BatchResult, now: float) -> None:
         """Feed one batch's result to the buffers and the trigger; retrain if due."""
-        tap = pipe.scorer
+        fleet = self.buffer.counts_.fleet_shift
         added = self.buffer.observe(res)
-        if res.scored and isinstance(tap, RecordingScorer):
-            self.bank.observe(res, tap.last_windows_)
-        self.trigger.windows_added(len(added))
+        if res.scored:
+            self.bank.observe(res)
+        self.trigger.windows_added(len(added), self.buffer.counts_.fleet_shift - fleet)
         normal = {(w.entity, w.end_ts) for w in res.normal}
         self.trigger.observe_scores(s.score for s in res.scored if (s.entity, s.end_ts) in normal)
         reason = self.trigger.due(now, len(self.buffer))

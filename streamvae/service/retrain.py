@@ -225,7 +225,7 @@ class RetrainWorker:
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = metrics
-        self.buffer = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin)
+        self.buffer = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin, fleet_share=r.fleet_share)
         self.bank = AnomalyBank(r.max_anomalies, window, n_features)
         self.state_dir = Path(r.state_dir) if r.state_dir else None
         self._restore()
@@ -256,6 +256,7 @@ class RetrainWorker:
     def after_batch(self, res: Any, producer: Any, model_version: str) -> None:
         if not res.scored:
             return
+        fleet = self.buffer.counts_.fleet_shift
         added = self.buffer.observe(res)
         confirmed: list[tuple[str, float, np.ndarray]] | None = [] if self.publish else None
         self.bank.observe(res, added=confirmed)
@@ -270,7 +271,7 @@ class RetrainWorker:
                               value=encode_sample("anomaly", "", end_ts, model_version, None, values, episode_id=episode))
         if self.trigger is not None:
             if added:
-                self.trigger.windows_added(len(added))
+                self.trigger.windows_added(len(added), self.buffer.counts_.fleet_shift - fleet)
             self.trigger.observe_scores(s.score for s in res.scored if not s.flagged)
         self.metrics.set("retrain_buffer_windows", len(self.buffer))
         self.metrics.set("retrain_anomaly_windows", len(self.bank))
