@@ -255,3 +255,102 @@ def daemons(tmp_path: Path) -> Iterator[list[DaemonProc]]:
     yield started
     for d in started:
         d.close()
+
+
+# -- the simulated plant (streamvae.offline.feed) on the real broker -------------------------------
+
+MATCH_MARGIN_S = 30.0  # as scripts/demo.py: an open alert counts for an episode up to W + 30 s after its end
+
+
+def metric_series(d: DaemonProc, name: str) -> dict[str, float]:
+    """Every series of ``streamvae_<name>`` on the daemon's /metrics: label text -> value
+    (``""`` for the unlabelled one), e.g. ``{'result="promoted"': 1.0}``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{d.http_port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == f"streamvae_{name}":
+            out[""] = float(value)
+        elif head.startswith(f"streamvae_{name}{{") and head.endswith("}"):
+            out[head[len(name) + 11 : -1]] = float(value)
+    return out
+
+
+def healthz(d: DaemonProc) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{d.http_port}/healthz", timeout=2).read())
+    return out
+
+
+class FeedCursor:
+    """Sends a :class:`~streamvae.offline.feed.SensorFeed` in event-time slices, one timeline:
+    ``send_until(ts)`` produces every record before ``ts`` (keyed by entity, as fast as the
+    broker takes them) and keeps the rest for the next call."""
+
+    def __init__(self, env: Env, feed: Any) -> None:
+        self.env = env
+        self.feed = feed
+        self._it = iter(feed.records())
+        self._next: dict[str, Any] | None = next(self._it, None)
+        self.sent = 0
+
+    def send_until(self, ts: float) -> int:
+        n = 0
+        while self._next is not None and self._next["ts"] < ts:
+            rec = self._next
+            self.env.producer.send(self.env.input, key=rec["entity"].encode(), value=json.dumps(rec).encode())
+            n += 1
+            self._next = next(self._it, None)
+        self.env.flush()
+        self.sent += n
+        return n
+
+    def send_paced(self, ts: float, speedup: float, step_s: float = 10.0, between: Any = None) -> None:
+        """Send every record before ``ts`` with event time running ``speedup`` times faster
+        than wall time, in slices of ``step_s`` event seconds; ``between(sent_to)`` is
+        called after each slice (e.g. to watch the daemon)."""
+        t0 = time.monotonic()
+        start = self._next["ts"] if self._next is not None else ts
+        at = start
+        while at < ts:
+            at = min(ts, at + step_s)
+            self.send_until(at)
+            if between is not None:
+                between(at)
+            time.sleep(max(0.0, t0 + (at - start) / speedup - time.monotonic()))
+
+
+def score_span(alerts: list[dict[str, Any]], episodes: list[dict[str, Any]], entities: int, t0: float, t1: float,
+               interval: float, window_s: float) -> dict[str, Any]:
+    """scripts/demo.py's score card over the event-time span ``[t0, t1)``.
+
+    An injected episode starting in the span is caught if an ``open`` alert of its entity
+    has ``window_end`` in ``[start_ts, end_ts + window_s + MATCH_MARGIN_S]``. A false
+    episode is an alert episode whose ``open`` alert matches no injected episode, counted in
+    every span it is alive in (opened before ``t1``, not closed before ``t0``): an episode
+    that a stale model never closes is one false episode in each span, not none, as
+    counting only the ``open`` alerts inside the span would have it (``carried`` says how
+    many were opened before ``t0``). Per entity-hour of normal data: entities x span, minus
+    the time of the injected episodes that start in it.
+    """
+    def matches(a: dict[str, Any]) -> list[dict[str, Any]]:
+        return [e for e in episodes if e["entity"] == a["entity"]
+                and e["start_ts"] <= a["window_end"] <= e["end_ts"] + window_s + MATCH_MARGIN_S]
+
+    opened: dict[str, dict[str, Any]] = {}
+    closed: dict[str, float] = {}
+    for a in alerts:
+        if a.get("kind") == "open":
+            opened[a["episode_id"]] = a
+        elif a.get("kind") == "close":
+            closed[a["episode_id"]] = a["window_end"]
+    mine = [e for e in episodes if t0 <= e["start_ts"] < t1]
+    caught = {e["id"] for a in opened.values() for e in matches(a)}
+    false = [a for eid, a in opened.items()
+             if a["window_end"] < t1 and closed.get(eid, float("inf")) >= t0 and not matches(a)]
+    anomalous = sum(min(e["end_ts"], t1) - e["start_ts"] + interval for e in mine)
+    eh = (entities * (t1 - t0) - anomalous) / 3600.0
+    found = [e for e in mine if e["id"] in caught]
+    return {"false": false, "false_per_eh": len(false) / eh, "entity_hours": eh, "episodes": len(mine),
+            "carried": sum(1 for a in false if a["window_end"] < t0), "caught": len(found),
+            "recall": len(found) / len(mine) if mine else float("nan"),
+            "missed": [e for e in mine if e["id"] not in caught]}
