@@ -103,7 +103,6 @@ def build_pipeline(cfg: Config, det: Any) -> StreamPipeline:
 # normal windows, all in a background thread; the loop only polls the control topic
 # (~0.4 ms a call, so at most every CONTROL_POLL_S) and swaps two references.
 RECENT_NORMAL = 2_000  # recent normal windows the new model scores to recalibrate thresholds
-MIN_RECALIBRATION = 500  # fewer than this: the new model's held-out training scores are added
 CONTROL_POLL_S = 0.25
 CURRENT_CHECK_S = 30.0  # re-read the registry's CURRENT: a lost event or a start-up race heals
 LISTENER_RETRY_S = 30.0
@@ -240,8 +239,10 @@ class HotSwap:
             det.warmup(self.cfg.group.max_poll_records)
             scores = det.score_samples(job.windows) if job.windows is not None else np.empty(0)
             job.info["recent"] = len(scores)
-            if len(scores) < MIN_RECALIBRATION:
-                scores = np.concatenate([np.asarray(det.heldout_scores_, dtype=np.float64), scores])
+            # with the new model's held-out windows: the newest of ITS training buffer, which
+            # after a fleet-wide shift holds the new operating point; the recent windows are
+            # those the OLD model called normal, which then hold only the old one
+            scores = np.concatenate([np.asarray(det.heldout_scores_, dtype=np.float64), scores])
             job.det, job.scores = det, scores
         except StreamvaeError as e:
             job.reason, job.error = "load", str(e)
@@ -278,8 +279,8 @@ class HotSwap:
         self.metrics.set("model_swap_load_seconds", job.seconds)
         self.metrics.set("model_swap_delay_seconds", delay)
         log.info("now serving model %s (was %s): loaded in %.2fs, %.2fs after the promotion; thresholds recalibrated "
-                 "on %d recent normal windows%s", job.version, old, job.seconds, delay, job.info.get("recent", 0),
-                 "" if job.info.get("recent", 0) >= MIN_RECALIBRATION else " and its held-out training scores")
+                 "on its held-out training windows and %d recent normal windows", job.version, old, job.seconds, delay,
+                 job.info.get("recent", 0))
         return job.det
 
 
