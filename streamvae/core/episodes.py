@@ -178,6 +178,21 @@ class EpisodeTracker:
             del self._state[entity]
         return []
 
+    def rejudge(self) -> int:
+        """A new model serves: an open episode closes at the NEW model's first window of
+        its entity if that window is not flagged, instead of after ``close_after`` quiet
+        seconds (if it is flagged, the episode goes on under the usual rule). The episodes
+        were the old model's judgement; left to run, one opened by a stale model on a new
+        operating point stays open for as long as anything flickers, and an open episode
+        absorbs every later fault of its entity (measured in the drift test: 8 of 8 pumps
+        stuck open after the swap, 0 of 20 faults alerted). Returns how many are open."""
+        n = 0
+        for st in self._state.values():
+            if st.episode_id is not None:
+                st.last_flag_end = float("-inf")
+                n += 1
+        return n
+
     def _evict(self, keep: str) -> None:
         # never the entity being observed: its state is in use (evicting it lost the
         # episode it was opening, and every later window opened another one)

@@ -196,9 +196,11 @@ class StreamPipeline:
     def swap_model(self, scorer: Scorer, model_version: str, recent_scores: npt.ArrayLike) -> None:
         """Serve a new model from the next batch on; thresholds are recalibrated on the new
         model's scores (``recent_scores``: the new model's scores of recent normal windows),
-        because two models' scores are not on one scale. Windows in progress are kept."""
+        because two models' scores are not on one scale. Windows in progress are kept;
+        open episodes are re-judged by the new model (see ``EpisodeTracker.rejudge``)."""
         if list(scorer.names) != self.names:
             raise ValueError(f"new model features {list(scorer.names)} differ from {self.names}")
         self.thresholds.recalibrate(np.asarray(recent_scores, dtype=np.float64))
         self.scorer = scorer
         self.model_version = model_version
+        self.episodes.rejudge()  # open episodes were the old model's verdicts

@@ -150,7 +150,7 @@ class ReplayRetrainer:
 
         self.trigger.started(now)
         t0 = time.perf_counter()
-        x, ents, _ = self.buffer.snapshot()
+        x, ents = self.buffer.training_windows(self.rcfg.min_windows)
         anomalies = self.bank.snapshot()[0]
         current: Any = pipe.scorer.inner if isinstance(pipe.scorer, RecordingScorer) else pipe.scorer
         k = len(self.events) + 1

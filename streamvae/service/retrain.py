@@ -60,10 +60,10 @@ class RetrainReport:
                 f"in {self.seconds:.1f}s [{self.reason}]: " + "; ".join(self.gate.reasons))
 
 
-def _as_arrays(normals: NormalBuffer | tuple[np.ndarray, Sequence[str]] | np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+def _as_arrays(normals: NormalBuffer | tuple[np.ndarray, Sequence[str]] | np.ndarray,
+               min_windows: int = 200) -> tuple[np.ndarray, list[str] | None]:
     if isinstance(normals, NormalBuffer):
-        x, ents, _ = normals.snapshot()
-        return x, ents
+        return normals.training_windows(min_windows)
     if isinstance(normals, tuple):
         return np.asarray(normals[0], np.float32), list(normals[1])
     return np.asarray(normals, np.float32), None
@@ -97,7 +97,7 @@ def retrain_once(cfg: Config, normals: NormalBuffer | tuple[np.ndarray, Sequence
         raise ConfigError(f"model.path {cfg.model.path} has no CURRENT model to retrain from; add and promote one first "
                           "(streamvae models promote VERSION)")
     current = artifact.load(reg.path(previous))
-    x, ents = _as_arrays(normals)
+    x, ents = _as_arrays(normals, cfg.retrain.min_windows)
     a = anomalies.snapshot()[0] if isinstance(anomalies, AnomalyBank) else anomalies
     try:
         cand, report = retrain(current, x, a, cfg.retrain, seed=seed, entities=ents)

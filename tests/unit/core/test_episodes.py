@@ -165,3 +165,18 @@ def test_max_entities_never_evicts_the_entity_being_observed() -> None:
 def test_bad_parameters_are_config_errors(kw: dict[str, float], key: str) -> None:
     with pytest.raises(ConfigError, match=rf"episodes\.{key}\b"):
         EpisodeTracker(**kw)  # type: ignore[arg-type]
+
+
+def test_rejudge_closes_an_open_episode_the_new_model_does_not_flag() -> None:
+    t = EpisodeTracker(open_after=1, close_after=60.0)
+    for ent in ("p", "q"):
+        assert [a.kind for a in t.observe(ent, 0.0, 10.0, 9.0, 5.0, True, (), "v1")] == ["open"]
+        assert t.observe(ent, 1.0, 11.0, 1.0, 5.0, False, (), "v1") == []  # quiet, but not for 60 s yet
+    assert t.rejudge() == 2
+    # p: the new model's first window is not flagged: the old verdict ends now
+    assert [a.kind for a in t.observe("p", 2.0, 12.0, 1.0, 5.0, False, (), "v2")] == ["close"]
+    # q: the new model flags it too: the episode goes on, and closes by the usual rule
+    assert t.observe("q", 2.0, 12.0, 9.0, 5.0, True, (), "v2") == []
+    assert t.observe("q", 3.0, 13.0, 1.0, 5.0, False, (), "v2") == [] and t.is_open("q")
+    assert [a.kind for a in t.observe("q", 63.0, 73.0, 1.0, 5.0, False, (), "v2")] == ["close"]
+    assert t.rejudge() == 0
