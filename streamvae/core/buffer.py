@@ -48,7 +48,6 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.core.pipeline import BatchResult
-from streamvae.core.scoring import ScoreBatch, Scorer
 from streamvae.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -522,33 +521,6 @@ class AnomalyBank:
         self.store_.restore(d)
         self.episodes_ = int(d["counts"][0])
         return self
-
-
-class RecordingScorer:
-    """Wraps a scorer and keeps the last batch of windows it scored.
-
-    :class:`StreamPipeline` scores all windows a batch completed in one call, in the
-    order of ``BatchResult.scored``, so ``last_windows_`` lines up with it: that is how
-    :class:`AnomalyBank` sees the values of flagged windows without the pipeline
-    copying them into its result.
-    """
-
-    def __init__(self, inner: Scorer) -> None:
-        self.inner = inner
-        self.version_ = inner.version_
-        self.last_windows_: npt.NDArray[np.float32] = np.empty((0, 0, 0), np.float32)
-
-    @property
-    def names(self) -> Sequence[str]:
-        return self.inner.names
-
-    def score(self, X: npt.ArrayLike) -> ScoreBatch:
-        """-log p(x) of the inner model; higher means more anomalous."""
-        self.last_windows_ = np.asarray(X, dtype=np.float32)
-        return self.inner.score(X)
-
-    def __getattr__(self, name: str) -> Any:  # config, score_samples, ...: the wrapped model's
-        return getattr(self.inner, name)
 
 
 def stack(rows: Iterable[npt.ArrayLike], window: int, n_features: int) -> npt.NDArray[np.float32]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from streamvae.core.buffer import AnomalyBank, NormalBuffer, RecordingScorer
+from streamvae.core.buffer import AnomalyBank, NormalBuffer
 from streamvae.core.drift import RetrainTrigger
 from streamvae.core.episodes import EpisodeTracker
 from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
@@ -152,7 +152,7 @@ class ReplayRetrainer:
         t0 = time.perf_counter()
         x, ents = self.buffer.training_windows(self.rcfg.min_windows)
         anomalies = self.bank.snapshot()[0]
-        current: Any = pipe.scorer.inner if isinstance(pipe.scorer, RecordingScorer) else pipe.scorer
+        current: Any = pipe.scorer
         k = len(self.events) + 1
         version: str | None = None
         try:
@@ -165,7 +165,7 @@ class ReplayRetrainer:
                 # split and the gate's held-out part (the newest buffered windows)
                 held = split_holdout(x)[1]
                 recent = np.concatenate([cand.heldout_scores_, cand.score_samples(held)])
-                pipe.swap_model(RecordingScorer(cand), version, recent)
+                pipe.swap_model(cand, version, recent)
         except (StreamvaeError, ValueError) as e:  # NotCalibratedError, DataError, ConfigError
             passed, version, reasons = False, None, [f"retrain failed: {e}"]
         self.trigger.finished(now, passed)
@@ -190,8 +190,7 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: 
     n = len(table.values)
     ents = table.extra[entity_column] if entity_column else ["default"] * n
     asm = WindowAssembler(cfg.window, 1, len(table.feature_names), max_gap=cfg.max_gap, max_lateness=0.0)
-    scorer = RecordingScorer(det) if retrainer is not None else det
-    pipe = StreamPipeline(scorer, bank, episodes, asm, det.version_ or "unsaved")
+    pipe = StreamPipeline(det, bank, episodes, asm, det.version_ or "unsaved")
     version: list[str] | None = [""] * n if retrainer is not None else None
     row_of: dict[str, list[int]] = defaultdict(list)
     vals = table.values.astype(np.float32)

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,11 +312,6 @@ class RetrainWorker:
         self.last_saved = time.monotonic()
 
     def _start(self, now: float, reason: str) -> None:
-        import os
-        import subprocess
-        import sys
-        import tempfile
-
         assert self.trigger is not None and self.config_path is not None
         env = dict(os.environ)
         if self.cfg.retrain.buffer == "local":
