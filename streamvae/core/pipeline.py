@@ -8,11 +8,24 @@ moves bytes, so any batch can be replayed in a unit test.
 Per batch: every reading goes through the per-entity window assembler; all windows the
 batch completed are scored in ONE model call; then, in order, each score meets its
 entity's threshold tracker and the episode state machine.
+
+The model is called without detail (scores only); the features behind each flagged
+window come from a second call on the flagged windows alone.
+
+A big batch (``overlap`` or more readings) is scored in two model calls instead, on a
+worker thread: the first half is scored while the main thread assembles the second, and
+the second while the main thread checks the sensor rules and runs the first half's
+thresholds. The model releases the GIL while it computes, so part of the pipeline's own
+Python work overlaps the model's. The results are the same as with one call: a window's
+score does not depend on its batch (common random numbers, see
+streamvae/model/score.py), and everything stateful runs on the main thread in arrival
+order.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -99,7 +112,7 @@ class ScoredWindow:
     score: float
     threshold: float | None
     flagged: bool
-    shares: npt.NDArray[np.float32]
+    shares: npt.NDArray[np.float32] | None  # (F,) for a flagged window, else None (never computed)
 
 
 @dataclass
@@ -121,11 +134,15 @@ class StreamPipeline:
     episodes : an :class:`EpisodeTracker`.
     assembler : a :class:`WindowAssembler` matching the model's window settings.
     top_k : features named in each alert.
+    overlap : batches completing at least this many windows are scored in two calls on a
+        worker thread, overlapped with the pipeline's Python work (0: never).
     """
 
     def __init__(self, scorer: Scorer, thresholds: ThresholdBank, episodes: EpisodeTracker,
                  assembler: WindowAssembler, model_version: str, top_k: int = 3,
-                 rules: SensorRules | None = None) -> None:
+                 rules: SensorRules | None = None, overlap: int = 512) -> None:
+        self.overlap = overlap
+        self._worker: ThreadPoolExecutor | None = None
         self.rules = rules
         self.scorer = scorer
         self.thresholds = thresholds
@@ -149,39 +166,83 @@ class StreamPipeline:
                 pass
         return n
 
+    def _score_async(self, x: npt.NDArray[np.float32]) -> "Future[Any]":
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamvae-score")
+        return self._worker.submit(self.scorer.score, x, False)
+
+    def close(self) -> None:
+        """Stop the scoring worker thread, if one was started."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
     def process(self, readings: Sequence[Reading], now: float | None = None) -> BatchResult:
         result = BatchResult()
         done: list[Window] = []
         push, add_done = self.assembler.push, done.extend
+        # A big batch: its first half goes to the worker as soon as it is assembled.
+        half = len(readings) // 2 if self.overlap and len(readings) >= self.overlap else 0
+        parts: list[tuple[npt.NDArray[np.float32], Any]] = []  # (windows' values, scores or a Future)
         for i, r in enumerate(readings):
             try:
                 add_done(push(r.entity, r.ts, r.values))
             except RecordError as e:
                 result.rejected.append((i, e))
+            if half and len(done) >= half:
+                x0 = np.stack([w.values for w in done])
+                parts.append((x0, self._score_async(x0)))
+                half = 0
         if not done:
             return result
-        x = np.stack([w.values for w in done])
+        n0 = len(parts[0][0]) if parts else 0
+        if n0 < len(done):
+            rest = np.stack([w.values for w in done[n0:]])
+            parts.append((rest, self._score_async(rest) if parts else self.scorer.score(rest, detail=False)))
+        x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
         result.windows = x
-        out = self.scorer.score(x)
         self.windows_scored_ += len(done)
-        names, k = self.names, self.top_k
         broken = self.rules.check(x) if self.rules is not None else None
-        # Per window in Python: bound methods and appends looked up once per batch.
-        update = self.thresholds.update
+        # 1 thresholds, window by window, part by part as each part's scores arrive
+        update, get = self.thresholds.update, self.thresholds.get
+        scores: list[float] = []
+        verdicts: list[tuple[float | None, bool]] = []
+        add_verdict = verdicts.append
+        flagged_at: list[int] = []
+        j = 0
+        for _, out in parts:
+            part = (out.result() if isinstance(out, Future) else out).score.tolist()
+            scores.extend(part)
+            for s in part:
+                w = done[j]
+                if broken is not None and broken[j] is not None:
+                    # a rule flags it; like any flagged window it does not move the threshold
+                    add_verdict((get(w.entity), True))
+                else:
+                    verdict = update(w.entity, s)
+                    add_verdict(verdict)
+                    if verdict[1]:
+                        flagged_at.append(j)
+                j += 1
+        # 2 the features behind each flagged window: a second, small model call
+        shares: dict[int, npt.NDArray[np.float32]] = {}
+        if flagged_at:
+            detail = self.scorer.score(x[flagged_at]).shares
+            assert detail is not None  # asked for with detail
+            shares = dict(zip(flagged_at, detail))
+        # 3 episodes
+        names, k = self.names, self.top_k
         observe, is_open = self.episodes.observe, self.episodes.is_open
         version = self.model_version
         add_alerts, add_scored, add_normal = result.alerts.extend, result.scored.append, result.normal.append
-        for j, (w, s, sh) in enumerate(zip(done, out.score.tolist(), out.shares)):
-            rule = broken[j] if broken is not None else None
+        for j, (w, s, (thr, flagged)) in enumerate(zip(done, scores, verdicts)):
             entity = w.entity
-            if rule is None:
-                thr, flagged = update(entity, s)
-            else:  # a rule flags it; like any flagged window it does not move the threshold
-                flagged, thr = True, self.thresholds.get(entity)
+            rule = broken[j] if broken is not None else None
+            sh = shares.get(j)
             top: tuple[tuple[str, float], ...] = ()
             if rule is not None:
                 top = ((names[rule[1]], 1.0),)
-            elif flagged:
+            elif sh is not None:
                 order = np.argsort(-sh)[:k]
                 top = tuple((names[i], float(sh[i])) for i in order)
             alerts = observe(entity, w.start_ts, w.end_ts, s, thr, flagged, top, version, now,

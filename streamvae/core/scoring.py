@@ -14,15 +14,19 @@ import numpy.typing as npt
 
 class ScoreBatch(Protocol):
     score: npt.NDArray[np.float64]  # (B,) higher means more anomalous; NaN: nothing observed
-    shares: npt.NDArray[np.float32]  # (B, F) each feature's share of the window's NLL
+    shares: npt.NDArray[np.float32] | None  # (B, F) each feature's share of the window's NLL; None without detail
 
 
 class Scorer(Protocol):
-    """Scores a batch of raw windows (B, W, F) in ONE call."""
+    """Scores a batch of raw windows (B, W, F) in ONE call.
+
+    ``detail=False`` may leave ``shares`` out (None); a window's score must not depend on
+    it. The pipeline scores every window without detail and asks for the shares of its
+    flagged windows only, in a second call."""
 
     version_: str | None
 
     @property
     def names(self) -> Sequence[str]: ...
 
-    def score(self, X: npt.ArrayLike) -> ScoreBatch: ...
+    def score(self, X: npt.ArrayLike, detail: bool = True) -> ScoreBatch: ...

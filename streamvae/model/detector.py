@@ -146,16 +146,21 @@ class VAEDetector:
         return self
 
     # -- scoring ----------------------------------------------------------------
-    def score(self, X: npt.ArrayLike) -> ScoreOutput:
+    def score(self, X: npt.ArrayLike, detail: bool = True) -> ScoreOutput:
         """-log reconstruction probability per window (higher = more anomalous), the
-        per-feature shares of the NLL, and the plain-MSE ablation score."""
+        per-feature shares of the NLL, and the plain-MSE ablation score.
+
+        ``detail=False``: the score alone (``shares`` and ``mse`` None), ~10-15% cheaper;
+        each window's score is the same either way."""
         scaler, scorer = self._fitted()
         x = self._windows(X)
         if len(x) == 0:
             f = self.config.n_features
-            return ScoreOutput(np.empty(0), np.empty((0, f), np.float32), np.empty(0))
+            return ScoreOutput(np.empty(0), np.empty((0, f), np.float32) if detail else None, np.empty(0) if detail else None)
         flat = scaler.transform(x).reshape(len(x), -1)
-        parts = [scorer(flat[i : i + SCORE_CHUNK]) for i in range(0, len(flat), SCORE_CHUNK)]
+        parts = [scorer(flat[i : i + SCORE_CHUNK], detail) for i in range(0, len(flat), SCORE_CHUNK)]
+        if not detail:
+            return ScoreOutput(np.concatenate([p.score for p in parts]), None, None)
         return ScoreOutput(
             np.concatenate([p.score for p in parts]),
             np.concatenate([p.shares for p in parts]),
@@ -165,7 +170,7 @@ class VAEDetector:
     def score_samples(self, X: npt.ArrayLike) -> np.ndarray:
         """-log reconstruction probability, (M,). HIGHER means MORE anomalous (unlike
         scikit-learn's outlier detectors, whose score_samples point the other way)."""
-        return self.score(X).score
+        return self.score(X, detail=False).score
 
     def predict(self, X: npt.ArrayLike, threshold: float | None = None) -> np.ndarray:
         """1 where the score exceeds ``threshold`` (default ``threshold_``), else 0."""

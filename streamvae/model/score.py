@@ -46,11 +46,13 @@ class GraphScorer:
         self.jit = jit
         spec = [tf.TensorSpec([None, cfg.input_dim], tf.float32)]
         self._full = tf.function(self._score_graph, input_signature=spec, jit_compile=jit)
+        self._lean = tf.function(self._score_lean, input_signature=spec, jit_compile=jit)
         self._mean = tf.function(self._decode_mean, input_signature=spec, jit_compile=jit)
 
-    def _score_graph(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _log_px(self, x: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """log p(x_obs | z_l) for the L samples, (L, B), and what the extras reuse."""
         cfg = self.vae.cfg
-        L, D, F = self.n_samples, cfg.input_dim, cfg.n_features
+        L, D = self.n_samples, cfg.input_dim
         x0, maskf, inp = encoder_input(x)
         mu, lv = self.vae.encoder(inp, training=False)
         b = tf.shape(x)[0]
@@ -66,10 +68,25 @@ class GraphScorer:
         log_var_obs = tf.einsum("lbd,bd->lb", tf.math.log(var), maskf)
         n_obs = tf.reduce_sum(maskf, axis=1)
         lp = -0.5 * (LOG_2PI * n_obs[None] + log_var_obs) - tf.reduce_sum(sq, axis=2)  # (L, B) log p(x_obs | z_l)
-        log_mean = tf.reduce_logsumexp(lp, axis=0) - math.log(L)
+        return lp, sq, n_obs, x0, maskf, mu
+
+    def _score_of(self, lp: tf.Tensor, n_obs: tf.Tensor) -> tf.Tensor:
+        D = self.vae.cfg.input_dim
+        log_mean = tf.reduce_logsumexp(lp, axis=0) - math.log(self.n_samples)
         # Rescale to the full window's dimension count so a window with a dead sensor
         # stays on the threshold's scale (equal to -log p when nothing is missing).
-        score = tf.where(n_obs > 0, -log_mean * D / tf.maximum(n_obs, 1.0), np.nan)
+        return tf.where(n_obs > 0, -log_mean * D / tf.maximum(n_obs, 1.0), np.nan)
+
+    def _score_lean(self, x: tf.Tensor) -> tf.Tensor:
+        lp, _, n_obs, _, _, _ = self._log_px(x)
+        return self._score_of(lp, n_obs)
+
+    def _score_graph(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        cfg = self.vae.cfg
+        D, F = cfg.input_dim, cfg.n_features
+        lp, sq, n_obs, x0, maskf, mu = self._log_px(x)
+        score = self._score_of(lp, n_obs)
+        b = tf.shape(x)[0]
         # Attribution: the data-dependent part of each cell's NLL, 0.5 * ((x - mean) / sigma)^2,
         # averaged over samples with their posterior weights softmax_l(log p(x|z_l)). The
         # constant part (log sigma) has no natural zero, so it is left out of the shares.
@@ -88,8 +105,12 @@ class GraphScorer:
         m, _ = self.vae.decoder(mu, training=False)
         return m
 
-    def __call__(self, x: np.ndarray) -> ScoreOutput:
+    def __call__(self, x: np.ndarray, detail: bool = True) -> ScoreOutput:
         """Score flattened scaled windows (B, W*F); one graph call.
+
+        ``detail=False`` computes the score alone (``shares`` and ``mse`` are None): the
+        attribution pass and the ablation's extra decoder pass cost ~10-15% of a call,
+        and a live feed needs the shares of its flagged windows only.
 
         With ``jit`` (XLA) the batch is padded (NaN rows) up to the next power of two: an
         XLA graph is specialised to its batch size, and a live feed's poll sizes vary, so
@@ -101,6 +122,9 @@ class GraphScorer:
         if size != b:
             pad = np.full((size - b, x.shape[1]), np.nan, dtype=np.float32)
             x = np.concatenate([np.asarray(x, dtype=np.float32), pad])
+        if not detail:
+            s = self._lean(tf.convert_to_tensor(x, tf.float32))
+            return ScoreOutput(s.numpy()[:b].astype(np.float64), None, None)
         s, sh, mse = self._full(tf.convert_to_tensor(x, tf.float32))
         return ScoreOutput(s.numpy()[:b].astype(np.float64), sh.numpy()[:b], mse.numpy()[:b].astype(np.float64))
 
@@ -109,10 +133,12 @@ class GraphScorer:
         d = self.vae.cfg.input_dim
         if not self.jit:
             self._full(tf.zeros((1, d), tf.float32))
+            self._lean(tf.zeros((1, d), tf.float32))
             return
         size = 1
         while size <= bucket(max_batch):
             self._full(tf.zeros((size, d), tf.float32))
+            self._lean(tf.zeros((size, d), tf.float32))
             size *= 2
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:

@@ -323,10 +323,12 @@ class ScoreOutput:
 
     score : (B,) -log reconstruction probability (higher = more anomalous); NaN when the
         window has no observed cell.
-    shares : (B, F) each feature's share of the window's data-dependent NLL (rows sum to 1).
-    mse : (B,) mean squared error of the decoder mean at z = mu (the ablation score).
+    shares : (B, F) each feature's share of the window's data-dependent NLL (rows sum to 1);
+        None when scored with ``detail=False``.
+    mse : (B,) mean squared error of the decoder mean at z = mu (the ablation score); None
+        when scored with ``detail=False``.
     """
 
     score: np.ndarray
-    shares: np.ndarray
-    mse: np.ndarray = field(default_factory=lambda: np.empty(0))
+    shares: np.ndarray | None
+    mse: np.ndarray | None = field(default_factory=lambda: np.empty(0))
