@@ -70,6 +70,9 @@ class GroupConfig:
     id: str = _spec("streamvae", _str, "a consumer group id")
     max_poll_records: int = _spec(2000, _pos_int, "an int >= 1")
     poll_timeout_ms: int = _spec(200, _pos_int, "an int >= 1")
+    # Offsets are committed at most this often while records keep coming (and at once
+    # when a poll comes back empty, on revocation and at shutdown); 0 commits every batch.
+    commit_interval_ms: int = _spec(1000, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0 (ms)")
     session_timeout_ms: int = _spec(10_000, lambda v: _pos_int(v) and v >= 1000, "an int >= 1000")
     max_poll_interval_ms: int = _spec(300_000, lambda v: _pos_int(v) and v >= 10_000, "an int >= 10000")
     auto_offset_reset: str = _spec("earliest", lambda v: v in ("earliest", "latest"), "earliest or latest")

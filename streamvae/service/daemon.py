@@ -284,6 +284,22 @@ class HotSwap:
         return job.det
 
 
+def settle_gc() -> None:
+    """Garbage collection for the batch loop; call once start-up is done.
+
+    Take what start-up left (TensorFlow, Keras, the model: ~340k objects) out of the
+    collector's reach: every full collection scanned them all, a ~180 ms stop every few
+    polls while a backlog drains (8 in 200k records, scripts/bench_e2e.py); later
+    collections see only what the loop keeps. And collect the young generation every
+    50,000 allocations instead of 700: a batch makes ~3 short-lived objects per record
+    (reading, window, scored window), none in a cycle, and each early collection walked
+    them while they were still in use (offline pipeline ~2% faster, same script).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class Daemon:
     """The consumer daemon; ``run()`` returns 0 after a clean shutdown."""
 
@@ -307,6 +323,7 @@ class Daemon:
         self.consumer: Any = None
         self.last_batch_at = time.time()
         self.last_saved = time.monotonic()
+        self.last_commit = 0.0  # monotonic time of the last commit attempt
         self.metrics.set("model_info", 1, version=self.pipeline.model_version)
         self.swapper: HotSwap | None = None
         if is_registry(cfg.model.path):
@@ -435,12 +452,7 @@ class Daemon:
             ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self)
         log.info("consuming %s as group %s; model %s", cfg.topics.input, cfg.group.id, self.pipeline.model_version)
-        # Take what start-up left (TensorFlow, Keras, the model: ~340k objects) out of the
-        # garbage collector's reach. Every full collection scanned them all: a ~180 ms stop
-        # every few polls while a backlog drains (8 in 200k records, scripts/bench_e2e.py);
-        # later collections see only what the loop keeps.
-        gc.collect()
-        gc.freeze()
+        settle_gc()
         backoff = 0.5
         try:
             while not self.stop_event.is_set():
@@ -468,6 +480,7 @@ class Daemon:
             if self.retrainer is not None:
                 self.retrainer.close()
             self.save_thresholds()
+            self.pipeline.close()
             try:
                 self._commit_pending(consumer)
             except Exception as e:  # never let a last commit attempt hide the shutdown
@@ -571,7 +584,8 @@ class Daemon:
             self.scored_to[tp] = max(self.scored_to.get(tp, -1), nxt)
             pos = self.offsets.position(tp, nxt)
             self.pending[tp] = OffsetAndMetadata(pos, encode_metadata(self.scored_to[tp]), -1)
-        self._commit_pending(consumer)
+        if time.monotonic() - self.last_commit >= cfg.group.commit_interval_ms / 1000.0:
+            self._commit_pending(consumer)
         dt = time.perf_counter() - t0
         self.last_batch_at = time.time()
         m.inc("records_total", n_records)
@@ -585,14 +599,21 @@ class Daemon:
 
     def _commit_pending(self, consumer: Any, wait: bool = True) -> None:
         """Commit every delivered position not yet committed (a commit that failed stays
-        pending and goes again with the next batch).
+        pending and goes again later).
 
-        Synchronous: an asynchronous commit (one in flight, its answer in a later poll)
-        was tried to take the commit round trip off the batch loop, and showed no gain in
-        produce -> score latency (scripts/bench_e2e.py, same machine: p99 234 ms against
-        214 ms synchronous at 5,900 records/s), so the simpler order stays."""
+        Called after a batch at most every ``group.commit_interval_ms`` (1 s by default),
+        when a poll comes back empty, on revocation and at shutdown. A commit per batch
+        put a synchronous round trip to the group coordinator into every batch: with the
+        batch that follows waiting behind it, produce -> score latency at half load went
+        from p50 51 / p99 129 ms to p50 23 / p99 72 ms without it (one run each, 5,900/s).
+        Delivery is unchanged: a position is committed only after the alerts and dead
+        letters of the records before it were acknowledged; after a crash up to one
+        interval of records is read again, and the alerts it gives again are dropped by
+        their ids (``_load_published``). An asynchronous commit in the loop was tried
+        too and showed no gain."""
         if not self.pending:
             return
+        self.last_commit = time.monotonic()
         commits = dict(self.pending)
         try:
             consumer.commit(commits, timeout_ms=COMMIT_TIMEOUT_MS)
