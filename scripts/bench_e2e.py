@@ -19,7 +19,9 @@ on correlated sinusoids + noise), measures:
                         (acks=all), commit. Timed from daemon-ready (/healthz answers) to the
                         moment the committed ``scored_to`` metadata of every partition reaches
                         the end offsets (group offsets polled every 0.2 s);
-(d) model_only_per_s    ``VAEDetector.score`` alone on the very windows (b) scores, batch by
+(d) model_only_per_s    ``VAEDetector.score(x, detail=False)`` alone (the pipeline's one call
+                        per batch: scores only, shares are asked for flagged windows
+                        apart) on the very windows (b) scores, batch by
                         batch (the arrays one poll-sized batch completed: max_poll_records
                         windows once the entities are warm, stride 1), each scored again right
                         after (b) processed it and timed apart, so both see the same load,
@@ -29,13 +31,17 @@ on correlated sinusoids + noise), measures:
                         entity has W readings: 196,900 windows for 200,000 records);
 (e) latency             a fresh topic and group, the daemon started, then records produced
                         at a fixed rate of 0.5 x e2e_per_s for --latency-seconds (after
-                        --latency-warmup s, left out) by ``make_producer`` (the project's
-                        producer: acks=all, linger 5 ms) in its own small process;
-                        p50/p99 of produce -> score.
+                        --latency-warmup s, left out) by a load generator in its own
+                        process (--load-generator): by default the Java Kafka client
+                        (scripts/loadgen/PacedProducer.java, compiled here against the
+                        broker's jars), else kafka-python's producer built by
+                        ``make_producer``; both acks=all, linger 5 ms, one request in
+                        flight; p50/p99 of produce -> score.
 
 (a) and (c) include the consumer's start and group join, as the brief defines them; the
 table also shows both rates counted from the first batch ("steady"). (b) and (d) run in
-this process after ``gc.freeze()``, as ``Daemon.run`` does before its loop.
+this process after ``settle_gc()`` (gc.freeze and the young generation's threshold), as
+``Daemon.run`` does before its loop.
 
 How (e) is measured. The daemon exposes nothing per record, and a produce -> committed-
 offset poll only bounds the score time from above (it adds the alert flush, the commit
@@ -48,15 +54,17 @@ returns (alerts acknowledged, offsets committed), and each record's two stamps: 
 ``sent_us`` the producer sets to the wall clock (microseconds) at ``send()``, and the
 record timestamp, the broker's append time (the topic is LogAppendTime; whole ms). All
 processes share one clock. So per record: produce -> score = t(process returned) -
-t(send); produce -> committed = t(handle returned) - t(send), the bound the commit-poll
-method approaches with an infinitely fast poll; produce -> poll returned = producer,
+t(send); produce -> committed = t(handle returned) - t(send) (the daemon commits offsets at
+most every group.commit_interval_ms, so this is when the batch was done, its alerts
+acknowledged, not when its offsets were committed); produce -> poll returned = producer,
 broker, fetch, and waiting for the daemon to finish the batch before; produce -> broker
 append = the producer's share (linger 5 ms, one request in flight). The shim adds one
 list comprehension per poll.
 
 Everything shares the machine's cores: the broker JVM, the daemon, and in (e) also the
-load generator (kafka-python's producer costs ~0.3 of a core at these rates); the table
-shows each one's CPU share during (e).
+load generator, which stands in for the plant's producers (on other machines in
+production). kafka-python's producer costs ~0.4 of a core at ~6,000 records/s here, the
+Java client ~0.17; the table shows each one's CPU share during (e).
 
 Prints a table, then one JSON line (last) with raw_consume_per_s, model_only_per_s,
 offline_per_s, e2e_per_s, ratio_offline_model, ratio_e2e_offline, p50_latency_ms,
@@ -69,13 +77,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gc
 import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -395,32 +403,40 @@ def measure_raw_consume(cfg: Config, n_records: int) -> dict[str, float]:
 
 def load_detector(cfg: Config) -> Any:
     from streamvae.model import configure_threads
+    from streamvae.service.daemon import settle_gc
 
     configure_threads(1)  # as `streamvae run` does
     from streamvae.model.artifact import load, resolve
 
     det = load(resolve(cfg.model.path)).warmup(cfg.group.max_poll_records)
-    gc.collect()  # as Daemon.run does before its loop
-    gc.freeze()
+    settle_gc()  # as Daemon.run does before its loop
     return det
 
 
 class _LastBatch:
-    """The detector as the pipeline's scorer, keeping the last batch of windows it scored."""
+    """The detector as the pipeline's scorer, keeping the windows of the last batch it
+    scored (a big batch comes in two calls, see ``StreamPipeline``; the calls with
+    ``detail``, for the shares of flagged windows, are not the batch's scoring)."""
 
     def __init__(self, det: Any) -> None:
-        self.det, self.names, self.version_, self.last = det, det.names, det.version_, None
+        self.det, self.names, self.version_, self.parts = det, det.names, det.version_, []
 
-    def score(self, x: Any) -> Any:
-        self.last = x
-        return self.det.score(x)
+    def score(self, x: Any, detail: bool = True) -> Any:
+        if not detail:
+            self.parts.append(x)
+        return self.det.score(x, detail)
+
+    def take(self) -> Any:
+        parts, self.parts = self.parts, []
+        return None if not parts else parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def measure_offline(cfg: Config, det: Any, keys: list[bytes], values: list[bytes]) -> dict[str, Any]:
     """Decode (as Daemon._decode) + StreamPipeline.process per batch of max_poll_records.
 
-    Interleaved with it, (d): after each batch, ``det.score`` again on the very windows that
-    batch completed (same arrays, same batch size), timed apart: the model-only rate under
+    Interleaved with it, (d): after each batch, ``det.score(x, detail=False)`` again on the
+    very windows that batch completed, in one call of the batch's size (the pipeline splits
+    a big batch in two calls overlapped with its own work), timed apart: the model-only rate under
     the same conditions (load, heap, cache) as the pipeline's, batch by batch."""
     from streamvae.core.records import RecordDecoder
     from streamvae.errors import RecordError
@@ -452,10 +468,10 @@ def measure_offline(cfg: Config, det: Any, keys: list[bytes], values: list[bytes
         n_windows += len(res.scored)
         n_alerts += len(res.alerts)
         n_rejected += len(res.rejected)
-        if last.last is not None:
-            x, last.last = last.last, None
+        x = last.take()
+        if x is not None:
             td = time.perf_counter()
-            det.score(x)
+            det.score(x, detail=False)
             t_model += time.perf_counter() - td
             model_windows += len(x)
     dt = t_decode + t_process
@@ -465,7 +481,7 @@ def measure_offline(cfg: Config, det: Any, keys: list[bytes], values: list[bytes
 
 
 def measure_model_only(det: Any, data: np.ndarray, batch: int, seconds: float, n_batches: int = 10) -> dict[str, float]:
-    """``det.score`` on the windows the pipeline scores, in the pipeline's order, cycling
+    """``det.score(x, detail=False)`` (the call the pipeline makes per batch) on the windows the pipeline scores, in the pipeline's order, cycling
     through ``n_batches`` distinct batches (one array reused would sit warm in the cache)."""
     from streamvae.core.windows import sliding_windows
 
@@ -477,14 +493,14 @@ def measure_model_only(det: Any, data: np.ndarray, batch: int, seconds: float, n
     flat = np.stack([wins[e][k] for e, k in order])
     batches = [flat[i:i + batch] for i in range(0, len(flat) - batch + 1, batch)] or [flat]
     for x in batches[:2]:
-        det.score(x)
+        det.score(x, detail=False)
     n = 0
     lat = []
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds or n < 5:
         x = batches[n % len(batches)]
         ta = time.perf_counter()
-        det.score(x)
+        det.score(x, detail=False)
         lat.append(time.perf_counter() - ta)
         n += len(x)
     dt = time.perf_counter() - t0
@@ -530,31 +546,41 @@ def measure_e2e(cfg_path: Path, topics: Topics, group: str, n_records: int, log:
     }
 
 
-def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, n_entities: int) -> None:
-    """Produce ``rate`` records/s for ``seconds`` with ``make_producer`` (the project's producer:
-    acks=all, linger 5 ms); each record's Kafka timestamp is the wall clock at ``send()``.
-    Runs in its own small process (no TensorFlow, no big heap: a garbage collection of the
-    benchmark's heap would stall the producer's sender thread and show up as latency).
-    Prints one JSON line: wall-clock start, records sent, seconds taken."""
-    from streamvae.config import KafkaConfig
-
+def paced_messages(partitions: list[int], rate: float, seconds: float, n_entities: int) -> list[tuple[bytes, int, bytes]]:
+    """The (key, partition, value) of every record of the paced run, in sending order:
+    entity j % n_entities sends its reading j // n_entities + 1 (reading 0 primed the
+    windows); each key's partition is the one kafka-python's DefaultPartitioner picks."""
     from kafka.partitioner.default import murmur2
 
-    prod = make_producer(KafkaConfig(bootstrap_servers=bootstrap, client_id="streamvae-bench-producer"))
     total = int(rate * seconds)
     per = total // n_entities + 2
     rng = np.random.default_rng(7)
     data = np.round(np.stack([series(per, rng) for _ in range(n_entities)]), 4).tolist()
     names = [entity_name(e) for e in range(n_entities)]
     keys = [n.encode() for n in names]
-    # The messages, and each key's partition (what the key partitioner picks), made before
-    # the clock starts: this process shares the 2 cores with the broker and the daemon.
-    parts = sorted(prod.partitions_for(topic))
-    part_of = [parts[(murmur2(k) & 0x7FFFFFFF) % len(parts)] for k in keys]  # kafka-python's DefaultPartitioner
+    parts = sorted(partitions)
+    part_of = [parts[(murmur2(k) & 0x7FFFFFFF) % len(parts)] for k in keys]
     msgs = []
     for j in range(total):
-        e, k = j % n_entities, j // n_entities + 1  # event time T0 was the priming reading
+        e, k = j % n_entities, j // n_entities + 1
         msgs.append((keys[e], part_of[e], orjson.dumps({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, data[e][k]))})))
+    return msgs
+
+
+def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, n_entities: int) -> None:
+    """``--load-generator python``: produce ``rate`` records/s for ``seconds`` with
+    ``make_producer`` (the project's producer: acks=all, linger 5 ms), each record with a
+    ``sent_us`` header (wall clock at ``send()``). Runs in its own small process (no
+    TensorFlow, no big heap: a garbage collection of the benchmark's heap would stall the
+    producer's sender thread and show up as latency). Prints one JSON line: wall-clock
+    start, records sent, seconds taken, CPU seconds."""
+    from streamvae.config import KafkaConfig
+
+    prod = make_producer(KafkaConfig(bootstrap_servers=bootstrap, client_id="streamvae-bench-producer"))
+    # The messages are made before the clock starts: this process shares the 2 cores
+    # with the broker and the daemon.
+    msgs = paced_messages(list(prod.partitions_for(topic)), rate, seconds, n_entities)
+    total = len(msgs)
     sent = 0
     cpu0 = time.process_time()
     t_start_wall = time.time()
@@ -571,6 +597,23 @@ def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, n_ent
     prod.flush(30)
     prod.close(10)
     print(json.dumps({"t_start_wall": t_start_wall, "sent": sent, "seconds": took, "cpu_s": cpu}))
+
+
+def java_load_generator(work: Path) -> list[str]:
+    """Compile scripts/loadgen/PacedProducer.java against the Kafka jars the local broker
+    runs from (fetched once into the cache by deploy/kafka/broker.py); the command that
+    runs it."""
+    libs = load_broker_module().fetch_jars()
+    out = work / "loadgen"
+    out.mkdir(exist_ok=True)
+    cp = f"{libs}/*"
+    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(ROOT / "scripts" / "loadgen" / "PacedProducer.java")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"javac failed:\n{r.stderr[-3000:]}")
+    # a small heap, the serial collector and the C1 compiler only: the generator should
+    # take as little of the 2 cores as it can
+    return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{out}{os.pathsep}{cp}", "PacedProducer"]
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -631,8 +674,16 @@ class OtherLoad:
 
 
 def measure_latency(cfg_path: Path, topics: Topics, group: str, rate: float, seconds: float, warmup: float,
-                    n_entities: int, work: Path, log: Path, broker_pid: int | None = None) -> dict[str, Any]:
+                    n_entities: int, work: Path, log: Path, broker_pid: int | None = None,
+                    java: list[str] | None = None) -> dict[str, Any]:
+    """(e); ``java``: the Java load generator's command (see ``java_load_generator``), else
+    kafka-python's producer (``paced_produce``) sends the records."""
     out = work / f"latency-{uuid.uuid4().hex[:6]}.json"
+    if java is not None:  # the messages, written before the daemon starts
+        msg_file = work / "paced-messages.bin"
+        with open(msg_file, "wb") as fh:
+            for key, part, value in paced_messages(list(range(topics.partitions)), rate, seconds + warmup, n_entities):
+                fh.write(struct.pack(">ii", part, len(key)) + key + struct.pack(">i", len(value)) + value)
     d = DaemonProc([sys.executable, "-c", _SHIM, str(out), str(cfg_path)], log)
     adm = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
     try:
@@ -654,9 +705,13 @@ def measure_latency(cfg_path: Path, topics: Topics, group: str, rate: float, sec
             time.sleep(0.05)
         code = ("import sys; sys.path.insert(0, sys.argv[1]); import bench_e2e as b; "
                 "b.paced_produce(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))")
+        if java is not None:
+            cmd = [*java, topics.bootstrap, topics.input, str(rate), str(msg_file)]
+        else:
+            cmd = [sys.executable, "-c", code, str(ROOT / "scripts"), topics.bootstrap, topics.input, str(rate),
+                   str(seconds + warmup), str(n_entities)]
         cpu0 = (cpu_seconds(d.proc.pid), cpu_seconds(broker_pid), time.perf_counter())
-        r = subprocess.run([sys.executable, "-c", code, str(ROOT / "scripts"), topics.bootstrap, topics.input, str(rate),
-                            str(seconds + warmup), str(n_entities)], capture_output=True, text=True, timeout=seconds + warmup + 120)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 120)
         if r.returncode != 0:
             raise RuntimeError(f"paced producer failed:\n{r.stderr[-3000:]}")
         cpu1 = (cpu_seconds(d.proc.pid), cpu_seconds(broker_pid), time.perf_counter())
@@ -723,6 +778,9 @@ def main() -> None:
     ap.add_argument("--latency-warmup", type=float, default=10.0,
                     help="seconds of (e) produced but left out at the start (windows filling, the broker JVM warming up)")
     ap.add_argument("--latency-rate", type=float, default=None, help="records/s for (e) (default 0.5 x e2e_per_s)")
+    ap.add_argument("--load-generator", choices=("java", "python"), default="java",
+                    help="who sends (e)'s records: the Java Kafka client (default; the plant's producers run "
+                         "elsewhere, and this one takes little of the 2 cores) or kafka-python's producer")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
 
@@ -790,9 +848,11 @@ def main() -> None:
             lt = Topics(bootstrap, args.partitions, "lat", append_time=True)
             lgroup = f"bench-lat-{uuid.uuid4().hex[:8]}"
             lcfg = lt.config(work / "lat.toml", model, lgroup, bs)
+            java = java_load_generator(work) if args.load_generator == "java" else None
             other.start()
             lat = measure_latency(lcfg, lt, lgroup, rate, args.latency_seconds, args.latency_warmup, args.entities,
-                                  work, work / "daemon-lat.log", broker_pid=broker.pid if broker is not None else None)
+                                  work, work / "daemon-lat.log", broker_pid=broker.pid if broker is not None else None,
+                                  java=java)
             other.stop("e")
     except BaseException:
         print(f"bench_e2e failed; daemon logs and configs kept in {work}", file=sys.stderr)
