@@ -22,15 +22,20 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamvae import __version__
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ArtifactError, ConfigError, NotFittedError
-from streamvae.model.detector import VAEDetector
-from streamvae.model.vae import VAE, VAEConfig
+
+if TYPE_CHECKING:
+    from streamvae.model.detector import VAEDetector
+
+# The detector and the network (TensorFlow) are imported by save() and load() alone:
+# verify() and read_manifest() serve `streamvae models list | show | promote | rollback`,
+# which then start in well under a second instead of ~10 s (TensorFlow's import).
 
 FORMAT = "streamvae-vae/1"
 FILES = ("manifest.json", "weights.npz", "scaler.npz", "heldout.npy")
@@ -51,7 +56,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save(det: VAEDetector, out: str | Path, version: str | None = None) -> Path:
+def save(det: "VAEDetector", out: str | Path, version: str | None = None) -> Path:
     """Write ``det`` to the directory ``out`` atomically; return its path.
 
     Everything is written to a temporary sibling, checksummed, then moved into place
@@ -143,8 +148,11 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
         raise ArtifactError(f"cannot read {path}: {e}") from e
 
 
-def load(path: str | Path) -> VAEDetector:
+def load(path: str | Path) -> "VAEDetector":
     """Load a verified artifact into a ready-to-score :class:`VAEDetector`."""
+    from streamvae.model.detector import VAEDetector
+    from streamvae.model.vae import VAE, VAEConfig
+
     p = Path(path)
     manifest = read_manifest(p)
     try:

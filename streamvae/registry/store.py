@@ -12,8 +12,9 @@ CURRENT. ``rollback()`` returns to the version that was CURRENT before the last
 promotion still in force; a second rollback goes one step further back. The history is
 a stack rebuilt from HISTORY: a promotion pushes the version it replaced, a rollback pops.
 
-``streamvae.model.artifact`` is imported inside the methods that need it: it imports
-TensorFlow (about 8 s on the 2-core dev machine), and ``list`` / ``show`` only read JSON.
+``streamvae.model.artifact`` is imported inside the methods that need it; it imports
+TensorFlow (about 8 s on the 2-core dev machine) only to load or save a model, and
+``list`` / ``show`` / ``promote`` / ``rollback`` only read JSON and checksums.
 
 Examples
 --------
@@ -182,7 +183,7 @@ class Registry:
 
     def verify(self, version: str) -> dict[str, Any]:
         """Check every file of ``version`` against its checksums; its manifest, or ArtifactError."""
-        from streamvae.model import artifact  # imports TensorFlow: see the module docstring
+        from streamvae.model import artifact  # TensorFlow-free until a model is loaded or saved
 
         m = artifact.read_manifest(self.path(version))
         if m.get("version") != version:
@@ -209,7 +210,7 @@ class Registry:
         a new id gets that id in its manifest (and fresh checksums), so the directory
         name and the version the daemon reports always agree. Adding does not promote.
         """
-        from streamvae.model import artifact  # imports TensorFlow: see the module docstring
+        from streamvae.model import artifact  # TensorFlow-free until a model is loaded or saved
 
         with self._locked():
             if isinstance(source, (str, Path)):
