@@ -125,11 +125,12 @@ def settle(d: DaemonProc, reg: Registry, timeout: float) -> str:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5's drift target is NOT met yet (measured 2026-11-23, last run): the daemon retrains and swaps by "
-    "itself (first swap 21 s wall / 630 s plant time into the drift); after the swap recall is 13/20 = 0.65 (target "
-    ">= 0.9) and 1.40 false episodes per entity-hour (target <= 1.0) as this test counts them: all 8 are episodes "
-    "the stale model opened during the drift, alive into the after part until the swapped model's first window "
-    "closed them; none opened after the swap. Earlier runs this session: 0/20 and 2/20 recall.",
+    reason="issue 5's drift target is NOT met yet (measured 2026-11-23): the daemon retrains and swaps by itself "
+    "(first swap ~21 s wall / ~630 s plant time into the drift), but after the swap recall varies widely between "
+    "runs of the same code, 13/20 and 1/20 (target >= 18/20), with 1.40 false episodes per entity-hour as this test "
+    "counts them (target <= 1.0): all 8 opened by a stale model during the drift and still alive in the after part. "
+    "Tried and not kept: recalibrating on the new model's held-out windows only (7/20, 1.57 with 9 new plant-wide "
+    "false alarms) and, with it, a shuffled early-stopping split (9/20, 2.10).",
 )
 def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, plant_model: Path, tmp_path: Path,  # noqa: F811
                                                                  daemons: list[DaemonProc],  # noqa: F811
