@@ -879,7 +879,7 @@ def main() -> None:
     print("-" * 120)
     print(f"{'(a) raw consume (make_consumer, poll, no processing)':<54} {raw['per_s']:>11,.0f} {raw['seconds']:>8.2f} {ol['a']:>6.2f}  "
           f"steady {raw['steady_per_s']:,.0f}/s after 1st poll; {raw['mean_poll']:.0f} recs/poll; {raw['mb_per_s']:.1f} MB/s")
-    print(f"{'(d) model only (VAEDetector.score, same windows as (b))':<54} {mo['per_s']:>11,.0f} {mo['seconds']:>8.2f} "
+    print(f"{'(d) model only (score, no detail; windows of (b))':<54} {mo['per_s']:>11,.0f} {mo['seconds']:>8.2f} "
           f"{ol['b']:>6.2f}  interleaved with (b), per poll batch; alone, {bs}-window batches before/after (b): "
           f"{mo_before['per_s']:,.0f} / {mo_after['per_s']:,.0f} ({mo_before['ms_per_batch']:.0f} ms per batch)")
     print(f"{'(b) offline: orjson + RecordDecoder + StreamPipeline':<54} {off['per_s']:>11,.0f} {off['seconds']:>8.2f} {ol['b']:>6.2f}  "

@@ -134,7 +134,7 @@ class StreamPipeline:
     episodes : an :class:`EpisodeTracker`.
     assembler : a :class:`WindowAssembler` matching the model's window settings.
     top_k : features named in each alert.
-    overlap : batches completing at least this many windows are scored in two calls on a
+    overlap : batches of at least this many readings are scored in two calls on a
         worker thread, overlapped with the pipeline's Python work (0: never).
     """
 
