@@ -324,6 +324,9 @@ class Daemon:
         self.last_batch_at = time.time()
         self.last_saved = time.monotonic()
         self.last_commit = 0.0  # monotonic time of the last commit attempt
+        self.commit_in_flight = False  # an asynchronous commit from the loop awaits its answer
+        self.commit_sent_at = 0.0
+        self.commit_answers: deque[tuple[dict[TopicPartition, Any], Any]] = deque()
         self.metrics.set("model_info", 1, version=self.pipeline.model_version)
         self.swapper: HotSwap | None = None
         if is_registry(cfg.model.path):
@@ -465,6 +468,7 @@ class Daemon:
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                self._apply_commit_answers()
                 if batch:
                     self.handle(consumer, producer, batch)
                 elif self.pending:
@@ -585,7 +589,7 @@ class Daemon:
             pos = self.offsets.position(tp, nxt)
             self.pending[tp] = OffsetAndMetadata(pos, encode_metadata(self.scored_to[tp]), -1)
         if time.monotonic() - self.last_commit >= cfg.group.commit_interval_ms / 1000.0:
-            self._commit_pending(consumer)
+            self._commit_pending(consumer, wait=False)
         dt = time.perf_counter() - t0
         self.last_batch_at = time.time()
         m.inc("records_total", n_records)
@@ -602,19 +606,35 @@ class Daemon:
         pending and goes again later).
 
         Called after a batch at most every ``group.commit_interval_ms`` (1 s by default),
-        when a poll comes back empty, on revocation and at shutdown. A commit per batch
-        put a synchronous round trip to the group coordinator into every batch: with the
-        batch that follows waiting behind it, produce -> score latency at half load went
-        from p50 51 / p99 129 ms to p50 23 / p99 72 ms without it (one run each, 5,900/s).
-        Delivery is unchanged: a position is committed only after the alerts and dead
-        letters of the records before it were acknowledged; after a crash up to one
-        interval of records is read again, and the alerts it gives again are dropped by
-        their ids (``_load_published``). An asynchronous commit in the loop was tried
-        too and showed no gain."""
+        when a poll comes back empty, on revocation and at shutdown. Delivery does not
+        depend on how: a position is committed only after the alerts and dead letters of
+        the records before it were acknowledged; after a crash up to one interval of
+        records is read again, and the alerts it gives again are dropped by their ids
+        (``_load_published``).
+
+        After a batch (``wait=False``) the commit is asynchronous, one in flight at a
+        time: its answer comes back through a later ``poll`` and is applied by the loop
+        (:meth:`_apply_commit_answers`). A synchronous commit stalled the loop for its
+        round trip to the group coordinator, usually ~4 ms but now and then 50-70 ms
+        (scripts/bench_e2e.py (e)), and every record arriving meanwhile waited for it.
+        (Before the interval, one commit per batch: produce -> score p50 51 / p99 129 ms
+        at 5,900 records/s; with it, 23 / 72 ms, one run each.) On an empty poll and at
+        shutdown the commit waits."""
+        self._apply_commit_answers()
         if not self.pending:
             return
         self.last_commit = time.monotonic()
         commits = dict(self.pending)
+        if not wait:
+            if self.commit_in_flight and self.last_commit - self.commit_sent_at < 2 * COMMIT_TIMEOUT_MS / 1000:
+                return  # the newer positions go with the next commit
+            self.commit_in_flight = True
+            self.commit_sent_at = self.last_commit
+            try:
+                consumer.commit_async(commits, callback=self._commit_answered)
+            except KafkaError as e:
+                self._commit_answered(commits, e)
+            return
         try:
             consumer.commit(commits, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as e:
@@ -622,6 +642,20 @@ class Daemon:
             log.warning("commit failed (%r); retrying with the next batch", e)
             return
         self._committed(commits)
+
+    def _commit_answered(self, commits: dict[TopicPartition, Any], response: Any) -> None:
+        # kafka-python calls this on its IO thread: hand the answer to the loop
+        self.commit_answers.append((commits, response))
+
+    def _apply_commit_answers(self) -> None:
+        while self.commit_answers:
+            commits, response = self.commit_answers.popleft()
+            self.commit_in_flight = False
+            if isinstance(response, BaseException):
+                self.metrics.inc("commit_failures_total")
+                log.warning("commit failed (%r); retrying with the next batch", response)
+            else:
+                self._committed(commits)
 
     def _revoked_committed(self, commits: dict[TopicPartition, Any], response: Any) -> None:
         if isinstance(response, BaseException):
@@ -631,7 +665,8 @@ class Daemon:
 
     def _committed(self, commits: dict[TopicPartition, Any]) -> None:
         for tp, om in commits.items():
-            self.committed[tp] = om.offset
+            # an asynchronous answer may come after a newer synchronous commit
+            self.committed[tp] = max(om.offset, self.committed.get(tp, om.offset))
             if self.pending.get(tp) is om:
                 del self.pending[tp]
 
