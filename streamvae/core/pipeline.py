@@ -12,12 +12,14 @@ entity's threshold tracker and the episode state machine.
 The model is called without detail (scores only); the features behind each flagged
 window come from a second call on the flagged windows alone.
 
-A big batch (``overlap`` or more readings) is scored in two model calls instead, on a
-worker thread: the first half is scored while the main thread assembles the second, and
-the second while the main thread checks the sensor rules and runs the first half's
-thresholds. The model releases the GIL while it computes, so part of the pipeline's own
-Python work overlaps the model's. The results are the same as with one call: a window's
-score does not depend on its batch (common random numbers, see
+A big batch (``overlap`` or more readings) is scored in several model calls instead, on
+a worker thread: each part goes to the worker as soon as it is assembled, so the model
+scores one part while the main thread assembles the next, and scores the last while the
+main thread checks the sensor rules and runs the thresholds of the parts before. The
+model releases the GIL while it computes, so most of the pipeline's own Python work
+overlaps the model's. ``readings`` may be an iterator: the daemon decodes the records of
+a poll lazily, so decoding overlaps the model too. The results are the same as with one
+call: a window's score does not depend on its batch (common random numbers, see
 streamvae/model/score.py), and everything stateful runs on the main thread in arrival
 order.
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +41,8 @@ from streamvae.core.windows import Window, WindowAssembler
 from streamvae.errors import RecordError
 
 log = logging.getLogger(__name__)
+
+FIRST_PART = 64  # windows in the first model call of a big batch, at least
 
 
 def _reduce_window(op: np.ufunc, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -134,8 +138,8 @@ class StreamPipeline:
     episodes : an :class:`EpisodeTracker`.
     assembler : a :class:`WindowAssembler` matching the model's window settings.
     top_k : features named in each alert.
-    overlap : batches of at least this many readings are scored in two calls on a
-        worker thread, overlapped with the pipeline's Python work (0: never).
+    overlap : batches of at least this many readings are scored in parts on a worker
+        thread, overlapped with the pipeline's Python work (0: never).
     """
 
     def __init__(self, scorer: Scorer, thresholds: ThresholdBank, episodes: EpisodeTracker,
@@ -177,27 +181,35 @@ class StreamPipeline:
             self._worker.shutdown(wait=True)
             self._worker = None
 
-    def process(self, readings: Sequence[Reading], now: float | None = None) -> BatchResult:
+    def process(self, readings: Iterable[Reading], now: float | None = None, size: int | None = None) -> BatchResult:
+        """Everything one batch causes. ``readings``: a sequence, or an iterator with
+        ``size``, about how many readings it will give (it decides the overlap).
+        ``result.rejected`` indexes the readings in the order they came."""
         result = BatchResult()
+        n = len(readings) if size is None else size  # type: ignore[arg-type]
         done: list[Window] = []
         push, add_done = self.assembler.push, done.extend
-        # A big batch: its first half goes to the worker as soon as it is assembled.
-        half = len(readings) // 2 if self.overlap and len(readings) >= self.overlap else 0
+        # A big batch goes to the worker in parts, each as soon as it is assembled: a small
+        # first part, so that the worker starts almost at once, then parts 4x as big as
+        # the one before (the model takes ~4x longer per window than assembling one), so
+        # that the worker never waits for the main thread.
+        cut = max(FIRST_PART, n // 16) if self.overlap and n >= self.overlap else 0
+        sent = 0  # windows handed to the worker so far
         parts: list[tuple[npt.NDArray[np.float32], Any]] = []  # (windows' values, scores or a Future)
         for i, r in enumerate(readings):
             try:
                 add_done(push(r.entity, r.ts, r.values))
             except RecordError as e:
                 result.rejected.append((i, e))
-            if half and len(done) >= half:
-                x0 = np.stack([w.values for w in done])
-                parts.append((x0, self._score_async(x0)))
-                half = 0
+            if cut and len(done) - sent >= cut:
+                xp = np.stack([w.values for w in done[sent:]])
+                parts.append((xp, self._score_async(xp)))
+                sent = len(done)
+                cut *= 4
         if not done:
             return result
-        n0 = len(parts[0][0]) if parts else 0
-        if n0 < len(done):
-            rest = np.stack([w.values for w in done[n0:]])
+        if sent < len(done):
+            rest = np.stack([w.values for w in done[sent:]])
             parts.append((rest, self._score_async(rest) if parts else self.scorer.score(rest, detail=False)))
         x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
         result.windows = x

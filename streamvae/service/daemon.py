@@ -4,7 +4,8 @@ One loop iteration handles one poll:
 
 1. decode every record; a bad one becomes a dead letter with its reason;
 2. records before the partition's ``scored_to`` (already scored before a restart) only
-   rebuild windows; the rest go through ``StreamPipeline.process`` (one model call);
+   rebuild windows; the rest go through ``StreamPipeline.process`` (steps 1 and 2 run
+   lazily inside it, as it assembles windows: on a big batch decoding overlaps the model);
 3. produce alerts and dead letters, flush, check every future (acks=all);
 4. commit, per partition, the oldest offset still inside an open window, with
    ``scored_to`` in the commit metadata.
@@ -27,11 +28,12 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -284,20 +286,28 @@ class HotSwap:
         return job.det
 
 
-def settle_gc() -> None:
-    """Garbage collection for the batch loop; call once start-up is done.
+def settle_runtime() -> None:
+    """The interpreter's settings for the batch loop; call once start-up is done.
 
-    Take what start-up left (TensorFlow, Keras, the model: ~340k objects) out of the
-    collector's reach: every full collection scanned them all, a ~180 ms stop every few
-    polls while a backlog drains (8 in 200k records, scripts/bench_e2e.py); later
-    collections see only what the loop keeps. And collect the young generation every
-    50,000 allocations instead of 700: a batch makes ~3 short-lived objects per record
-    (reading, window, scored window), none in a cycle, and each early collection walked
-    them while they were still in use (offline pipeline ~2% faster, same script).
+    Garbage collection: take what start-up left (TensorFlow, Keras, the model: ~340k
+    objects) out of the collector's reach: every full collection scanned them all, a
+    ~180 ms stop every few polls while a backlog drains (8 in 200k records,
+    scripts/bench_e2e.py); later collections see only what the loop keeps. And collect
+    the young generation every 50,000 allocations instead of 700: a batch makes ~3
+    short-lived objects per record (reading, window, scored window), none in a cycle,
+    and each early collection walked them while they were still in use (offline
+    pipeline ~2% faster, same script).
+
+    GIL: a thread waiting for the GIL gets it after at most 1 ms instead of 5 ms. While
+    the main thread assembles windows (pure Python), the scoring worker needs the GIL
+    to start each model call and to return from it (see ``StreamPipeline``); with 5 ms
+    slices it waited ~5 ms at each, idle. Offline pipeline / model-only rate 0.72 ->
+    0.74 (mean of 4 runs each, 200k records).
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    sys.setswitchinterval(0.001)
 
 
 class Daemon:
@@ -455,7 +465,7 @@ class Daemon:
             ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self)
         log.info("consuming %s as group %s; model %s", cfg.topics.input, cfg.group.id, self.pipeline.model_version)
-        settle_gc()
+        settle_runtime()
         backoff = 0.5
         try:
             while not self.stop_event.is_set():
@@ -520,21 +530,16 @@ class Daemon:
                 self.scored_to[tp] = int(decode_metadata(om.metadata).get("scored_to", om.offset))
                 log.info("%s-%d: resuming at %d, scored up to %d", tp.topic, tp.partition, om.offset, self.scored_to[tp])
 
-    def handle(self, consumer: Any, producer: Any, batch: dict[TopicPartition, list[Any]]) -> None:
-        t0 = time.perf_counter()
-        cfg, m = self.cfg, self.metrics
-        fresh = [tp for tp in batch if tp in self.fresh]
-        if fresh:
-            self._fetch_scored_to(consumer, fresh)
-        outbox = Outbox(producer)
-        live: list[Reading] = []
-        live_src: list[tuple[TopicPartition, Any]] = []
-        n_records = 0
+    def _readings(self, batch: dict[TopicPartition, list[Any]], outbox: Outbox,
+                  live: list[Reading], live_src: list[tuple[TopicPartition, Any]], counted: list[int]) -> Iterator[Reading]:
+        """The batch's live readings in arrival order, decoded as the pipeline asks for them;
+        each is also noted in ``live`` with its source in ``live_src``. Bad records go to
+        the dead-letter outbox; records scored before a restart only rebuild windows."""
         for tp, recs in batch.items():
             self.first_seen.setdefault(tp, recs[0].offset)
             done_to = self.scored_to.get(tp, -1)
             for rec in recs:
-                n_records += 1
+                counted[0] += 1
                 readings = self._decode(tp, rec, outbox)
                 if readings is None:
                     continue
@@ -545,12 +550,28 @@ class Daemon:
                             self.offsets.note(tp, r.entity, rec.offset, r.ts)
                         except RecordError:
                             pass
-                    m.inc("records_rebuilt_total")
+                    self.metrics.inc("records_rebuilt_total")
                     continue
-                live.extend(readings)
-                live_src.extend((tp, rec) for _ in readings)
-        # 1 score and produce alerts + dead letters
-        res = self.pipeline.process(live, now=time.time())
+                for r in readings:
+                    live.append(r)
+                    live_src.append((tp, rec))
+                    yield r
+
+    def handle(self, consumer: Any, producer: Any, batch: dict[TopicPartition, list[Any]]) -> None:
+        t0 = time.perf_counter()
+        cfg, m = self.cfg, self.metrics
+        fresh = [tp for tp in batch if tp in self.fresh]
+        if fresh:
+            self._fetch_scored_to(consumer, fresh)
+        outbox = Outbox(producer)
+        live: list[Reading] = []
+        live_src: list[tuple[TopicPartition, Any]] = []
+        counted = [0]
+        # 1 decode (lazily: the pipeline pulls the readings as it assembles windows, so
+        # decoding overlaps the model's work on a big batch), score, produce alerts + dead letters
+        res = self.pipeline.process(self._readings(batch, outbox, live, live_src, counted), now=time.time(),
+                                    size=sum(len(recs) for recs in batch.values()))
+        n_records = counted[0]
         if self.swapper is not None and res.normal:
             self.swapper.note_normal(res.normal)
         if self.retrainer is not None:

@@ -174,9 +174,11 @@ class FixedShape:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.names = list(inner.names)
+        self.lean_calls = 0
 
     def score(self, X: Any, detail: bool = True) -> Out:
         x = np.asarray(X, np.float32)
+        self.lean_calls += not detail
         scores, shares = [], []
         for i in range(0, len(x), 256):
             block = x[i : i + 256]
@@ -199,9 +201,14 @@ def test_batch_splits_give_identical_results(detector: Any, warm: np.ndarray) ->
 
     big = pipeline()
     whole = _flatten(run(big, rs, len(rs)))
-    assert len(rs) >= big.overlap and big._worker is not None  # one batch, scored in two halves on the worker
+    # one batch, scored in parts (64 + 256 + the rest) on the worker
+    assert len(rs) >= big.overlap and big._worker is not None and model.lean_calls == 3
     big.close()
     assert sum(a["kind"] == "open" for a in whole[1]) == 1
+    lazy = pipeline()  # readings from an iterator, as the daemon decodes them
+    assert _flatten([lazy.process(iter(rs), size=len(rs))]) == whole
+    assert lazy._worker is not None
+    lazy.close()
     for sizes in (50, 7, [3, 50, 11, 200, 1, 1, 333, 64]):
         assert _flatten(run(pipeline(), rs, sizes)) == whole, sizes
 
