@@ -125,8 +125,8 @@ batches = []
 scored_at = [0.0]
 _process, _handle = StreamPipeline.process, Daemon.handle
 
-def process(self, readings, now=None):
-    res = _process(self, readings, now)
+def process(self, readings, now=None, size=None):
+    res = _process(self, readings, now, size)
     scored_at[0] = time.time()
     return res
 
