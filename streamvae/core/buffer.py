@@ -53,6 +53,12 @@ from streamvae.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 FORMAT = "streamvae-buffer/1"
+FLEET_STARTS = 16  # fleet-wide shifts remembered (NormalBuffer.training_windows)
+# During a fleet-wide shift, keep 1 window in FLEET_SAMPLE_EVERY (not 1 in sample_every): the
+# next retrain must find enough of the new point (retrain.min_windows) minutes into the shift.
+# At 1 in 10 the drift test's buffer held ~220 of its windows 600 s into the move, too few,
+# so candidates were trained on the old point too, and the gate rejected them.
+FLEET_SAMPLE_EVERY = 2
 
 
 def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
@@ -260,10 +266,10 @@ class NormalBuffer:
     seed : the reservoir's randomness.
     fleet_share : when at least this share of a fleet (``fleet_min`` entities or more,
         each scored within the last ``margin`` seconds) is inside alert episodes at once,
-        every entity's windows are sampled whether flagged or not (counted in
-        ``fleet_shift``). A fault hits one machine; a whole fleet alarming together is a
-        new operating point (a new season, a new product, a re-tuned line) that the
-        serving model has not seen, and learning only from windows it calls normal
+        every entity's windows are sampled whether flagged or not, 1 in
+        ``FLEET_SAMPLE_EVERY`` (counted in ``fleet_shift``). A fault hits one machine; a
+        whole fleet alarming together is a new operating point (a new season, a new
+        product, a re-tuned line) that the serving model has not seen, and learning only from windows it calls normal
         would starve the buffer of exactly what the next model must learn (measured: a
         plant moved 25% in load left the buffer with no window of its new normal, and
         every retrain relearnt the old one). The gate still screens what is learnt: a
@@ -291,6 +297,7 @@ class NormalBuffer:
         self._alarmed: set[str] = set()  # entities inside an open episode
         self._fleet_on = False
         self.fleet_since_ = math.nan  # stream time the last fleet-wide shift began (NaN: none seen)
+        self.fleet_starts_: list[float] = []  # when each of the last FLEET_STARTS shifts began, oldest first
         self._last_ts: dict[str, float] = {}  # entity -> latest scored window end
 
     def __len__(self) -> int:
@@ -376,17 +383,23 @@ class NormalBuffer:
         if not self._fleet_on:  # a new shift: what came before it is the old operating point
             self._fleet_on = True
             self.fleet_since_ = min(s.end_ts for s in result.scored)
+            self.fleet_starts_ = [*self.fleet_starts_, self.fleet_since_][-FLEET_STARTS:]
         out = []
         for s, v in zip(result.scored, result.windows):
             if s.entity in self._alarmed or s.flagged:
                 st = self._state(s.entity)
                 st.seen += 1
-                if (st.seen - 1) % self.sample_every:
+                if (st.seen - 1) % FLEET_SAMPLE_EVERY:
                     continue
                 self.counts_.fleet_shift += 1
                 if self.add(s.entity, s.end_ts, v):
                     out.append((s.entity, s.end_ts, v))
         return out
+
+    @property
+    def fleet_shift_on(self) -> bool:
+        """Most of the fleet alarms together now (see ``fleet_share``)."""
+        return self._fleet_on
 
     def _state(self, entity: str) -> _Entity:
         st = self._ent.get(entity)
@@ -399,10 +412,14 @@ class NormalBuffer:
         ``fleet_share``), only those since it began, when there are at least
         ``min_windows`` of them: a model fitted to the old and the new operating point at
         once is blurry at the new one (measured in the drift test: 2 of 20 faults caught
-        after the swap); otherwise all of them."""
+        after the swap). Too few since the latest shift: since the one before it, and so
+        on. A swap in the middle of a slow move ends a shift (the new model's episodes
+        close) and the plant, still moving, starts another minutes later; all windows
+        then mixed the old point back in, and the gate rejected the candidate as trained
+        on outliers (drift test: 14-17% of the buffer). No shift at all: every window."""
         x, ents, ts = self.snapshot()
-        if self.fleet_since_ == self.fleet_since_:  # not NaN
-            new = ts >= self.fleet_since_
+        for since in reversed(self.fleet_starts_):
+            new = ts >= since
             if int(new.sum()) >= min_windows:
                 return x[new], [e for e, k in zip(ents, new) if k]
         return x, ents
@@ -427,7 +444,7 @@ class NormalBuffer:
         c = self.counts_
         d.update(format=np.asarray(FORMAT), kind=np.asarray("normal"),
                  counts=np.asarray([c.seen, c.sampled, c.dropped_near_episode, c.evicted], dtype=np.int64),
-                 fleet_since=np.asarray(self.fleet_since_, dtype=np.float64))
+                 fleet_since=np.asarray(self.fleet_starts_, dtype=np.float64))
         return _save_npz(path, d)
 
     def load(self, path: str | Path) -> "NormalBuffer":
@@ -435,7 +452,9 @@ class NormalBuffer:
         d = _load_npz(path, "normal")
         self.store_.restore(d)
         seen, sampled, dropped, evicted = (int(v) for v in d["counts"].tolist())
-        self.fleet_since_ = float(d["fleet_since"]) if "fleet_since" in d else math.nan
+        starts = np.atleast_1d(d["fleet_since"]) if "fleet_since" in d else np.empty(0)
+        self.fleet_starts_ = [float(t) for t in starts.tolist() if t == t][-FLEET_STARTS:]
+        self.fleet_since_ = self.fleet_starts_[-1] if self.fleet_starts_ else math.nan
         self.counts_ = BufferCounts(seen, sampled, dropped, evicted + self.store_.evicted_)
         return self
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamvae.core.buffer import AnomalyBank, NormalBuffer, StratifiedReservoir
+from streamvae.core.buffer import FLEET_SAMPLE_EVERY, AnomalyBank, NormalBuffer, StratifiedReservoir
 from streamvae.core.episodes import Alert
 from streamvae.core.pipeline import BatchResult, ScoredWindow
 from streamvae.core.windows import Window
@@ -153,3 +153,42 @@ def test_anomaly_bank_keeps_only_windows_of_episodes_that_opened() -> None:
     assert len(bank) == 4
     with pytest.raises(DataError):
         bank.observe(res, values[:2])
+
+
+def fleet_batch(entities: list[str], times: range, flagged: bool, alerts: list[Alert] | None = None) -> BatchResult:
+    """Every entity's windows at ``times``, as the pipeline reports them (values = end time)."""
+    sc = [scored(e, t, flagged) for t in times for e in entities]
+    vals = np.stack([np.full((W, F), s.end_ts, np.float32) for s in sc])
+    normal = [] if flagged else [win(s.entity, s.end_ts, s.end_ts) for s in sc]
+    return BatchResult(scored=sc, alerts=alerts or [], normal=normal, windows=vals)
+
+
+def test_fleet_shift_learns_only_the_new_operating_point_even_when_a_swap_interrupts_it(tmp_path: Path) -> None:
+    fleet = ["a", "b", "c", "d"]
+    buf = NormalBuffer(max_windows=10_000, window=W, n_features=F, sample_every=10, margin=10.0, fleet_min=4)
+    buf.observe(fleet_batch(fleet, range(0, 100), flagged=False))  # the old operating point
+    old = len(buf)
+    assert old > 0 and not buf.fleet_shift_on
+    # the whole fleet alarms at once: a new operating point; flagged windows are sampled too
+    buf.observe(fleet_batch(fleet, range(100, 160), flagged=True, alerts=[alert("open", e, 100.0) for e in fleet]))
+    assert buf.fleet_shift_on and buf.fleet_starts_ == [100.0]
+    since_first = len(buf) - old
+    assert since_first >= 4 * (60 // FLEET_SAMPLE_EVERY - 1) > 4 * 60 // 10  # more than 1 in sample_every
+    # a swap closes every episode; minutes later the still-moving plant alarms again
+    buf.observe(fleet_batch(fleet, range(160, 170), flagged=False, alerts=[alert("close", e, 160.0) for e in fleet]))
+    assert not buf.fleet_shift_on
+    buf.observe(fleet_batch(fleet, range(170, 180), flagged=True, alerts=[alert("open", e, 170.0) for e in fleet]))
+    assert buf.fleet_starts_ == [100.0, 170.0]
+    _, _, ts = buf.snapshot()
+    since_last = int((ts >= 170).sum())
+    assert 0 < since_last < since_first
+    # too few since the latest shift: the windows since the one before, never the old point
+    x, ents = buf.training_windows(min_windows=since_last + 1)
+    assert len(x) == int((ts >= 100).sum()) and x[:, 0, 0].min() >= 100 and len(ents) == len(x)
+    x, _ = buf.training_windows(min_windows=since_last)
+    assert x[:, 0, 0].min() >= 170
+    x, _ = buf.training_windows(min_windows=len(buf) + 1)  # not enough of the new point at all: everything
+    assert len(x) == len(buf)
+    back = NormalBuffer(max_windows=10_000, window=W, n_features=F).load(buf.save(tmp_path / "n.npz"))
+    assert back.fleet_starts_ == [100.0, 170.0]  # the retrain job reads the saved buffer
+    np.testing.assert_array_equal(back.training_windows(since_last + 1)[0], buf.training_windows(since_last + 1)[0])
