@@ -129,7 +129,7 @@ class _Load:
 class HotSwap:
     """Moves a daemon to the registry version named by control events, between batches.
 
-    The daemon calls :meth:`note_normal` with every batch's normal windows and
+    The daemon calls :meth:`note_batch` with every batch's result and
     :meth:`tick` between batches. A requested version is loaded in a background thread
     (artifact checks, warm-up, scoring of the recent normal windows); only when that is
     complete does :meth:`tick` hand it to ``pipeline.swap_model``, so no record is ever
@@ -146,6 +146,7 @@ class HotSwap:
         self.names = list(det.names)
         self.window, self.stride = det.config.window, det.config.stride
         self.recent: deque[Any] = deque(maxlen=RECENT_NORMAL)
+        self.fleet_shift = False
         self.listener: ControlListener | None = None
         self.loading: _Load | None = None
         self.wanted: str | None = None
@@ -155,8 +156,21 @@ class HotSwap:
         self._next_poll = 0.0
         self._next_check = 0.0
 
-    def note_normal(self, windows: list[Any]) -> None:
-        self.recent.extend(w.values for w in windows)
+    def note_batch(self, res: Any, fleet_shift: bool) -> None:
+        """Keep a batch's windows for the next recalibration: those judged normal; while
+        most of the fleet alarms together (a new operating point, see
+        ``NormalBuffer.fleet_share``), every window, and none from before the shift: the
+        old model's "normal" then is the old operating point, which a model retrained on
+        the new one scores high, and thresholds came out too high (drift test, offline:
+        14 of 20 faults caught after the swap with the old point's windows, 20 with the
+        new one's)."""
+        if fleet_shift and res.windows is not None:
+            if not self.fleet_shift:
+                self.recent.clear()
+            self.recent.extend(res.windows)
+        elif res.normal:
+            self.recent.extend(w.values for w in res.normal)
+        self.fleet_shift = fleet_shift
 
     def close(self) -> None:
         if self.listener is not None:
@@ -242,8 +256,8 @@ class HotSwap:
             scores = det.score_samples(job.windows) if job.windows is not None else np.empty(0)
             job.info["recent"] = len(scores)
             # with the new model's held-out windows: the newest of ITS training buffer, which
-            # after a fleet-wide shift holds the new operating point; the recent windows are
-            # those the OLD model called normal, which then hold only the old one
+            # after a fleet-wide shift holds the new operating point (as the recent windows
+            # do then, see note_batch)
             scores = np.concatenate([np.asarray(det.heldout_scores_, dtype=np.float64), scores])
             job.det, job.scores = det, scores
         except StreamvaeError as e:
@@ -572,10 +586,10 @@ class Daemon:
         res = self.pipeline.process(self._readings(batch, outbox, live, live_src, counted), now=time.time(),
                                     size=sum(len(recs) for recs in batch.values()))
         n_records = counted[0]
-        if self.swapper is not None and res.normal:
-            self.swapper.note_normal(res.normal)
         if self.retrainer is not None:
             self.retrainer.after_batch(res, producer, self.pipeline.model_version)
+        if self.swapper is not None:
+            self.swapper.note_batch(res, self.retrainer is not None and self.retrainer.buffer.fleet_shift_on)
         rejected = set()
         for i, err in res.rejected:
             tp, rec = live_src[i]

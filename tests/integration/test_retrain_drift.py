@@ -124,13 +124,14 @@ def settle(d: DaemonProc, reg: Registry, timeout: float) -> str:
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="issue 5's drift target is NOT met yet (measured 2026-11-23): the daemon retrains and swaps by itself "
-    "(first swap ~21 s wall / ~630 s plant time into the drift), but after the swap recall varies widely between "
-    "runs of the same code, 13/20 and 1/20 (target >= 18/20), with 1.40 false episodes per entity-hour as this test "
-    "counts them (target <= 1.0): all 8 opened by a stale model during the drift and still alive in the after part. "
-    "Tried and not kept: recalibrating on the new model's held-out windows only (7/20, 1.57 with 9 new plant-wide "
-    "false alarms) and, with it, a shuffled early-stopping split (9/20, 2.10).",
+    strict=False,
+    reason="issue 5's drift target is NOT met reliably (measured 2026-12-03, 3 runs of this code): recall after the "
+    "swap 20/20, 19/20, 19/20 (target >= 18/20), false episodes per entity-hour 0.52, 1.57, 1.75 (target <= 1.0). "
+    "It passes when a retrain is promoted during the drift (~600-1200 s plant time in); it fails when the gate rejects "
+    "every drift candidate until the drift part ends ('candidate detects fewer synthetic anomalies at its own 1%-false-"
+    "alarm threshold', or the confirmed-anomaly AUC rule): the 8 episodes the stale model opened are then still open "
+    "when the after part starts and count as false there. Before 2026-12-03 (recalibration on the old point's normal "
+    "windows, fleet windows 1 in 10): recall 15/20 in 3 runs, 1.40.",
 )
 def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, plant_model: Path, tmp_path: Path,  # noqa: F811
                                                                  daemons: list[DaemonProc],  # noqa: F811

@@ -49,7 +49,7 @@ def setup(detector: VAEDetector, heldout_windows: np.ndarray,
     swap = HotSwap(cfg, reg, metrics, det)
     stub = StubListener()
     swap.listener = stub  # type: ignore[assignment]
-    swap.note_normal([SimpleNamespace(values=w) for w in heldout_windows])
+    swap.note_batch(SimpleNamespace(normal=[SimpleNamespace(values=w) for w in heldout_windows], windows=None), fleet_shift=False)
     return reg, swap, build_pipeline(cfg, det), stub, metrics
 
 
