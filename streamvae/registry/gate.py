@@ -29,6 +29,16 @@ them are its false alarms on the new normal, which a good candidate scores lower
 ruled on: a kind neither model sees (a stuck sensor inside the noise band) is a coin
 toss for both.
 
+A stale serving model changes what can be ruled on. When its own calibration (the
+``1 - fpr`` quantile of its held-out training scores) flags at least ``STALE_FACTOR`` x
+``fpr`` of the held-out normals, it no longer fits the plant: it is alarming on the new
+normal, and comparing detection at each model's threshold on that new normal favoured
+it (drift test: "candidate detects 48% < current 57%" rejected every candidate until
+the plant stopped moving, while the stale model kept all 8 pumps in alarm), as the
+confirmed windows (its own false alarms then) would. So then only the contamination
+check and the AUC rule decide; detection and the confirmed figures are reported, and
+the report says the current model was stale (``info["current_stale"]``).
+
 Why this rejects a poisoned buffer and passes concept drift. The held-out normals come
 from the same buffer as the training windows, so poison in one is poison in the other.
 Judged on a poisoned held-out set, the current model would look WORSE (it rightly scores
@@ -80,6 +90,10 @@ SYNTHETIC_KINDS = ("spike", "level_shift", "noise_burst", "stuck", "broken_corre
 # sizes in units of the feature's noise std, chosen so a sharp model still ranks most
 # perturbed windows above most normals without every model reaching AUC 1 (where the
 # gate could not tell a sharp model from a blurry one)
+# The serving model is stale on the held-out normals when its own calibration (the 1 - fpr
+# quantile of the scores of ITS held-out training windows) flags at least STALE_FACTOR x fpr
+# of them: see validate's rule.
+STALE_FACTOR = 10.0
 SPIKE_STD = 6.0
 SHIFT_STD = 3.0
 BURST_FACTOR = 4.0
@@ -320,6 +334,14 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
     for name, model in (("current", current), ("candidate", candidate)):
         metrics[name], thresholds[name] = _judge(model.score_samples, clean, sources, fpr)
     info["thresholds"] = thresholds
+    # 3b. does the serving model still fit these normals? (its own calibration, NaN: unknown)
+    ref = getattr(current, "heldout_scores_", None)
+    ref = np.asarray([] if ref is None else ref, dtype=np.float64)
+    ref = ref[np.isfinite(ref)]
+    stale_fa = float(np.mean(all_scores[len(t):][keep] > np.quantile(ref, 1 - fpr))) if len(ref) >= 20 else math.nan
+    stale = stale_fa >= STALE_FACTOR * fpr  # NaN: False
+    info["current_false_alarms"] = round(stale_fa, 4)
+    info["current_stale"] = bool(stale)
     # 4. the rule
     reasons: list[str] = []
     compared: list[str] = []
@@ -333,6 +355,10 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
         reasons.append(msg)
     for src in ruled:
         cur, cand = metrics["current"][src], metrics["candidate"][src]
+        if src == "confirmed" and stale:
+            compared.append(f"confirmed anomalies (not ruled: the current model is stale): AUC {cand['auc']:.3f} vs "
+                            f"{cur['auc']:.3f}")
+            continue
         if src == "confirmed":
             # Episode windows are the serving model's own verdicts, not a person's: under
             # concept drift many are its false alarms on the new normal, which a model that
@@ -352,12 +378,15 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
             reasons.append(f"candidate AUC on {label} {cand['auc']:.3f} < current {cur['auc']:.3f} - {tolerance:g}")
         p = cur["detection"]
         slack = tolerance + 2.0 * math.sqrt(max(p * (1 - p), 1e-12) / max(cand["n"], 1.0))
-        if not cand["detection"] >= p - slack:
+        if not stale and not cand["detection"] >= p - slack:
             reasons.append(f"candidate detects {cand['detection']:.1%} of {label} at its own {fpr:.0%}-false-alarm "
                            f"threshold < current {p:.1%} - {slack:.1%}")
         compared.append(f"{label}: AUC {cand['auc']:.3f} vs {cur['auc']:.3f}, detection {cand['detection']:.1%} vs {p:.1%}")
     passed = not reasons
     if passed:
         reasons = ["candidate separates as well as current (" + "; ".join(compared) + f"; contamination {contamination:.1%})"]
+    if stale:
+        reasons.append(f"the current model is stale here: its own {fpr:.0%} threshold flags {stale_fa:.1%} of the held-out "
+                       f"normals, so detection at each model's threshold and the confirmed windows were reported, not ruled on")
     log.info("gate %s: %s", "passed" if passed else "rejected", "; ".join(reasons))
     return GateReport(passed, reasons, metrics, info)

@@ -104,6 +104,7 @@ def test_poisoned_buffer_is_rejected_with_reasons(current: VAEDetector, poisoned
     assert not rep.passed, rep.reasons
     assert any("contaminated" in r and "allowed" in r for r in rep.reasons), rep.reasons
     assert rep.info["contamination"] > 0.1  # measured 0.15: the mildest faulty windows pass as normal
+    assert rep.info["current_stale"] is False  # screened of its faults, the buffer is the plant the model knows
     # what the candidate learned: the buffer's suspect windows look more normal to it than to the current model
     assert _auc(rep, "candidate", "suspects") < _auc(rep, "current", "suspects")
     assert cand.fit_info_["warm_start"] is True
@@ -113,6 +114,8 @@ def test_clean_drifted_buffer_passes(current: VAEDetector, drifted: tuple[np.nda
     cand, rep = retrain(current, drifted[0], bank, RCFG, entities=drifted[1])
     assert rep.passed, rep.reasons
     assert rep.info["contamination"] < 0.02
+    assert rep.info["current_stale"] is True and rep.info["current_false_alarms"] >= 0.1
+    assert any(r.startswith("the current model is stale here") for r in rep.reasons), rep.reasons
     # measured: confirmed 0.98 vs 0.45, synthetic 0.81 vs 0.59: the stale model is the blurry one
     for src in ("confirmed", "synthetic"):
         assert _auc(rep, "candidate", src) > _auc(rep, "current", src) + 0.05, rep.metrics
@@ -245,3 +248,32 @@ def test_streamvae_retrain_from_a_local_buffer_promotes(current: VAEDetector, tm
     assert main(["retrain", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "retrain.state_dir" in err[0]
+
+
+def test_a_stale_current_model_is_judged_by_auc_not_by_its_own_threshold(current: VAEDetector, bank: np.ndarray) -> None:
+    """A candidate whose tail is noisier (so it detects less at its own 1 % threshold) but
+    ranks as well: refused while the current model fits the normals, passed once the
+    current model is stale on them (its own calibration flags most of them)."""
+    x, _, _, _ = feed_windows(SensorFeed(4, 4.0, 1800, None, seed=6, plant=0))
+    normals = x[::3][:600]
+    key = normals.reshape(len(normals), -1)[:, 0]
+
+    class NoisyTail:  # the current model's scores, with 2 % of the normals lifted to the top
+        def score_samples(self, w: np.ndarray) -> np.ndarray:
+            s = current.score_samples(w)
+            lift = np.isin(w.reshape(len(w), -1)[:, 0], key[::50])
+            s[lift] += 1e3
+            return s
+
+    class Stale:  # the current model, calibrated on a plant whose scores were far lower
+        heldout_scores_ = np.asarray(current.heldout_scores_) - 1e3
+
+        def score_samples(self, w: np.ndarray) -> np.ndarray:
+            return current.score_samples(w)
+
+    fits = validate(current, NoisyTail(), normals, None, tolerance=0.05)
+    assert not fits.passed and fits.info["current_stale"] is False
+    assert any("detects" in r for r in fits.reasons), fits.reasons
+    stale = validate(Stale(), NoisyTail(), normals, None, tolerance=0.05)
+    assert stale.info["current_stale"] is True
+    assert stale.passed, stale.reasons
