@@ -412,16 +412,21 @@ class NormalBuffer:
         ``fleet_share``), only those since it began, when there are at least
         ``min_windows`` of them: a model fitted to the old and the new operating point at
         once is blurry at the new one (measured in the drift test: 2 of 20 faults caught
-        after the swap). Too few since the latest shift: since the one before it, and so
-        on. A swap in the middle of a slow move ends a shift (the new model's episodes
-        close) and the plant, still moving, starts another minutes later; all windows
-        then mixed the old point back in, and the gate rejected the candidate as trained
-        on outliers (drift test: 14-17% of the buffer). No shift at all: every window."""
+        after the swap). Too few since the latest shift: the newest ``min_windows`` since
+        the one before it, and so on. A swap in the middle of a slow move ends a shift
+        (the new model's episodes close) and the plant, still moving, starts another
+        minutes later; all windows then mixed the old point back in, and the gate
+        rejected the candidate as trained on outliers (drift test: 14-17% of the
+        buffer); all windows since the earlier shift include the move itself, and a
+        model fitted to all of it is blurry where the plant ended up. No shift at all:
+        every window."""
         x, ents, ts = self.snapshot()
         for since in reversed(self.fleet_starts_):
-            new = ts >= since
-            if int(new.sum()) >= min_windows:
-                return x[new], [e for e, k in zip(ents, new) if k]
+            new = np.flatnonzero(ts >= since)
+            if len(new) >= min_windows:
+                if since != self.fleet_starts_[-1]:
+                    new = new[-min_windows:]  # in time order: the newest
+                return x[new], [ents[i] for i in new]
         return x, ents
 
     def pending(self) -> int:

@@ -182,9 +182,12 @@ def test_fleet_shift_learns_only_the_new_operating_point_even_when_a_swap_interr
     _, _, ts = buf.snapshot()
     since_last = int((ts >= 170).sum())
     assert 0 < since_last < since_first
-    # too few since the latest shift: the windows since the one before, never the old point
+    # too few since the latest shift: the newest since the one before, never the old point
     x, ents = buf.training_windows(min_windows=since_last + 1)
-    assert len(x) == int((ts >= 100).sum()) and x[:, 0, 0].min() >= 100 and len(ents) == len(x)
+    assert len(x) == since_last + 1 and len(ents) == len(x)
+    assert x[:, 0, 0].min() >= 100 and np.sort(x[:, 0, 0])[0] == np.sort(ts)[-(since_last + 1)]
+    x, _ = buf.training_windows(min_windows=int((ts >= 100).sum()))
+    assert x[:, 0, 0].min() >= 100 and len(x) == int((ts >= 100).sum())
     x, _ = buf.training_windows(min_windows=since_last)
     assert x[:, 0, 0].min() >= 170
     x, _ = buf.training_windows(min_windows=len(buf) + 1)  # not enough of the new point at all: everything
