@@ -269,8 +269,8 @@ class NormalBuffer:
         every entity's windows are sampled whether flagged or not, 1 in
         ``FLEET_SAMPLE_EVERY`` (counted in ``fleet_shift``). A fault hits one machine; a
         whole fleet alarming together is a new operating point (a new season, a new
-        product, a re-tuned line) that the serving model has not seen, and learning only from windows it calls normal
-        would starve the buffer of exactly what the next model must learn (measured: a
+        product, a re-tuned line) that the serving model has not seen, and learning only
+        from windows it calls normal would starve the buffer of exactly what the next model must learn (measured: a
         plant moved 25% in load left the buffer with no window of its new normal, and
         every retrain relearnt the old one). The gate still screens what is learnt: a
         window that the retrained model also finds an outlier counts as contamination.
@@ -296,7 +296,6 @@ class NormalBuffer:
         self.fleet_min = fleet_min
         self._alarmed: set[str] = set()  # entities inside an open episode
         self._fleet_on = False
-        self.fleet_since_ = math.nan  # stream time the last fleet-wide shift began (NaN: none seen)
         self.fleet_starts_: list[float] = []  # when each of the last FLEET_STARTS shifts began, oldest first
         self._last_ts: dict[str, float] = {}  # entity -> latest scored window end
 
@@ -382,8 +381,7 @@ class NormalBuffer:
             return []
         if not self._fleet_on:  # a new shift: what came before it is the old operating point
             self._fleet_on = True
-            self.fleet_since_ = min(s.end_ts for s in result.scored)
-            self.fleet_starts_ = [*self.fleet_starts_, self.fleet_since_][-FLEET_STARTS:]
+            self.fleet_starts_ = [*self.fleet_starts_, min(s.end_ts for s in result.scored)][-FLEET_STARTS:]
         out = []
         for s, v in zip(result.scored, result.windows):
             if s.entity in self._alarmed or s.flagged:
@@ -395,6 +393,11 @@ class NormalBuffer:
                 if self.add(s.entity, s.end_ts, v):
                     out.append((s.entity, s.end_ts, v))
         return out
+
+    @property
+    def fleet_since_(self) -> float:
+        """Stream time the last fleet-wide shift began (NaN: none seen)."""
+        return self.fleet_starts_[-1] if self.fleet_starts_ else math.nan
 
     @property
     def fleet_shift_on(self) -> bool:
@@ -459,7 +462,6 @@ class NormalBuffer:
         seen, sampled, dropped, evicted = (int(v) for v in d["counts"].tolist())
         starts = np.atleast_1d(d["fleet_since"]) if "fleet_since" in d else np.empty(0)
         self.fleet_starts_ = [float(t) for t in starts.tolist() if t == t][-FLEET_STARTS:]
-        self.fleet_since_ = self.fleet_starts_[-1] if self.fleet_starts_ else math.nan
         self.counts_ = BufferCounts(seen, sampled, dropped, evicted + self.store_.evicted_)
         return self
 

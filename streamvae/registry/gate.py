@@ -87,13 +87,13 @@ from streamvae.errors import DataError
 log = logging.getLogger(__name__)
 
 SYNTHETIC_KINDS = ("spike", "level_shift", "noise_burst", "stuck", "broken_correlation", "drift_ramp")
-# sizes in units of the feature's noise std, chosen so a sharp model still ranks most
-# perturbed windows above most normals without every model reaching AUC 1 (where the
-# gate could not tell a sharp model from a blurry one)
 # The serving model is stale on the held-out normals when its own calibration (the 1 - fpr
 # quantile of the scores of ITS held-out training windows) flags at least STALE_FACTOR x fpr
 # of them: see validate's rule.
 STALE_FACTOR = 10.0
+# sizes in units of the feature's noise std, chosen so a sharp model still ranks most
+# perturbed windows above most normals without every model reaching AUC 1 (where the
+# gate could not tell a sharp model from a blurry one)
 SPIKE_STD = 6.0
 SHIFT_STD = 3.0
 BURST_FACTOR = 4.0
@@ -355,11 +355,11 @@ def validate(current: Any, candidate: Any, normals: npt.ArrayLike, anomalies: np
         reasons.append(msg)
     for src in ruled:
         cur, cand = metrics["current"][src], metrics["candidate"][src]
-        if src == "confirmed" and stale:
-            compared.append(f"confirmed anomalies (not ruled: the current model is stale): AUC {cand['auc']:.3f} vs "
-                            f"{cur['auc']:.3f}")
-            continue
         if src == "confirmed":
+            if stale:
+                compared.append(f"confirmed anomalies (not ruled: the current model is stale): AUC {cand['auc']:.3f} vs "
+                                f"{cur['auc']:.3f}")
+                continue
             # Episode windows are the serving model's own verdicts, not a person's: under
             # concept drift many are its false alarms on the new normal, which a model that
             # learned the new normal rightly scores lower (measured in replay: every
