@@ -141,6 +141,9 @@ class RetrainConfig:
     margin: float = _spec(300.0, _nonneg, "seconds >= 0 (no normal sample this close before or after an episode)")
     fleet_share: float = _spec(0.5, lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
                                "a number in [0, 1] (share of the fleet alarming at once that means a new operating point; 0: off)")
+    shift_span: float = _spec(0.0, _nonneg, "seconds >= 0 (after a fleet-wide shift a retrain learns the newest this "
+                              "many seconds of the move; cover the plant's slowest regular cycle; 0: the span in which "
+                              "the buffer collects min_windows windows)")
     state_dir: str | None = _spec(None, _opt_str, "a directory for the local buffer on disk, or unset (memory only)")
     schedule: float = _spec(0.0, _nonneg, "seconds >= 0 between scheduled retrains (0: none)")
     after_windows: int = _spec(0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,

@@ -297,7 +297,9 @@ class NormalBuffer:
         self._alarmed: set[str] = set()  # entities inside an open episode
         self._fleet_on = False
         self.fleet_starts_: list[float] = []  # when each of the last FLEET_STARTS shifts began, oldest first
+        self.fleet_ends_: list[float] = []  # ... and ended (NaN: still on), aligned with fleet_starts_
         self._last_ts: dict[str, float] = {}  # entity -> latest scored window end
+        self.scored_ = np.array([0.0, np.nan, np.nan])  # windows scored, first and latest end_ts: the fleet's rate
 
     def __len__(self) -> int:
         return len(self.store_)
@@ -354,6 +356,10 @@ class NormalBuffer:
             if s.end_ts > now.get(s.entity, float("-inf")):
                 now[s.entity] = s.end_ts
         self._last_ts.update(now)
+        if now:
+            lo, hi = min(s.end_ts for s in result.scored), max(now.values())
+            n, t0, t1 = self.scored_
+            self.scored_ = np.array([n + len(result.scored), np.fmin(t0, lo), np.fmax(t1, hi)])  # fmin/fmax: NaN = none yet
         added_fleet = self._fleet_shift(result)
         added: list[tuple[str, float, npt.NDArray[np.float32]]] = []
         for entity, t_now in now.items():
@@ -377,11 +383,14 @@ class NormalBuffer:
         active = [e for e, t in self._last_ts.items() if t >= latest - max(self.margin, 60.0)]
         alarmed = sum(1 for e in active if e in self._alarmed)
         if len(active) < self.fleet_min or alarmed < self.fleet_share * len(active):
-            self._fleet_on = False
+            if self._fleet_on:
+                self._fleet_on = False
+                self.fleet_ends_[-1] = min(s.end_ts for s in result.scored)
             return []
         if not self._fleet_on:  # a new shift: what came before it is the old operating point
             self._fleet_on = True
             self.fleet_starts_ = [*self.fleet_starts_, min(s.end_ts for s in result.scored)][-FLEET_STARTS:]
+            self.fleet_ends_ = [*self.fleet_ends_, math.nan][-FLEET_STARTS:]
         out = []
         for s, v in zip(result.scored, result.windows):
             if s.entity in self._alarmed or s.flagged:
@@ -410,27 +419,48 @@ class NormalBuffer:
             st = self._ent[entity] = _Entity()
         return st
 
-    def training_windows(self, min_windows: int = 200) -> tuple[npt.NDArray[np.float32], list[str]]:
-        """The windows a retrain should learn: after a fleet-wide shift (see
-        ``fleet_share``), only those since it began, when there are at least
-        ``min_windows`` of them: a model fitted to the old and the new operating point at
-        once is blurry at the new one (measured in the drift test: 2 of 20 faults caught
-        after the swap). Too few since the latest shift: the newest ``min_windows`` since
-        the one before it, and so on. A swap in the middle of a slow move ends a shift
-        (the new model's episodes close) and the plant, still moving, starts another
-        minutes later; all windows then mixed the old point back in, and the gate
-        rejected the candidate as trained on outliers (drift test: 14-17% of the
-        buffer); all windows since the earlier shift include the move itself, and a
-        model fitted to all of it is blurry where the plant ended up. No shift at all:
-        every window."""
+    def shift_span(self, min_windows: int) -> float:
+        """Seconds of stream time in which this fleet offers ``min_windows`` windows to a
+        buffer sampling 1 in ``sample_every``: the span ``retrain.min_windows`` says is
+        enough to learn the plant from (NaN until two distinct times were scored)."""
+        n, t0, t1 = (float(v) for v in self.scored_)
+        if not (n > 0 and t1 > t0):
+            return math.nan
+        return min_windows * self.sample_every / (n / (t1 - t0))
+
+    def training_windows(self, min_windows: int = 200, span: float = 0.0) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """The windows a retrain should learn. No fleet-wide shift (see ``fleet_share``)
+        seen: every window. After one: the plant as it is NOW, which is
+
+        - no window from before the latest shift that began at least ``span`` seconds
+          before the newest window (the old operating point), and
+        - of the windows sampled while a shift was on (the plant moving away from what
+          the serving model knew), only the newest ``span`` seconds.
+
+        Windows judged normal after a shift ended (the plant settled, or a retrained
+        model fits it) are all kept. ``span`` (``retrain.shift_span``; 0: :meth:`shift_span`
+        of ``min_windows``, the span a regular retrain learns from) should cover the
+        plant's slowest regular cycle. Measured offline on the drift test's plant (a
+        10-minute load cycle, the load ramped 25% over 15 minutes), model warm-started
+        mid-ramp, faults caught after the plant settled: trained on the whole ramp
+        14/20, on the newest 2 minutes of it 2/20, on the newest 10 minutes 19-20/20.
+        Fewer than ``min_windows`` windows so chosen: the newest ``min_windows`` since
+        the earliest remembered shift; fewer than that: every window."""
         x, ents, ts = self.snapshot()
-        for since in reversed(self.fleet_starts_):
-            new = np.flatnonzero(ts >= since)
-            if len(new) >= min_windows:
-                if since != self.fleet_starts_[-1]:
-                    new = new[-min_windows:]  # in time order: the newest
-                return x[new], [ents[i] for i in new]
-        return x, ents
+        if not self.fleet_starts_ or len(ts) == 0:
+            return x, ents
+        span = float(span) if span and span > 0 else self.shift_span(min_windows)
+        cut = float(ts[-1]) - span if span == span else -math.inf
+        older = [t for t in self.fleet_starts_ if t <= cut]
+        keep = ts >= (older[-1] if older else self.fleet_starts_[0])
+        for start, end in zip(self.fleet_starts_, self.fleet_ends_):
+            keep &= ~((ts >= start) & (ts < cut) & ~(ts > end))  # NaN end (still on): no upper bound
+        idx = np.flatnonzero(keep)
+        if len(idx) < min_windows:
+            idx = np.flatnonzero(ts >= self.fleet_starts_[0])[-min_windows:]
+            if len(idx) < min_windows:
+                return x, ents
+        return x[idx], [ents[i] for i in idx]
 
     def pending(self) -> int:
         """Windows still waiting out the margin."""
@@ -452,7 +482,8 @@ class NormalBuffer:
         c = self.counts_
         d.update(format=np.asarray(FORMAT), kind=np.asarray("normal"),
                  counts=np.asarray([c.seen, c.sampled, c.dropped_near_episode, c.evicted], dtype=np.int64),
-                 fleet_since=np.asarray(self.fleet_starts_, dtype=np.float64))
+                 fleet_since=np.asarray(self.fleet_starts_, dtype=np.float64),
+                 fleet_until=np.asarray(self.fleet_ends_, dtype=np.float64), scored=self.scored_)
         return _save_npz(path, d)
 
     def load(self, path: str | Path) -> "NormalBuffer":
@@ -461,7 +492,12 @@ class NormalBuffer:
         self.store_.restore(d)
         seen, sampled, dropped, evicted = (int(v) for v in d["counts"].tolist())
         starts = np.atleast_1d(d["fleet_since"]) if "fleet_since" in d else np.empty(0)
-        self.fleet_starts_ = [float(t) for t in starts.tolist() if t == t][-FLEET_STARTS:]
+        ends = np.atleast_1d(d["fleet_until"]) if "fleet_until" in d else np.full(len(starts), np.nan)
+        pairs = [(float(a), float(b)) for a, b in zip(starts.tolist(), ends.tolist()) if a == a][-FLEET_STARTS:]
+        self.fleet_starts_ = [a for a, _ in pairs]
+        self.fleet_ends_ = [b for _, b in pairs]
+        if "scored" in d and d["scored"].shape == (3,):
+            self.scored_ = d["scored"].astype(np.float64)
         self.counts_ = BufferCounts(seen, sampled, dropped, evicted + self.store_.evicted_)
         return self
 

@@ -50,7 +50,9 @@ Settings, and why:
   ``min_windows = 500`` (the default 1000 is ~25 min of this 8-pump feed after margins) and
   ``min_interval = 20`` s of wall time: at ``DRIFT_SPEEDUP`` = 30 that is 600 s of plant
   time, the shipped default, so the daemon may retrain as often per plant hour as it
-  would on a real plant.
+  would on a real plant. ``shift_span`` is left at its default, the span in which the
+  buffer collects ``min_windows``: 500 x 10 / 8 windows a second = 625 s, just over one
+  load cycle (600 s), so a retrain during the move learns the newest full cycle.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ def fleet_batch(entities: list[str], times: range, flagged: bool, alerts: list[A
     return BatchResult(scored=sc, alerts=alerts or [], normal=normal, windows=vals)
 
 
-def test_fleet_shift_learns_only_the_new_operating_point_even_when_a_swap_interrupts_it(tmp_path: Path) -> None:
+def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_the_move(tmp_path: Path) -> None:
     fleet = ["a", "b", "c", "d"]
     buf = NormalBuffer(max_windows=10_000, window=W, n_features=F, sample_every=10, margin=10.0, fleet_min=4)
     buf.observe(fleet_batch(fleet, range(0, 100), flagged=False))  # the old operating point
@@ -171,27 +171,35 @@ def test_fleet_shift_learns_only_the_new_operating_point_even_when_a_swap_interr
     assert old > 0 and not buf.fleet_shift_on
     # the whole fleet alarms at once: a new operating point; flagged windows are sampled too
     buf.observe(fleet_batch(fleet, range(100, 160), flagged=True, alerts=[alert("open", e, 100.0) for e in fleet]))
-    assert buf.fleet_shift_on and buf.fleet_starts_ == [100.0]
+    assert buf.fleet_shift_on and buf.fleet_starts_ == [100.0] and np.isnan(buf.fleet_ends_[0])
     since_first = len(buf) - old
     assert since_first >= 4 * (60 // FLEET_SAMPLE_EVERY - 1) > 4 * 60 // 10  # more than 1 in sample_every
     # a swap closes every episode; minutes later the still-moving plant alarms again
     buf.observe(fleet_batch(fleet, range(160, 170), flagged=False, alerts=[alert("close", e, 160.0) for e in fleet]))
-    assert not buf.fleet_shift_on
+    assert not buf.fleet_shift_on and buf.fleet_ends_ == [160.0]
     buf.observe(fleet_batch(fleet, range(170, 180), flagged=True, alerts=[alert("open", e, 170.0) for e in fleet]))
-    assert buf.fleet_starts_ == [100.0, 170.0]
+    assert buf.fleet_starts_ == [100.0, 170.0] and buf.fleet_ends_[0] == 160.0 and np.isnan(buf.fleet_ends_[1])
     _, _, ts = buf.snapshot()
-    since_last = int((ts >= 170).sum())
-    assert 0 < since_last < since_first
-    # too few since the latest shift: the newest since the one before, never the old point
-    x, ents = buf.training_windows(min_windows=since_last + 1)
-    assert len(x) == since_last + 1 and len(ents) == len(x)
-    assert x[:, 0, 0].min() >= 100 and np.sort(x[:, 0, 0])[0] == np.sort(ts)[-(since_last + 1)]
-    x, _ = buf.training_windows(min_windows=int((ts >= 100).sum()))
-    assert x[:, 0, 0].min() >= 100 and len(x) == int((ts >= 100).sum())
-    x, _ = buf.training_windows(min_windows=since_last)
-    assert x[:, 0, 0].min() >= 170
-    x, _ = buf.training_windows(min_windows=len(buf) + 1)  # not enough of the new point at all: everything
+    # mid-move: the newest 30 s of it, whichever shift they were sampled in; never the old point
+    x, ents = buf.training_windows(min_windows=10, span=30.0)
+    cut = ts[-1] - 30.0
+    assert len(ents) == len(x) and len(x) == int((ts >= cut).sum())
+    assert x[:, 0, 0].min() >= cut and x[:, 0, 0].max() == ts[-1]
+    # the plant settles (the next model fits it): every settled window is learnt, the move no more
+    buf.observe(fleet_batch(fleet, range(180, 400), flagged=False, alerts=[alert("close", e, 180.0) for e in fleet]))
+    assert buf.fleet_ends_ == [160.0, 180.0]
+    _, _, ts = buf.snapshot()
+    x, _ = buf.training_windows(min_windows=10, span=30.0)
+    assert x[:, 0, 0].min() >= 180 and len(x) == int((ts >= 180).sum()) > 10
+    # too few chosen: the newest min_windows since the first shift, then everything
+    n_new = int((ts >= 100).sum())
+    x, _ = buf.training_windows(min_windows=n_new - 1, span=30.0)
+    assert len(x) == n_new - 1 and x[:, 0, 0].min() >= 100
+    x, _ = buf.training_windows(min_windows=len(buf) - old + 1 + 10_000, span=30.0)
     assert len(x) == len(buf)
+    # span 0: the stream time in which the fleet (4 windows a second) offers min_windows to 1-in-10 sampling
+    assert buf.shift_span(12) == pytest.approx(12 * 10 / 4, rel=0.01)
+    np.testing.assert_array_equal(buf.training_windows(12)[0], buf.training_windows(12, span=buf.shift_span(12))[0])
     back = NormalBuffer(max_windows=10_000, window=W, n_features=F).load(buf.save(tmp_path / "n.npz"))
-    assert back.fleet_starts_ == [100.0, 170.0]  # the retrain job reads the saved buffer
-    np.testing.assert_array_equal(back.training_windows(since_last + 1)[0], buf.training_windows(since_last + 1)[0])
+    assert back.fleet_starts_ == [100.0, 170.0] and back.fleet_ends_ == [160.0, 180.0]  # the retrain job reads the file
+    np.testing.assert_array_equal(back.training_windows(12)[0], buf.training_windows(12)[0])
