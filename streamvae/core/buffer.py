@@ -264,6 +264,7 @@ class NormalBuffer:
     max_pending : windows waiting out the margin, per entity; the oldest is dropped
         beyond it (counted in ``dropped_near_episode``).
     seed : the reservoir's randomness.
+    min_windows, shift_span : see :meth:`span` (``retrain.min_windows``, ``retrain.shift_span``).
     fleet_share : when at least this share of a fleet (``fleet_min`` entities or more,
         each scored within the last ``margin`` seconds) is inside alert episodes at once,
         every entity's windows are sampled whether flagged or not, 1 in
@@ -274,12 +275,14 @@ class NormalBuffer:
         plant moved 25% in load left the buffer with no window of its new normal, and
         every retrain relearnt the old one). The gate still screens what is learnt: a
         window that the retrained model also finds an outlier counts as contamination.
-        0 turns it off.
+        0 turns it off. For :meth:`span` seconds after the shift ends (the plant settles
+        at its new point) normal windows are sampled 1 in ``FLEET_SAMPLE_EVERY`` too, so
+        the next retrain finds the settled plant as densely as the move.
     """
 
     def __init__(self, max_windows: int, window: int, n_features: int, sample_every: int = 10,
                  margin: float = 300.0, max_pending: int = 10_000, seed: int = 0, fleet_share: float = 0.5,
-                 fleet_min: int = 4) -> None:
+                 fleet_min: int = 4, min_windows: int = 1000, shift_span: float = 0.0) -> None:
         _check(isinstance(sample_every, int) and sample_every >= 1, "sample_every", "an int >= 1", sample_every)
         _check(isinstance(margin, (int, float)) and margin >= 0, "margin", "seconds >= 0", margin)
         self.max_windows = max_windows
@@ -293,6 +296,8 @@ class NormalBuffer:
         self.counts_ = BufferCounts()
         self._ent: dict[str, _Entity] = {}
         self.fleet_share = float(fleet_share)
+        self.min_windows = min_windows
+        self.shift_span = float(shift_span)
         self.fleet_min = fleet_min
         self._alarmed: set[str] = set()  # entities inside an open episode
         self._fleet_on = False
@@ -331,13 +336,15 @@ class NormalBuffer:
                 st.pending = keep
             elif a.kind == "close":
                 st.last_close = max(st.last_close, a.window_end)
+        end = self.fleet_ends_[-1] if self.fleet_ends_ else math.nan
+        settle_until = end + self.span() if end == end else -math.inf
         for w in result.normal:
             st = self._state(w.entity)
             self.counts_.seen += 1
             st.seen += 1
-            if (st.seen - 1) % self.sample_every:
-                continue
             t = w.end_ts
+            if (st.seen - 1) % (FLEET_SAMPLE_EVERY if t < settle_until else self.sample_every):
+                continue
             near_open = any(t <= o and t >= o - self.margin for o in opens.get(w.entity, ()))
             if near_open or st.last_close <= t < st.last_close + self.margin:
                 self.counts_.dropped_near_episode += 1
@@ -419,14 +426,18 @@ class NormalBuffer:
             st = self._ent[entity] = _Entity()
         return st
 
-    def shift_span(self, min_windows: int) -> float:
-        """Seconds of stream time in which this fleet offers ``min_windows`` windows to a
-        buffer sampling 1 in ``sample_every``: the span ``retrain.min_windows`` says is
-        enough to learn the plant from (NaN until two distinct times were scored)."""
+    def span(self, min_windows: int | None = None) -> float:
+        """Seconds of stream time a retrain after a fleet-wide shift learns: ``shift_span``
+        if set, else the stream time in which this fleet offers ``min_windows`` (default
+        the buffer's) windows to 1-in-``sample_every`` sampling, the span
+        ``retrain.min_windows`` says is enough to learn the plant from (NaN until two
+        distinct times were scored)."""
+        if self.shift_span > 0:
+            return self.shift_span
         n, t0, t1 = (float(v) for v in self.scored_)
         if not (n > 0 and t1 > t0):
             return math.nan
-        return min_windows * self.sample_every / (n / (t1 - t0))
+        return (self.min_windows if min_windows is None else min_windows) * self.sample_every / (n / (t1 - t0))
 
     def training_windows(self, min_windows: int = 200, span: float = 0.0) -> tuple[npt.NDArray[np.float32], list[str]]:
         """The windows a retrain should learn. No fleet-wide shift (see ``fleet_share``)
@@ -438,9 +449,8 @@ class NormalBuffer:
           the serving model knew), only the newest ``span`` seconds.
 
         Windows judged normal after a shift ended (the plant settled, or a retrained
-        model fits it) are all kept. ``span`` (``retrain.shift_span``; 0: :meth:`shift_span`
-        of ``min_windows``, the span a regular retrain learns from) should cover the
-        plant's slowest regular cycle. Measured offline on the drift test's plant (a
+        model fits it) are all kept. ``span`` (0: :meth:`span` of ``min_windows``)
+        should cover the plant's slowest regular cycle. Measured offline on the drift test's plant (a
         10-minute load cycle, the load ramped 25% over 15 minutes), model warm-started
         mid-ramp, faults caught after the plant settled: trained on the whole ramp
         14/20, on the newest 2 minutes of it 2/20, on the newest 10 minutes 19-20/20.
@@ -449,7 +459,7 @@ class NormalBuffer:
         x, ents, ts = self.snapshot()
         if not self.fleet_starts_ or len(ts) == 0:
             return x, ents
-        span = float(span) if span and span > 0 else self.shift_span(min_windows)
+        span = float(span) if span and span > 0 else self.span(min_windows)
         cut = float(ts[-1]) - span if span == span else -math.inf
         older = [t for t in self.fleet_starts_ if t <= cut]
         keep = ts >= (older[-1] if older else self.fleet_starts_[0])

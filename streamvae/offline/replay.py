@@ -126,7 +126,7 @@ class ReplayRetrainer:
         self.rcfg = rcfg
         self.seed = seed
         self.buffer = NormalBuffer(rcfg.max_windows, window, n_features, rcfg.sample_every, rcfg.margin, seed=seed,
-                                   fleet_share=rcfg.fleet_share)
+                                   fleet_share=rcfg.fleet_share, min_windows=rcfg.min_windows, shift_span=rcfg.shift_span)
         self.bank = AnomalyBank(rcfg.max_anomalies, window, n_features, seed=seed)
         self.trigger = RetrainTrigger.from_config(rcfg)
         self.events: list[RetrainEvent] = []

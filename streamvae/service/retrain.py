@@ -170,7 +170,8 @@ def load_buffers(cfg: Config, window: int, n_features: int) -> tuple[NormalBuffe
     d = Path(r.state_dir)
     if not (d / NORMAL_FILE).is_file():
         raise DataError(f"no saved normal buffer {d / NORMAL_FILE}; has a daemon with retrain.state_dir = {d} run?")
-    buf = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin).load(d / NORMAL_FILE)
+    buf = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin, min_windows=r.min_windows,
+                       shift_span=r.shift_span).load(d / NORMAL_FILE)
     bank = AnomalyBank(r.max_anomalies, window, n_features)
     if (d / ANOMALY_FILE).is_file():
         bank.load(d / ANOMALY_FILE)
@@ -229,7 +230,8 @@ class RetrainWorker:
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = metrics
-        self.buffer = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin, fleet_share=r.fleet_share)
+        self.buffer = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin, fleet_share=r.fleet_share,
+                                   min_windows=r.min_windows, shift_span=r.shift_span)
         self.bank = AnomalyBank(r.max_anomalies, window, n_features)
         self.state_dir = Path(r.state_dir) if r.state_dir else None
         self._restore()

@@ -186,9 +186,15 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     assert len(ents) == len(x) and len(x) == int((ts >= cut).sum())
     assert x[:, 0, 0].min() >= cut and x[:, 0, 0].max() == ts[-1]
     # the plant settles (the next model fits it): every settled window is learnt, the move no more
-    buf.observe(fleet_batch(fleet, range(180, 400), flagged=False, alerts=[alert("close", e, 180.0) for e in fleet]))
+    buf.observe(fleet_batch(fleet, range(180, 190), flagged=False, alerts=[alert("close", e, 180.0) for e in fleet]))
     assert buf.fleet_ends_ == [160.0, 180.0]
+    buf.observe(fleet_batch(fleet, range(190, 400), flagged=False))
     _, _, ts = buf.snapshot()
+    # ... and for span() seconds after the shift ended it is sampled as densely as the move was
+    settled = np.diff(np.flatnonzero(np.isin(np.arange(190, 400), ts[ts >= 190])))
+    span = buf.span()
+    assert span == pytest.approx(1000 * 10 / 4, rel=0.01) and span > 220  # min_windows 1000 by default: all of 180-400
+    assert set(settled.tolist()) == {FLEET_SAMPLE_EVERY}
     x, _ = buf.training_windows(min_windows=10, span=30.0)
     assert x[:, 0, 0].min() >= 180 and len(x) == int((ts >= 180).sum()) > 10
     # too few chosen: the newest min_windows since the first shift, then everything
@@ -198,8 +204,8 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     x, _ = buf.training_windows(min_windows=len(buf) - old + 1 + 10_000, span=30.0)
     assert len(x) == len(buf)
     # span 0: the stream time in which the fleet (4 windows a second) offers min_windows to 1-in-10 sampling
-    assert buf.shift_span(12) == pytest.approx(12 * 10 / 4, rel=0.01)
-    np.testing.assert_array_equal(buf.training_windows(12)[0], buf.training_windows(12, span=buf.shift_span(12))[0])
+    assert buf.span(12) == pytest.approx(12 * 10 / 4, rel=0.01)
+    np.testing.assert_array_equal(buf.training_windows(12)[0], buf.training_windows(12, span=buf.span(12))[0])
     back = NormalBuffer(max_windows=10_000, window=W, n_features=F).load(buf.save(tmp_path / "n.npz"))
     assert back.fleet_starts_ == [100.0, 170.0] and back.fleet_ends_ == [160.0, 180.0]  # the retrain job reads the file
     np.testing.assert_array_equal(back.training_windows(12)[0], buf.training_windows(12)[0])
