@@ -334,7 +334,10 @@ class NormalBuffer:
                 keep = deque((t, v) for t, v in st.pending if t < a.window_end - self.margin)
                 self.counts_.dropped_near_episode += len(st.pending) - len(keep)
                 st.pending = keep
-            elif a.kind == "close":
+            elif a.kind == "close" and not self._fleet_on:
+                # a fleet-wide alarm ending (the serving model swapped, or the plant
+                # settled) is the plant, not a fault: no margin after it, or the buffer
+                # would miss the first margin seconds of the new operating point
                 st.last_close = max(st.last_close, a.window_end)
         end = self.fleet_ends_[-1] if self.fleet_ends_ else math.nan
         settle_until = end + self.span() if end == end else -math.inf
