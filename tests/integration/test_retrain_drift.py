@@ -125,15 +125,6 @@ def settle(d: DaemonProc, reg: Registry, timeout: float) -> str:
     raise AssertionError(f"the daemon did not settle in {timeout}s: {healthz(d)}, CURRENT {reg.current()}\n{d.log_tail(30)}")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 5's drift target is met in 7 of 8 runs, not reliably (measured 2026-12-03, this code): after the "
-    "swap recall 18, 19, 19, 20, 20, 20, 20, 11 of 20 (target >= 18) with 0.87, 0.00, 0.52, 0.00, 0.17, 0.35, 0.00, 0.52 "
-    "false episodes per entity-hour (target <= 1.0). In the failing run the daemon's 4th retrain (an adwin trigger at "
-    "the end of the drift part, when the 3rd model already fitted the new point) passed the gate on synthetic anomalies "
-    "yet missed 9 of the 20 injected faults. Earlier today: recall 15/20 and 1.40 in 3 runs before the recalibration, "
-    "buffer and gate changes.",
-)
 def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, plant_model: Path, tmp_path: Path,  # noqa: F811
                                                                  daemons: list[DaemonProc],  # noqa: F811
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
