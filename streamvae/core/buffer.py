@@ -362,15 +362,16 @@ class NormalBuffer:
             elif a.kind == "close":
                 self._alarmed.discard(a.entity)
         now: dict[str, float] = {}
+        first = math.inf  # the batch's earliest window end
         for s in result.scored:
-            if s.end_ts > now.get(s.entity, float("-inf")):
+            if s.end_ts > now.get(s.entity, -math.inf):
                 now[s.entity] = s.end_ts
+            first = min(first, s.end_ts)
         self._last_ts.update(now)
         if now:
-            lo, hi = min(s.end_ts for s in result.scored), max(now.values())
             n, t0, t1 = self.scored_
-            self.scored_ = np.array([n + len(result.scored), np.fmin(t0, lo), np.fmax(t1, hi)])  # fmin/fmax: NaN = none yet
-        added_fleet = self._fleet_shift(result)
+            self.scored_ = np.array([n + len(result.scored), np.fmin(t0, first), np.fmax(t1, max(now.values()))])  # NaN: none yet
+        added_fleet = self._fleet_shift(result, first)
         added: list[tuple[str, float, npt.NDArray[np.float32]]] = []
         for entity, t_now in now.items():
             held = self._ent.get(entity)
@@ -384,9 +385,9 @@ class NormalBuffer:
                     added.append((entity, t, v))
         return added + added_fleet
 
-    def _fleet_shift(self, result: BatchResult) -> list[tuple[str, float, npt.NDArray[np.float32]]]:
+    def _fleet_shift(self, result: BatchResult, first: float) -> list[tuple[str, float, npt.NDArray[np.float32]]]:
         """Sample every entity's windows, flagged or not, while most of the fleet alarms
-        together (see ``fleet_share``)."""
+        together (see ``fleet_share``); ``first``: the batch's earliest window end."""
         if self.fleet_share <= 0 or result.windows is None or not self._last_ts:
             return []
         latest = max(self._last_ts.values())
@@ -395,11 +396,11 @@ class NormalBuffer:
         if len(active) < self.fleet_min or alarmed < self.fleet_share * len(active):
             if self._fleet_on:
                 self._fleet_on = False
-                self.fleet_ends_[-1] = min(s.end_ts for s in result.scored)
+                self.fleet_ends_[-1] = first
             return []
         if not self._fleet_on:  # a new shift: what came before it is the old operating point
             self._fleet_on = True
-            self.fleet_starts_ = [*self.fleet_starts_, min(s.end_ts for s in result.scored)][-FLEET_STARTS:]
+            self.fleet_starts_ = [*self.fleet_starts_, first][-FLEET_STARTS:]
             self.fleet_ends_ = [*self.fleet_ends_, math.nan][-FLEET_STARTS:]
         out = []
         for s, v in zip(result.scored, result.windows):
@@ -412,11 +413,6 @@ class NormalBuffer:
                 if self.add(s.entity, s.end_ts, v):
                     out.append((s.entity, s.end_ts, v))
         return out
-
-    @property
-    def fleet_since_(self) -> float:
-        """Stream time the last fleet-wide shift began (NaN: none seen)."""
-        return self.fleet_starts_[-1] if self.fleet_starts_ else math.nan
 
     @property
     def fleet_shift_on(self) -> bool:
@@ -442,18 +438,18 @@ class NormalBuffer:
             return math.nan
         return (self.min_windows if min_windows is None else min_windows) * self.sample_every / (n / (t1 - t0))
 
-    def training_windows(self, min_windows: int = 200, span: float = 0.0) -> tuple[npt.NDArray[np.float32], list[str]]:
+    def training_windows(self, min_windows: int = 200) -> tuple[npt.NDArray[np.float32], list[str]]:
         """The windows a retrain should learn. No fleet-wide shift (see ``fleet_share``)
         seen: every window. After one: the plant as it is NOW, which is
 
-        - no window from before the latest shift that began at least ``span`` seconds
-          before the newest window (the old operating point), and
+        - no window from before the latest shift that began at least :meth:`span`
+          seconds before the newest window (the old operating point), and
         - of the windows sampled while a shift was on (the plant moving away from what
-          the serving model knew), only the newest ``span`` seconds.
+          the serving model knew), only the newest :meth:`span` seconds.
 
         Windows judged normal after a shift ended (the plant settled, or a retrained
-        model fits it) are all kept. ``span`` (0: :meth:`span` of ``min_windows``)
-        should cover the plant's slowest regular cycle. Measured offline on the drift test's plant (a
+        model fits it) are all kept. The span should cover the plant's slowest regular
+        cycle. Measured offline on the drift test's plant (a
         10-minute load cycle, the load ramped 25% over 15 minutes), model warm-started
         mid-ramp, faults caught after the plant settled: trained on the whole ramp
         14/20, on the newest 2 minutes of it 2/20, on the newest 10 minutes 19-20/20.
@@ -462,7 +458,7 @@ class NormalBuffer:
         x, ents, ts = self.snapshot()
         if not self.fleet_starts_ or len(ts) == 0:
             return x, ents
-        span = float(span) if span and span > 0 else self.span(min_windows)
+        span = self.span(min_windows)
         cut = float(ts[-1]) - span if span == span else -math.inf
         older = [t for t in self.fleet_starts_ if t <= cut]
         keep = ts >= (older[-1] if older else self.fleet_starts_[0])

@@ -150,7 +150,7 @@ class ReplayRetrainer:
 
         self.trigger.started(now)
         t0 = time.perf_counter()
-        x, ents = self.buffer.training_windows(self.rcfg.min_windows, self.rcfg.shift_span)
+        x, ents = self.buffer.training_windows(self.rcfg.min_windows)
         anomalies = self.bank.snapshot()[0]
         current: Any = pipe.scorer
         k = len(self.events) + 1

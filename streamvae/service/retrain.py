@@ -65,9 +65,9 @@ class RetrainReport:
 
 
 def _as_arrays(normals: NormalBuffer | tuple[np.ndarray, Sequence[str]] | np.ndarray,
-               min_windows: int = 200, span: float = 0.0) -> tuple[np.ndarray, list[str] | None]:
+               min_windows: int = 200) -> tuple[np.ndarray, list[str] | None]:
     if isinstance(normals, NormalBuffer):
-        return normals.training_windows(min_windows, span)
+        return normals.training_windows(min_windows)
     if isinstance(normals, tuple):
         return np.asarray(normals[0], np.float32), list(normals[1])
     return np.asarray(normals, np.float32), None
@@ -101,7 +101,7 @@ def retrain_once(cfg: Config, normals: NormalBuffer | tuple[np.ndarray, Sequence
         raise ConfigError(f"model.path {cfg.model.path} has no CURRENT model to retrain from; add and promote one first "
                           "(streamvae models promote VERSION)")
     current = artifact.load(reg.path(previous))
-    x, ents = _as_arrays(normals, cfg.retrain.min_windows, cfg.retrain.shift_span)
+    x, ents = _as_arrays(normals, cfg.retrain.min_windows)
     a = anomalies.snapshot()[0] if isinstance(anomalies, AnomalyBank) else anomalies
     try:
         cand, report = retrain(current, x, a, cfg.retrain, seed=seed, entities=ents)

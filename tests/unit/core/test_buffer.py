@@ -164,6 +164,11 @@ def fleet_batch(entities: list[str], times: range, flagged: bool, alerts: list[A
 
 
 def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_the_move(tmp_path: Path) -> None:
+    def learnt(buf: NormalBuffer, min_windows: int, span: float = 0.0) -> tuple[np.ndarray, list[str]]:
+        """What the retrain job learns: the saved buffer, loaded with retrain.shift_span = ``span``."""
+        path = buf.save(tmp_path / "learnt.npz")
+        return NormalBuffer(10_000, W, F, sample_every=10, shift_span=span).load(path).training_windows(min_windows)
+
     fleet = ["a", "b", "c", "d"]
     buf = NormalBuffer(max_windows=10_000, window=W, n_features=F, sample_every=10, margin=10.0, fleet_min=4)
     buf.observe(fleet_batch(fleet, range(0, 100), flagged=False))  # the old operating point
@@ -181,7 +186,7 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     assert buf.fleet_starts_ == [100.0, 170.0] and buf.fleet_ends_[0] == 160.0 and np.isnan(buf.fleet_ends_[1])
     _, _, ts = buf.snapshot()
     # mid-move: the newest 30 s of it, whichever shift they were sampled in; never the old point
-    x, ents = buf.training_windows(min_windows=10, span=30.0)
+    x, ents = learnt(buf, min_windows=10, span=30.0)
     cut = ts[-1] - 30.0
     assert len(ents) == len(x) and len(x) == int((ts >= cut).sum())
     assert x[:, 0, 0].min() >= cut and x[:, 0, 0].max() == ts[-1]
@@ -196,17 +201,17 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     span = buf.span()
     assert span == pytest.approx(1000 * 10 / 4, rel=0.01) and span > 220  # min_windows 1000 by default: all of 180-400
     assert set(settled.tolist()) == {FLEET_SAMPLE_EVERY}
-    x, _ = buf.training_windows(min_windows=10, span=30.0)
+    x, _ = learnt(buf, min_windows=10, span=30.0)
     assert x[:, 0, 0].min() > 180 and len(x) == int((ts > 180).sum()) > 10  # the shift ended at 180
     # too few chosen: the newest min_windows since the first shift, then everything
     n_new = int((ts >= 100).sum())
-    x, _ = buf.training_windows(min_windows=n_new - 1, span=30.0)
+    x, _ = learnt(buf, min_windows=n_new - 1, span=30.0)
     assert len(x) == n_new - 1 and x[:, 0, 0].min() >= 100
-    x, _ = buf.training_windows(min_windows=len(buf) - old + 1 + 10_000, span=30.0)
+    x, _ = learnt(buf, min_windows=len(buf) - old + 1 + 10_000, span=30.0)
     assert len(x) == len(buf)
     # span 0: the stream time in which the fleet (4 windows a second) offers min_windows to 1-in-10 sampling
     assert buf.span(12) == pytest.approx(12 * 10 / 4, rel=0.01)
-    np.testing.assert_array_equal(buf.training_windows(12)[0], buf.training_windows(12, span=buf.span(12))[0])
+    np.testing.assert_array_equal(buf.training_windows(12)[0], learnt(buf, 12, span=buf.span(12))[0])
     back = NormalBuffer(max_windows=10_000, window=W, n_features=F).load(buf.save(tmp_path / "n.npz"))
     assert back.fleet_starts_ == [100.0, 170.0] and back.fleet_ends_ == [160.0, 180.0]  # the retrain job reads the file
     np.testing.assert_array_equal(back.training_windows(12)[0], buf.training_windows(12)[0])
