@@ -1,23 +1,31 @@
 """Alert episodes: consecutive flagged windows of one entity become ONE episode.
 
-An episode opens after ``open_after`` consecutive flagged windows, sends an ``update``
-at most every ``update_every`` seconds while it stays flagged (and only when the peak
-score rose), and closes once the entity has been quiet (no flagged window) for
-``close_after`` seconds of event time. One JSON alert per transition: a fault that lasts
-an hour is three or four alerts, not thousands.
+Every time constant here counts the entity's own windows, never seconds, so the same
+setting means the same thing at one reading a second and at one an hour (with stride 1
+a window is a reading). An episode opens after ``open_after`` consecutive flagged
+windows, sends an ``update`` at most every ``update_every`` windows while it lasts (and
+only when the peak score rose), and closes after ``close_after`` consecutive windows
+without a flag. One JSON alert per transition: a fault that lasts an hour is three or
+four alerts, not thousands.
+
+An episode that lasts ``accept_after`` windows, and at least ``accept_min_s`` seconds of
+event time, is *due*: the caller (the pipeline) may
+accept the change as the entity's new normal (:meth:`EpisodeTracker.accept`, a ``close``
+with ``resolution = "accepted"``) or :meth:`~EpisodeTracker.postpone` the question for
+another ``accept_after`` windows.
 
 ``alert_id`` is a stable hash of (entity, window end, model version, kind), so a
 subscriber can drop duplicates and a replay of the same windows produces the same ids.
 
 Examples
 --------
->>> ep = EpisodeTracker(open_after=2, close_after=10.0)
+>>> ep = EpisodeTracker(open_after=2, close_after=10)
 >>> kinds = []
 >>> for t, flagged in enumerate([0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]):
 ...     for a in ep.observe("pump-1", float(t), float(t), 5.0 + flagged, 5.5, bool(flagged), (), "v1"):
-...         kinds.append((t, a.kind))
+...         kinds.append((t, a.kind, a.resolution))
 >>> kinds
-[(2, 'open'), (13, 'close')]
+[(2, 'open', None), (13, 'close', 'quiet')]
 """
 
 from __future__ import annotations
@@ -36,9 +44,17 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+RESOLUTIONS = ("quiet", "accepted", "rejudged")
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One episode transition, in the alert schema of ../shared/DESIGN.md."""
+    """One episode transition, in the alert schema of ../shared/DESIGN.md.
+
+    ``resolution`` (close alerts only) says why the episode ended: ``quiet`` (no flag for
+    ``close_after`` windows), ``accepted`` (the change persisted and became the entity's
+    new normal) or ``rejudged`` (a new model does not flag the entity).
+    """
 
     alert_id: str
     kind: str  # open | update | close
@@ -53,9 +69,10 @@ class Alert:
     detected_at: float
     peak_score: float
     reason: str = "score"  # score | dead_sensor | stuck_sensor: what flagged the episode
+    resolution: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "alert_id": self.alert_id, "kind": self.kind, "entity": self.entity,
             "window_start": self.window_start, "window_end": self.window_end,
             "score": self.score, "threshold": self.threshold, "model_version": self.model_version,
@@ -63,47 +80,59 @@ class Alert:
             "episode_id": self.episode_id, "detected_at": self.detected_at, "peak_score": self.peak_score,
             "reason": self.reason,
         }
+        if self.resolution is not None:
+            d["resolution"] = self.resolution
+        return d
 
 
 @dataclass(slots=True)
 class _State:
-    streak: int = 0
+    streak: int = 0  # consecutive flagged windows
     episode_id: str | None = None
-    opened_at: float = 0.0
-    last_flag_end: float = 0.0
-    last_emit: float = 0.0
+    quiet: int = 0  # consecutive unflagged windows of the open episode
+    since_emit: int = 0  # windows since the open or the last update
+    lasted: int = 0  # windows since the open (or the last postponed acceptance)
+    opened_at: float = 0.0  # event time of the opening window's end
+    last_end: float = 0.0  # event time of the latest window's end
     peak: float = float("-inf")
     peak_emitted: float = float("-inf")
-    first_start: float = 0.0
     top: tuple[tuple[str, float], ...] = field(default=())
     reason: str = "score"
+    rejudge: bool = False
+
+
+def _count(name: str, v: Any, low: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ConfigError(f"episodes.{name} must be an int >= {low} (windows); got {v!r}")
+    return v
 
 
 class EpisodeTracker:
-    """Per-entity episode state machine (event time: window end timestamps).
+    """Per-entity episode state machine; every duration counts the entity's windows.
 
     Parameters
     ----------
     open_after : consecutive flagged windows that open an episode (persistence).
-    close_after : quiet seconds (no flagged window) after which an open episode closes.
-    update_every : minimum seconds between two ``update`` alerts of one episode.
+    close_after : consecutive unflagged windows that close an open episode.
+    update_every : minimum windows between two ``update`` alerts of one episode.
+    accept_after : windows an episode lasts before it is due for acceptance
+        (:meth:`due`); 0: never.
+    accept_min_s : seconds of event time it must also have lasted (a fault of minutes
+        is never a new normal, whatever the sampling rate).
     max_entities : bound on entities with state; idle entities without an open episode
         are evicted first (counted in ``evicted_``).
     """
 
-    def __init__(self, open_after: int = 1, close_after: float = 60.0, update_every: float = 300.0, max_entities: int = 100_000) -> None:
-        if not isinstance(open_after, int) or open_after < 1:
-            raise ConfigError(f"episodes.open_after must be an int >= 1; got {open_after!r}")
-        if not close_after >= 0:
-            raise ConfigError(f"episodes.close_after must be seconds >= 0; got {close_after!r}")
-        if not update_every > 0:
-            raise ConfigError(f"episodes.update_every must be seconds > 0; got {update_every!r}")
-        if not isinstance(max_entities, int) or max_entities < 1:
-            raise ConfigError(f"episodes.max_entities must be an int >= 1; got {max_entities!r}")
-        self.open_after = open_after
-        self.close_after = close_after
-        self.update_every = update_every
-        self.max_entities = max_entities
+    def __init__(self, open_after: int = 1, close_after: int = 60, update_every: int = 300, accept_after: int = 0,
+                 max_entities: int = 100_000, accept_min_s: float = 0.0) -> None:
+        self.open_after = _count("open_after", open_after, 1)
+        self.close_after = _count("close_after", close_after, 1)
+        self.update_every = _count("update_every", update_every, 1)
+        self.accept_after = _count("accept_after", accept_after, 0)
+        self.max_entities = _count("max_entities", max_entities, 1)
+        if not (isinstance(accept_min_s, (int, float)) and accept_min_s >= 0):
+            raise ConfigError(f"episodes.accept_min_s must be seconds >= 0; got {accept_min_s!r}")
+        self.accept_min_s = float(accept_min_s)
         self._state: OrderedDict[str, _State] = OrderedDict()
         self.evicted_ = 0
 
@@ -138,50 +167,79 @@ class EpisodeTracker:
             self._state.move_to_end(entity)
         now = window_end if detected_at is None else detected_at
 
-        def alert(kind: str) -> Alert:
+        def alert(kind: str, resolution: str | None = None) -> Alert:
             assert st.episode_id is not None
             return Alert(
                 stable_id(entity, window_end, model_version, kind), kind, entity, window_start, window_end,
                 float(score), threshold, model_version, tuple(features) if flagged else st.top, st.episode_id, now, st.peak,
-                st.reason,
+                st.reason, resolution,
             )
 
+        st.last_end = window_end
+        if st.episode_id is not None:
+            st.lasted += 1
+            st.since_emit += 1
         if flagged:
             st.streak += 1
             if st.episode_id is None:
-                if st.streak == 1:
-                    st.first_start = window_start
                 if st.streak < self.open_after:
                     return []
                 st.episode_id = stable_id(entity, window_end, model_version)
-                st.opened_at = st.last_emit = window_end
-                st.last_flag_end = window_end
+                st.quiet = st.since_emit = st.lasted = 0
+                st.opened_at = window_end
                 st.peak = st.peak_emitted = score
                 st.top = tuple(features)
                 st.reason = reason
                 return [alert("open")]
-            st.last_flag_end = window_end
+            st.quiet = 0
+            st.rejudge = False
             if score > st.peak:
                 st.peak = score
                 st.top = tuple(features)
-            if window_end - st.last_emit >= self.update_every and st.peak > st.peak_emitted:
-                st.last_emit = window_end
+            if st.since_emit >= self.update_every and st.peak > st.peak_emitted:
+                st.since_emit = 0
                 st.peak_emitted = st.peak
                 return [alert("update")]
             return []
         st.streak = 0
-        if st.episode_id is not None and window_end - st.last_flag_end >= self.close_after:
-            a = alert("close")
-            del self._state[entity]
-            return [a]
         if st.episode_id is None:
             del self._state[entity]
+            return []
+        st.quiet += 1
+        if st.rejudge or st.quiet >= self.close_after:
+            a = alert("close", "rejudged" if st.rejudge else "quiet")
+            del self._state[entity]
+            return [a]
         return []
+
+    def due(self, entity: str) -> bool:
+        """True when the entity's episode has lasted ``accept_after`` windows (see the
+        module doc): the change may be accepted as the new normal."""
+        st = self._state.get(entity)
+        return (self.accept_after > 0 and st is not None and st.episode_id is not None
+                and st.lasted >= self.accept_after and st.last_end - st.opened_at >= self.accept_min_s)
+
+    def postpone(self, entity: str) -> None:
+        """Not accepted now: ask again after another ``accept_after`` windows."""
+        st = self._state.get(entity)
+        if st is not None:
+            st.lasted = 0
+
+    def accept(self, entity: str, window_start: float, window_end: float, score: float, threshold: float | None,
+               model_version: str, detected_at: float | None = None) -> Alert | None:
+        """Close the entity's episode: its change is the new normal. Returns the close
+        alert (``resolution = "accepted"``), or None when no episode is open."""
+        st = self._state.pop(entity, None)
+        if st is None or st.episode_id is None:
+            return None
+        return Alert(stable_id(entity, window_end, model_version, "close"), "close", entity, window_start, window_end,
+                     float(score), threshold, model_version, st.top, st.episode_id,
+                     window_end if detected_at is None else detected_at, st.peak, st.reason, "accepted")
 
     def rejudge(self) -> int:
         """A new model serves: an open episode closes at the NEW model's first window of
         its entity if that window is not flagged, instead of after ``close_after`` quiet
-        seconds (if it is flagged, the episode goes on under the usual rule). The episodes
+        windows (if it is flagged, the episode goes on under the usual rule). The episodes
         were the old model's judgement; left to run, one opened by a stale model on a new
         operating point stays open for as long as anything flickers, and an open episode
         absorbs every later fault of its entity (measured in the drift test: 8 of 8 pumps
@@ -189,7 +247,7 @@ class EpisodeTracker:
         n = 0
         for st in self._state.values():
             if st.episode_id is not None:
-                st.last_flag_end = float("-inf")
+                st.rejudge = True
                 n += 1
         return n
 

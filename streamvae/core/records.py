@@ -35,7 +35,7 @@ from streamvae.errors import RecordError
 REASONS = (
     "not_json", "not_object", "too_large", "missing_entity", "bad_entity", "entity_key_mismatch", "unknown_entity",
     "missing_ts", "bad_ts", "missing_values", "bad_values", "bad_value", "non_finite", "no_known_feature",
-    "bad_readings", "timestamp_backwards",
+    "bad_readings",
 )
 
 MAX_READINGS = 10_000

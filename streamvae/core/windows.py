@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ import numpy.typing as npt
 from streamvae.errors import ConfigError, RecordError
 
 FloatArray = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 def _check_geometry(size: int, stride: int, max_gap: float | None) -> None:
@@ -46,6 +48,19 @@ def _check_geometry(size: int, stride: int, max_gap: float | None) -> None:
         raise ConfigError(f"window.stride must be an int in [1, window.size={size}]; got {stride!r}")
     if max_gap is not None and not (max_gap > 0 and math.isfinite(max_gap)):
         raise ConfigError(f"window.max_gap must be a positive number of seconds or unset; got {max_gap!r}")
+
+
+def typical_interval(*timestamps: npt.ArrayLike) -> float | None:
+    """The median step between consecutive readings over one or more series (each one
+    entity's timestamps in arrival order); None when no step is positive.
+
+    >>> typical_interval([0.0, 300.0, 600.0, 600.0, 1200.0])
+    300.0
+    """
+    steps = [np.diff(np.asarray(t, dtype=np.float64)) for t in timestamps]
+    d = np.concatenate(steps) if steps else np.empty(0)
+    d = d[d > 0]
+    return float(np.median(d)) if len(d) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +158,15 @@ class WindowAssembler:
     size, stride : window length W and step S, in readings.
     n_features : F, the model's feature count.
     max_gap : seconds; a longer silence starts a new sequence (None: never).
-    max_lateness : seconds a timestamp may go backwards before the reading is refused
-        with ``RecordError(reason="timestamp_backwards")``; a late reading within the
-        allowance is appended in arrival order.
+    max_lateness : seconds a timestamp may go backwards and still be appended in arrival
+        order. A reading further back means the entity's clock stepped back (a reset, a
+        time-zone or DST slip): it starts a new window sequence from that time on, as a
+        gap does, instead of being refused (``clock_resets_`` counts them, logged once
+        per entity).
+
+    A reading stamped exactly like the entity's previous one is taken as the next
+    reading, in arrival order (``repeated_ts_`` counts them): sensors that stamp at a
+    coarse resolution, or a clock stuck for a while, still deliver distinct readings.
     max_entities : bound on live entities; the least recently seen is evicted first
         (counted in ``evicted_``).
     """
@@ -168,6 +189,9 @@ class WindowAssembler:
         self.max_entities = max_entities
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
         self.evicted_ = 0
+        self.clock_resets_ = 0
+        self.repeated_ts_ = 0
+        self._reset_logged: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._rings)
@@ -188,11 +212,12 @@ class WindowAssembler:
             rings.move_to_end(entity)
         last = ring.last_ts
         if ts < last - self.max_lateness:
-            raise RecordError(
-                "timestamp_backwards",
-                f"reading of {entity} at ts={ts} is {last - ts:.3f}s older than the last one "
-                f"(allowed lateness {self.max_lateness}s)",
-            )
+            self._clock_reset(entity, ts, last)
+            ring.filled = 0
+            ring.since_emit = 0
+            ring.last_ts = last = ts
+        elif ts == last:
+            self.repeated_ts_ += 1
         if self.max_gap is not None and ring.filled and ts - last > self.max_gap:
             ring.filled = 0
             ring.since_emit = 0
@@ -215,6 +240,13 @@ class WindowAssembler:
         ring.since_emit = 0
         lo = i + 1
         return [Window(entity, float(ring.ts[lo]), float(ts), ring.seen - 1, ring.values[lo : lo + w].copy())]
+
+    def _clock_reset(self, entity: str, ts: float, last: float) -> None:
+        self.clock_resets_ += 1
+        if entity not in self._reset_logged and len(self._reset_logged) < 10_000:
+            self._reset_logged.add(entity)
+            log.warning("the clock of %s stepped back %.3fs (ts %s after %s; allowed lateness %ss): "
+                        "a new window sequence starts (logged once per entity)", entity, last - ts, ts, last, self.max_lateness)
 
     def forget(self, entity: str) -> None:
         """Drop one entity's open window (e.g. its partition was revoked)."""

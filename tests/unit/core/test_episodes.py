@@ -34,7 +34,7 @@ def run(ts: Iterable[float], flagged: bool, score: float = 9.0) -> list[tuple[fl
 
 
 def test_opens_after_open_after_consecutive_flagged_windows() -> None:
-    ep = EpisodeTracker(open_after=3, close_after=60.0)
+    ep = EpisodeTracker(open_after=3, close_after=60)
     # two flagged, a quiet one (the streak restarts), then three flagged
     seq = run([0, 1], True) + run([2], False) + run([3, 4], True)
     assert feed(ep, "pump-1", seq) == []
@@ -46,7 +46,7 @@ def test_opens_after_open_after_consecutive_flagged_windows() -> None:
 
 
 def test_a_long_fault_is_one_episode_with_bounded_updates() -> None:
-    ep = EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0)
+    ep = EpisodeTracker(open_after=2, close_after=60, update_every=300)
     # 1,000 flagged windows whose score keeps rising, so every update is due
     seq = [(float(t), True, 10.0 + t) for t in range(1000)]
     alerts = feed(ep, "pump-1", seq)
@@ -62,8 +62,8 @@ def test_a_long_fault_is_one_episode_with_bounded_updates() -> None:
     assert not ep.is_open("pump-1")
 
 
-def test_closes_only_after_close_after_quiet_seconds() -> None:
-    ep = EpisodeTracker(open_after=1, close_after=30.0)
+def test_closes_only_after_close_after_quiet_windows() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=30)
     assert [a.kind for a in feed(ep, "pump-1", run(range(5), True))] == ["open"]
     quiet = feed(ep, "pump-1", run(range(5, 34), False))  # last flag at 4: quiet until 33
     assert quiet == [] and ep.is_open("pump-1")
@@ -75,7 +75,7 @@ def test_closes_only_after_close_after_quiet_seconds() -> None:
 
 
 def test_a_flagged_window_in_the_quiet_period_keeps_the_episode_open() -> None:
-    ep = EpisodeTracker(open_after=1, close_after=30.0)
+    ep = EpisodeTracker(open_after=1, close_after=30)
     alerts = feed(ep, "pump-1", run(range(5), True) + run(range(5, 20), False))
     alerts += feed(ep, "pump-1", run([20], True))  # inside the quiet period
     alerts += feed(ep, "pump-1", run(range(21, 50), False))
@@ -86,14 +86,15 @@ def test_a_flagged_window_in_the_quiet_period_keeps_the_episode_open() -> None:
 
 
 def test_updates_only_when_the_peak_rose() -> None:
-    ep = EpisodeTracker(open_after=1, close_after=600.0, update_every=100.0)
+    ep = EpisodeTracker(open_after=1, close_after=600, update_every=100)
     alerts = feed(ep, "pump-1", [(0.0, True, 10.0)] + run(range(1, 500), True, 9.0))
-    assert [a.kind for a in alerts] == ["open"]  # 500 s flagged, never above the opening peak
+    assert [a.kind for a in alerts] == ["open"]  # 500 windows flagged, never above the opening peak
     [up] = feed(ep, "pump-1", [(500.0, True, 11.0)])
     assert up.kind == "update" and up.peak_score == 11.0 and up.score == 11.0
     assert feed(ep, "pump-1", run(range(501, 550), True, 9.0)) == []
-    assert feed(ep, "pump-1", [(550.0, True, 12.0)]) == []  # risen, but only 50 s since the last
-    [up2] = feed(ep, "pump-1", run([600], True, 9.0))
+    assert feed(ep, "pump-1", [(550.0, True, 12.0)]) == []  # risen, but only 50 windows since the last
+    assert feed(ep, "pump-1", run(range(551, 600), True, 9.0)) == []
+    [up2] = feed(ep, "pump-1", run([600], True, 9.0))  # 100 windows after the last update
     assert up2.kind == "update" and up2.peak_score == 12.0
     assert feed(ep, "pump-1", run(range(601, 1000), True, 9.0)) == []
 
@@ -104,23 +105,23 @@ def _scenario(ep: EpisodeTracker, entity: str, version: str = "v1") -> list[Aler
 
 
 def test_alert_ids_are_deterministic_and_distinct() -> None:
-    first = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-1")
-    again = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-1")
+    first = _scenario(EpisodeTracker(open_after=2, close_after=60, update_every=300), "pump-1")
+    again = _scenario(EpisodeTracker(open_after=2, close_after=60, update_every=300), "pump-1")
     assert [a.kind for a in first] == ["open", "update", "update", "close"]
     assert first == again  # ids, episode ids, everything
     ids = [a.alert_id for a in first]
     assert len(set(ids)) == len(ids)  # open, update and close differ
-    other = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-2")
+    other = _scenario(EpisodeTracker(open_after=2, close_after=60, update_every=300), "pump-2")
     assert not set(ids) & {a.alert_id for a in other}
     assert first[0].episode_id != other[0].episode_id
-    v2 = _scenario(EpisodeTracker(open_after=2, close_after=60.0, update_every=300.0), "pump-1", "v2")
+    v2 = _scenario(EpisodeTracker(open_after=2, close_after=60, update_every=300), "pump-1", "v2")
     assert not set(ids) & {a.alert_id for a in v2}
     # the same window can end in an open for one kind and a close for another: kind is in the id
     assert stable_id("pump-1", 5.0, "v1", "open") != stable_id("pump-1", 5.0, "v1", "close")
 
 
 def test_alert_to_dict_has_the_design_fields() -> None:
-    ep = EpisodeTracker(open_after=1, close_after=10.0)
+    ep = EpisodeTracker(open_after=1, close_after=10)
     [a] = ep.observe("pump-17", 100.0, 115.0, 412.7, 97.3, True, FEATURES, "2026-11-23T07-00-00Z-3f2a", 120.5)
     d = a.to_dict()
     assert DESIGN_FIELDS <= set(d)
@@ -133,7 +134,7 @@ def test_alert_to_dict_has_the_design_fields() -> None:
 
 
 def test_max_entities_evicts_idle_entities_first() -> None:
-    ep = EpisodeTracker(open_after=2, close_after=60.0, max_entities=3)
+    ep = EpisodeTracker(open_after=2, close_after=60, max_entities=3)
     feed(ep, "x", run([0, 1], True))  # open
     feed(ep, "y", run([0], True))  # one flagged window, not open yet
     feed(ep, "z", run([0], True))
@@ -146,21 +147,21 @@ def test_max_entities_evicts_idle_entities_first() -> None:
 
 
 def test_max_entities_never_evicts_the_entity_being_observed() -> None:
-    ep = EpisodeTracker(open_after=1, close_after=10.0, max_entities=2)
+    ep = EpisodeTracker(open_after=1, close_after=10, max_entities=2)
     feed(ep, "x", run([0], True))
     feed(ep, "y", run([0], True))
     assert ep.open_count() == 2
     alerts = feed(ep, "w", run(range(1, 50), True))  # every other entity has an open episode
     assert [a.kind for a in alerts] == ["open"]  # one episode, not one per window
     assert ep.is_open("w") and ep.evicted_ == 1 and ep.open_count() == 2
-    [close] = feed(ep, "w", run([60], False))
-    assert close.kind == "close" and close.episode_id == alerts[0].episode_id
+    [close] = feed(ep, "w", run(range(50, 60), False))  # the 10th quiet window closes it
+    assert close.kind == "close" and close.episode_id == alerts[0].episode_id and close.window_end == 59.0
 
 
 @pytest.mark.parametrize(
     ("kw", "key"),
-    [({"open_after": 0}, "open_after"), ({"close_after": -1.0}, "close_after"),
-     ({"update_every": 0.0}, "update_every"), ({"max_entities": 0}, "max_entities")],
+    [({"open_after": 0}, "open_after"), ({"close_after": -1}, "close_after"),
+     ({"update_every": 0}, "update_every"), ({"max_entities": 0}, "max_entities")],
 )
 def test_bad_parameters_are_config_errors(kw: dict[str, float], key: str) -> None:
     with pytest.raises(ConfigError, match=rf"episodes\.{key}\b"):
@@ -168,7 +169,7 @@ def test_bad_parameters_are_config_errors(kw: dict[str, float], key: str) -> Non
 
 
 def test_rejudge_closes_an_open_episode_the_new_model_does_not_flag() -> None:
-    t = EpisodeTracker(open_after=1, close_after=60.0)
+    t = EpisodeTracker(open_after=1, close_after=60)
     for ent in ("p", "q"):
         assert [a.kind for a in t.observe(ent, 0.0, 10.0, 9.0, 5.0, True, (), "v1")] == ["open"]
         assert t.observe(ent, 1.0, 11.0, 1.0, 5.0, False, (), "v1") == []  # quiet, but not for 60 s yet
@@ -178,5 +179,27 @@ def test_rejudge_closes_an_open_episode_the_new_model_does_not_flag() -> None:
     # q: the new model flags it too: the episode goes on, and closes by the usual rule
     assert t.observe("q", 2.0, 12.0, 9.0, 5.0, True, (), "v2") == []
     assert t.observe("q", 3.0, 13.0, 1.0, 5.0, False, (), "v2") == [] and t.is_open("q")
-    assert [a.kind for a in t.observe("q", 63.0, 73.0, 1.0, 5.0, False, (), "v2")] == ["close"]
+    closes = [a for t_ in range(4, 63) for a in t.observe("q", t_ - 10.0, float(t_), 1.0, 5.0, False, (), "v2")]
+    assert [(a.kind, a.window_end, a.resolution) for a in closes] == [("close", 62.0, "quiet")]
     assert t.rejudge() == 0
+
+
+def test_an_episode_is_due_for_acceptance_after_its_windows_and_its_event_time() -> None:
+    ep = EpisodeTracker(open_after=1, close_after=10, accept_after=5, accept_min_s=60.0)
+    feed(ep, "p", run(range(0, 100, 10), True))  # 10 windows, 10 s apart: 90 s since the open
+    assert ep.due("p")
+    fast = EpisodeTracker(open_after=1, close_after=10, accept_after=5, accept_min_s=60.0)
+    feed(fast, "q", run(range(0, 10), True))  # 10 windows in 9 s: a fault of seconds is not a new normal
+    assert not fast.due("q")
+    feed(fast, "q", run(range(10, 61), True))
+    assert fast.due("q")
+    fast.postpone("q")  # asked again only after accept_after more windows
+    assert not fast.due("q")
+    feed(fast, "q", run(range(61, 66), True))
+    assert fast.due("q")
+    [close] = [fast.accept("q", 60.0, 66.0, 9.0, 5.0, "v1")]
+    assert close is not None and (close.kind, close.resolution) == ("close", "accepted")
+    assert not fast.is_open("q") and fast.accept("q", 60.0, 66.0, 9.0, 5.0, "v1") is None
+    never = EpisodeTracker(open_after=1, close_after=10, accept_after=0)
+    feed(never, "r", run(range(0, 1000), True))
+    assert not never.due("r")

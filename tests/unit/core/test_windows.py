@@ -119,27 +119,28 @@ def test_assembler_window_is_a_copy() -> None:
     np.testing.assert_array_equal(wins[0].values, x[0:3])  # not overwritten by later pushes
 
 
-def test_timestamp_backwards_beyond_lateness_is_refused() -> None:
+def test_a_clock_that_steps_back_beyond_the_lateness_starts_a_new_sequence() -> None:
     asm = WindowAssembler(3, 1, n_features=2, max_lateness=5.0)
-    asm.push("a", 100.0, [1.0, 2.0])
-    asm.push("a", 96.0, [1.0, 2.0])  # 4 s late: accepted
-    with pytest.raises(RecordError) as e:
-        asm.push("a", 94.0, [1.0, 2.0])  # 6 s older than the latest (100)
-    assert e.value.reason == "timestamp_backwards"
-    assert "a" in str(e.value)
-    # the refused reading was not appended: the next two complete the first window
-    assert asm.push("a", 101.0, [1.0, 2.0])[0].end_index == 2
-    # another entity has its own clock
-    assert asm.push("b", 1.0, [0.0, 0.0]) == []
+    assert asm.push("a", 100.0, [1.0, 2.0]) == [] and asm.push("a", 101.0, [1.0, 2.0]) == []
+    assert asm.push("a", 97.0, [1.0, 2.0])[0].end_index == 2  # 4 s late: appended, it completes a window
+    assert asm.clock_resets_ == 0
+    assert asm.push("a", 40.0, [5.0, 5.0]) == []  # 61 s back: not refused, a new sequence starts
+    assert asm.clock_resets_ == 1
+    assert asm.push("a", 41.0, [5.0, 5.0]) == []  # the old readings are not part of it
+    [w] = asm.push("a", 42.0, [5.0, 5.0])
+    assert (w.start_ts, w.end_ts) == (40.0, 42.0) and np.all(w.values == 5.0)
+    assert asm.push("b", 1.0, [0.0, 0.0]) == []  # another entity has its own clock
+    assert asm.clock_resets_ == 1
 
 
-def test_timestamp_backwards_with_zero_lateness() -> None:
+def test_a_repeated_timestamp_is_the_next_reading_in_arrival_order() -> None:
     asm = WindowAssembler(2, 1, n_features=1)
-    asm.push("a", 10.0, [0.0])
-    asm.push("a", 10.0, [0.0])  # equal timestamps are not "backwards"
-    with pytest.raises(RecordError) as e:
-        asm.push("a", 9.999, [0.0])
-    assert e.value.reason == "timestamp_backwards"
+    asm.push("a", 10.0, [1.0])
+    [w] = asm.push("a", 10.0, [2.0])  # same stamp: counted, taken in arrival order
+    assert w.values[:, 0].tolist() == [1.0, 2.0] and (w.start_ts, w.end_ts) == (10.0, 10.0)
+    assert asm.repeated_ts_ == 1 and asm.clock_resets_ == 0
+    assert asm.push("a", 9.999, [3.0]) == []  # any step back with zero lateness: a new sequence
+    assert asm.clock_resets_ == 1
 
 
 def test_wrong_shape_is_a_record_error() -> None:
