@@ -442,7 +442,7 @@ def measure_offline(cfg: Config, det: Any, keys: list[bytes], values: list[bytes
     the same conditions (load, heap, cache) as the pipeline's, batch by batch."""
     from streamvae.core.records import RecordDecoder
     from streamvae.errors import RecordError
-    from streamvae.service.daemon import build_pipeline
+    from streamvae.core.compose import build_pipeline
 
     pipe = build_pipeline(cfg, det)
     pipe.scorer = last = _LastBatch(det)

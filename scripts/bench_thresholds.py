@@ -43,7 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvae.core.episodes import EpisodeTracker  # noqa: E402
-from streamvae.core.thresholds import SPOT, ThresholdBank, make_threshold  # noqa: E402
+from streamvae.core.bank import ThresholdBank  # noqa: E402
+from streamvae.core.thresholds import SPOT, make_threshold  # noqa: E402
 from streamvae.core.windows import WindowAssembler  # noqa: E402
 
 KINDS: list[tuple[str, str, dict[str, Any]]] = [

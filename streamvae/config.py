@@ -82,7 +82,8 @@ class GroupConfig:
 class RecordsConfig:
     max_bytes: int = _spec(1_000_000, _pos_int, "an int >= 1 (bytes)")
     max_lateness: float = _spec(0.0, _nonneg, "seconds >= 0")
-    max_gap: float | None = _spec(None, lambda v: v is None or (_nonneg(v) and v > 0), "seconds > 0, or unset")
+    max_gap: float | None = _spec(None, lambda v: v is None or (_nonneg(v) and v > 0),
+                                  "seconds > 0, or unset (30 readings at the model's training interval)")
     entities: list[str] | None = _spec(None, lambda v: v is None or (isinstance(v, list) and all(_str(e) for e in v)),
                                        "a list of entity ids, or unset for any")
 
@@ -101,7 +102,10 @@ class ThresholdConfig:
     depth: int = _spec(50, lambda v: _pos_int(v) and v >= 2, "an int >= 2")
     value: float | None = _spec(None, lambda v: v is None or isinstance(v, (int, float)), "a number (kind = fixed)")
     per_entity: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
-    min_history: int = _spec(2000, lambda v: _pos_int(v) and v >= 20, "an int >= 20")
+    min_history: int = _spec(2000, lambda v: _pos_int(v) and v >= 20, "an int >= 20 (an entity's own unflagged windows "
+                             "before it gets a tracker of its own)")
+    min_history_s: float = _spec(86_400.0, _nonneg, "seconds >= 0 (event time those windows must span: a day covers "
+                                 "the slow cycles of most plants and services)")
     max_entities: int = _spec(100_000, _pos_int, "an int >= 1")
     state_file: str | None = _spec(None, _opt_str, "a file path, or unset (thresholds re-learn after a restart)")
     save_every: float = _spec(60.0, lambda v: _nonneg(v) and v > 0, "seconds > 0")
@@ -116,11 +120,24 @@ class ThresholdConfig:
         return {"value": self.value}
 
 
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 @dataclass(frozen=True)
 class EpisodesConfig:
-    open_after: int = _spec(3, _pos_int, "an int >= 1 (consecutive flagged windows)")
-    close_after: float = _spec(60.0, _nonneg, "seconds >= 0")
-    update_every: float = _spec(300.0, lambda v: _nonneg(v) and v > 0, "seconds > 0")
+    """Episode timing, in windows of one entity (a reading each at stride 1), never in
+    seconds: the same setting works at one reading a second and at one an hour."""
+
+    open_after: int = _spec(8, _pos_int, "an int >= 1 (consecutive flagged windows)")
+    close_after: int = _spec(0, _count, "an int >= 0 (consecutive windows without a flag; 0: one window length)")
+    update_every: int = _spec(0, _count, "an int >= 0 (windows between two updates; 0: five window lengths)")
+    accept: bool = _spec(True, lambda v: isinstance(v, bool), "true or false (a change that persists may become "
+                         "the entity's new normal; false: it stays an anomaly until a retrain)")
+    accept_after: int = _spec(0, _count, "an int >= 0 (windows an episode lasts before its change may become the "
+                              "entity's new normal; 0: three window lengths)")
+    accept_min_s: float = _spec(3600.0, _nonneg, "seconds >= 0 (event time an episode must also last before its "
+                                "change may become the new normal: a fault of minutes never does)")
 
 
 @dataclass(frozen=True)

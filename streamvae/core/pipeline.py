@@ -27,6 +27,7 @@ order.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -34,9 +35,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.core.baseline import NORMAL_SHARE, Baselines
 from streamvae.core.episodes import Alert, EpisodeTracker
 from streamvae.core.scoring import Scorer
-from streamvae.core.thresholds import ThresholdBank
+from streamvae.core.bank import ThresholdBank
 from streamvae.core.windows import Window, WindowAssembler
 from streamvae.errors import RecordError
 
@@ -61,15 +63,21 @@ def _reduce_window(op: np.ufunc, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
 class SensorRules:
     """Faults the likelihood cannot see, checked on every window before scoring.
 
-    - ``dead_sensor``: one feature has no observed value in the whole window while the
+    Both rules judge the newest half of the window (``h = max(2, W // 2)`` readings), so
+    a fault is called as soon as it fills half a window and keeps being called for as long
+    as it lasts: with W = 60 at one reading a second, a 60-second dead sensor flags 31
+    consecutive windows, enough to open an episode; a whole-window rule flagged one.
+
+    - ``dead_sensor``: one feature has no observed value in the newest half while the
       others do. The VAE leaves missing cells out of the likelihood (so a window with a
       dead sensor is still scored), which also means it never calls a dead sensor
       anomalous by itself.
-    - ``stuck_sensor``: a feature that varied in training repeats exactly one value over
-      at least half the window: real sensors always carry some noise.
+    - ``stuck_sensor``: a feature repeats exactly one value over the newest half (at
+      least ``max(2, h // 2)`` of it observed): real sensors always carry some noise.
 
     ``varies``: (F,) True for the features the stuck check applies to (a feature that
-    was constant in training may legitimately stay constant).
+    was constant in training, or that some training window held at one value, may
+    legitimately sit still: see ``VAEDetector.feature_varies``).
     """
 
     def __init__(self, dead: bool = True, stuck: bool = True, varies: npt.ArrayLike | None = None) -> None:
@@ -77,19 +85,32 @@ class SensorRules:
         self.stuck = stuck
         self.varies = None if varies is None else np.asarray(varies, dtype=bool)
 
+    @staticmethod
+    def _recent(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+        h = max(2, x.shape[1] // 2)
+        r = x[:, -h:]
+        return r, _reduce_window(np.add, (~np.isnan(r)).astype(np.int32))  # (B, F) observed cells
+
+    @classmethod
+    def stuck_cells(cls, x: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """(B, F) True where the feature sits at one exact value over the window's newest
+        half (the stuck rule before ``varies``)."""
+        r, n_obs = cls._recent(x)
+        with np.errstate(invalid="ignore"):  # fmax/fmin skip NaN; an all-NaN column gives NaN, never 0
+            span = _reduce_window(np.fmax, r) - _reduce_window(np.fmin, r)
+        return np.asarray((span == 0) & (n_obs >= max(2, r.shape[1] // 2)))
+
     def check(self, x: npt.NDArray[np.float32]) -> list[tuple[str, int] | None]:
         """Per window (B, W, F): None, or (reason, feature index)."""
-        n_obs = _reduce_window(np.add, (~np.isnan(x)).astype(np.int32))  # (B, F) observed cells
         out: list[tuple[str, int] | None] = [None] * len(x)
         if self.dead:
+            _, n_obs = self._recent(x)
             dead = (n_obs == 0) & (n_obs.sum(axis=1, keepdims=True) > 0)
             for b, f in zip(*np.nonzero(dead)):
                 if out[b] is None:
                     out[b] = ("dead_sensor", int(f))
         if self.stuck:
-            with np.errstate(invalid="ignore"):  # fmax/fmin skip NaN; an all-NaN column gives NaN, never 0
-                span = _reduce_window(np.fmax, x) - _reduce_window(np.fmin, x)
-            stuck = (span == 0) & (n_obs >= max(2, x.shape[1] // 2))
+            stuck = self.stuck_cells(x)
             if self.varies is not None:
                 stuck &= self.varies[None, :]
             for b, f in zip(*np.nonzero(stuck)):
@@ -144,8 +165,13 @@ class StreamPipeline:
 
     def __init__(self, scorer: Scorer, thresholds: ThresholdBank, episodes: EpisodeTracker,
                  assembler: WindowAssembler, model_version: str, top_k: int = 3,
-                 rules: SensorRules | None = None, overlap: int = 512) -> None:
+                 rules: SensorRules | None = None, overlap: int = 512, baselines: Baselines | None = None) -> None:
         self.overlap = overlap
+        self.baselines = baselines
+        # the readings of each entity's open episode (with one window of context before
+        # it), for the acceptance check; only entities with an open episode are here
+        self._episode_rows: dict[str, deque[npt.NDArray[np.float32]]] = {}
+        self.accepted_ = 0  # changes accepted as a new normal
         self._worker: ThreadPoolExecutor | None = None
         self.rules = rules
         self.scorer = scorer
@@ -155,7 +181,6 @@ class StreamPipeline:
         self.model_version = model_version
         self.top_k = top_k
         self.names = list(scorer.names)
-        self.windows_scored_ = 0
 
     def prime(self, readings: Sequence[Reading]) -> int:
         """Feed readings into the windows WITHOUT scoring them (rebuild open windows after
@@ -202,19 +227,19 @@ class StreamPipeline:
             except RecordError as e:
                 result.rejected.append((i, e))
             if cut and len(done) - sent >= cut:
-                xp = np.stack([w.values for w in done[sent:]])
+                xp = self._stack(done[sent:])
                 parts.append((xp, self._score_async(xp)))
                 sent = len(done)
                 cut *= 4
         if not done:
             return result
         if sent < len(done):
-            rest = np.stack([w.values for w in done[sent:]])
+            rest = self._stack(done[sent:])
             parts.append((rest, self._score_async(rest) if parts else self.scorer.score(rest, detail=False)))
-        x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-        result.windows = x
-        self.windows_scored_ += len(done)
-        broken = self.rules.check(x) if self.rules is not None else None
+        x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])  # as the model saw them
+        raw = np.stack([w.values for w in done]) if self.baselines else x
+        result.windows = raw
+        broken = self.rules.check(raw) if self.rules is not None else None
         # 1 thresholds, window by window, part by part as each part's scores arrive
         update, get = self.thresholds.update, self.thresholds.get
         scores: list[float] = []
@@ -231,7 +256,7 @@ class StreamPipeline:
                     # a rule flags it; like any flagged window it does not move the threshold
                     add_verdict((get(w.entity), True))
                 else:
-                    verdict = update(w.entity, s)
+                    verdict = update(w.entity, s, w.end_ts)
                     add_verdict(verdict)
                     if verdict[1]:
                         flagged_at.append(j)
@@ -242,12 +267,14 @@ class StreamPipeline:
             detail = self.scorer.score(x[flagged_at]).shares
             assert detail is not None  # asked for with detail
             shares = dict(zip(flagged_at, detail))
-        # 3 episodes
+        # 3 episodes, in arrival order; a change that persisted may become the new normal
         names, k = self.names, self.top_k
         observe, is_open = self.episodes.observe, self.episodes.is_open
         version = self.model_version
         add_alerts, add_scored, add_normal = result.alerts.extend, result.scored.append, result.normal.append
-        for j, (w, s, (thr, flagged)) in enumerate(zip(done, scores, verdicts)):
+        track = self.episodes.accept_after > 0 and self.baselines is not None
+        for j, w in enumerate(done):
+            s, (thr, flagged) = scores[j], verdicts[j]
             entity = w.entity
             rule = broken[j] if broken is not None else None
             sh = shares.get(j)
@@ -262,9 +289,79 @@ class StreamPipeline:
             if alerts:
                 add_alerts(alerts)
             add_scored(ScoredWindow(entity, w.start_ts, w.end_ts, w.end_index, s, thr, flagged, sh))
+            if track:
+                accepted = self._follow_episode(w, j, s, thr, alerts, rule is None)
+                if accepted is not None:
+                    add_alerts([accepted])
+                    self._rescore_rest(entity, j, done, scores, verdicts, shares, broken)
             if not flagged and not is_open(entity):
                 add_normal(w)
         return result
+
+    def _stack(self, windows: list[Window]) -> npt.NDArray[np.float32]:
+        """The windows' values as the model sees them: in their entity's accepted baseline."""
+        b = self.baselines
+        if not b:
+            return np.stack([w.values for w in windows])
+        return np.stack([b.apply(w.entity, w.values) if w.entity in b else w.values for w in windows])
+
+    def _follow_episode(self, w: Window, j: int, score: float, thr: float | None, alerts: list[Alert],
+                        by_score: bool) -> Alert | None:
+        """Keep the readings of an open episode; when it is due, try to accept its change
+        as the entity's new normal (see streamvae/core/baseline.py). Returns the close
+        alert of an accepted change."""
+        entity, rows = w.entity, self._episode_rows
+        if not self.episodes.is_open(entity):
+            rows.pop(entity, None)
+            return None
+        keep = self.episodes.accept_after + w.values.shape[0] - 1
+        if any(a.kind == "open" for a in alerts) or entity not in rows:
+            rows[entity] = deque(w.values, maxlen=keep)
+        else:
+            rows[entity].extend(w.values[-self.assembler.stride:])
+        if not self.episodes.due(entity):
+            return None
+        if not by_score or thr is None or not self._accept(entity, np.stack(rows[entity]), thr):
+            self.episodes.postpone(entity)
+            return None
+        del rows[entity]
+        self.accepted_ += 1
+        log.info("accepted a persisting change of %s as its new normal", entity)
+        return self.episodes.accept(entity, w.start_ts, w.end_ts, score, thr, self.model_version)
+
+    def _accept(self, entity: str, rows: npt.NDArray[np.float32], thr: float) -> bool:
+        """Find the smallest widening whose baseline makes the episode's windows normal."""
+        b = self.baselines
+        assert b is not None
+        size = self.assembler.size
+        if len(rows) < size:
+            return False
+        idx = np.arange(len(rows) - size + 1)[:, None] + np.arange(size)[None, :]
+        for centre, scale in b.candidates(rows[size - 1:]):
+            out = self.scorer.score(b.transform(rows[idx], centre, scale), False).score
+            if float(np.mean(~(out <= thr))) <= NORMAL_SHARE:  # NaN counts as flagged
+                b.set(entity, centre, scale)
+                return True
+        return False
+
+    def _rescore_rest(self, entity: str, j: int, done: list[Window], scores: list[float],
+                      verdicts: list[tuple[float | None, bool]], shares: dict[int, npt.NDArray[np.float32]],
+                      broken: list[tuple[str, int] | None] | None) -> None:
+        """The entity's later windows of this batch were scored before its change was
+        accepted: score them again in the new baseline. Their verdicts use the threshold
+        in force without teaching it (it already saw their first scores)."""
+        later = [i for i in range(j + 1, len(done)) if done[i].entity == entity and (broken is None or broken[i] is None)]
+        if not later:
+            return
+        out = self.scorer.score(self._stack([done[i] for i in later]))
+        thr = self.thresholds.get(entity)
+        for n, i in enumerate(later):
+            scores[i] = float(out.score[n])
+            flagged = thr is not None and bool(scores[i] > thr)
+            verdicts[i] = (thr, flagged)
+            shares.pop(i, None)
+            if flagged and out.shares is not None:
+                shares[i] = out.shares[n]
 
     def swap_model(self, scorer: Scorer, model_version: str, recent_scores: npt.ArrayLike) -> None:
         """Serve a new model from the next batch on; thresholds are recalibrated on the new
@@ -274,6 +371,9 @@ class StreamPipeline:
         if list(scorer.names) != self.names:
             raise ValueError(f"new model features {list(scorer.names)} differ from {self.names}")
         self.thresholds.recalibrate(np.asarray(recent_scores, dtype=np.float64))
+        if self.baselines is not None:
+            self.baselines.reset()  # accepted baselines are in the old model's training units
+        self._episode_rows.clear()
         self.scorer = scorer
         self.model_version = model_version
         self.episodes.rejudge()  # open episodes were the old model's verdicts

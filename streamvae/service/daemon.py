@@ -38,11 +38,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from streamvae.config import Config
-from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import Reading, SensorRules, StreamPipeline
+from streamvae.core.compose import build_pipeline, max_gap
+from streamvae.core.pipeline import Reading, StreamPipeline
 from streamvae.core.records import RecordDecoder
-from streamvae.core.thresholds import ThresholdBank
-from streamvae.core.windows import WindowAssembler
+from streamvae.core.bank import ThresholdBank
 from streamvae.errors import RecordError, StreamvaeError
 from streamvae.kafka import codec
 from streamvae.kafka.clients import (
@@ -83,22 +82,6 @@ class _BoundedSet:
 
     def __len__(self) -> int:
         return len(self._d)
-
-
-def build_pipeline(cfg: Config, det: Any) -> StreamPipeline:
-    """The streaming pipeline for one model, thresholds warm-started from its held-out scores."""
-    t = cfg.threshold
-    bank = ThresholdBank(t.kind, t.tracker_params(), min_history=t.min_history, max_entities=t.max_entities,
-                         per_entity=t.per_entity).warm_start(det.heldout_scores_)
-    e = cfg.episodes
-    episodes = EpisodeTracker(e.open_after, e.close_after, e.update_every, max_entities=t.max_entities)
-    mc = det.config
-    asm = WindowAssembler(mc.window, mc.stride, mc.n_features, max_gap=cfg.records.max_gap or mc.max_gap,
-                          max_lateness=cfg.records.max_lateness, max_entities=t.max_entities)
-    rules = None
-    if cfg.rules.dead_sensor or cfg.rules.stuck_sensor:
-        rules = SensorRules(cfg.rules.dead_sensor, cfg.rules.stuck_sensor, varies=det.feature_varies())
-    return StreamPipeline(det, bank, episodes, asm, det.version_ or "unversioned", rules=rules)
 
 
 # Hot swap. A swap costs one artifact load + warm-up + one scoring call over the recent
@@ -334,7 +317,7 @@ class Daemon:
         self.pipeline = build_pipeline(cfg, det)
         self.decoder = RecordDecoder(det.names, cfg.records.entities)
         w = det.config.window
-        self.offsets = PartitionOffsets(keep=w - 1, horizon=cfg.records.max_gap or 3600.0)
+        self.offsets = PartitionOffsets(keep=w - 1, horizon=max_gap(cfg, det.config) or 3600.0)
         self.scored_to: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.first_seen: dict[TopicPartition, int] = {}
@@ -376,7 +359,10 @@ class Daemon:
                          path, saved.get("model_version"))
                 return
             self.pipeline.thresholds = ThresholdBank.from_state(saved["bank"])
-            log.info("thresholds restored from %s (%d entities)", path, len(self.pipeline.thresholds))
+            if self.pipeline.baselines is not None:
+                self.pipeline.baselines.load_state(saved.get("baselines", {}))
+            log.info("thresholds restored from %s (%d entities, %d accepted baselines)", path,
+                     len(self.pipeline.thresholds), len(self.pipeline.baselines or ()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("cannot restore thresholds from %s (%r); starting from held-out scores", path, e)
 
@@ -388,7 +374,9 @@ class Daemon:
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with open(tmp, "w") as fh:
-                json.dump({"model_version": self.pipeline.model_version, "bank": self.pipeline.thresholds.to_state()}, fh)
+                b = self.pipeline.baselines
+                json.dump({"model_version": self.pipeline.model_version, "bank": self.pipeline.thresholds.to_state(),
+                           "baselines": b.to_state() if b is not None else {}}, fh)
             os.replace(tmp, path)
             self.last_saved = time.monotonic()
         except (OSError, TypeError, ValueError) as e:

@@ -127,7 +127,7 @@ class Env:
             "records": {"max_gap": 30.0},
             "model": {"path": str(model)},
             "threshold": {"kind": "spot", "q": 1e-3},
-            "episodes": {"open_after": 2, "close_after": 20.0},
+            "episodes": {"open_after": 2, "close_after": 20},
             "http": {"port": 0},
         }
         for key, v in overrides.items():

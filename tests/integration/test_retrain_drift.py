@@ -136,7 +136,7 @@ def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, pl
     try:
         cfg = env.config(tmp_path, reg.root, group__max_poll_records=2000,
                          threshold__kind="spot", threshold__per_entity=False, threshold__q=1e-3,
-                         episodes__open_after=10, episodes__close_after=60.0,
+                         episodes__open_after=10, episodes__close_after=60,
                          retrain__enabled=True, retrain__state_dir=str(tmp_path / "retrain"),
                          retrain__min_windows=500, retrain__min_interval=20.0)
         d = DaemonProc(cfg, tmp_path / "daemon.log")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamvae.cli import main
-from streamvae.config import load_config
+from streamvae.config import Config, load_config
 from streamvae.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_example_config_is_valid() -> None:
     cfg = load_config(ROOT / "deploy" / "streamvae.toml", env={})
     assert cfg.topics.input == "sensors" and cfg.threshold.kind in ("spot", "dspot", "quantile", "fixed")
+
+
+def test_the_example_config_detects_with_the_defaults() -> None:
+    """One set of defaults: the example config (which the demo runs) changes nothing that
+    decides what is an anomaly; replay and evaluate run the same defaults."""
+    cfg, default = load_config(ROOT / "deploy" / "streamvae.toml", env={}), Config()
+    for section in ("threshold", "episodes", "records", "rules"):
+        assert getattr(cfg, section) == getattr(default, section), section
 
 
 def test_environment_overrides_every_section(tmp_path: Path) -> None:
@@ -42,6 +50,10 @@ def test_environment_overrides_every_section(tmp_path: Path) -> None:
         ("[threshold]\nkind = 'fixed'\n", {}, "threshold.value must be set when threshold.kind = 'fixed'"),
         ("[kafka]\nsecurity_protocol = 'SASL_SSL'\n", {}, "kafka.sasl_mechanism and kafka.sasl_username must be set"),
         ("[kafka\n", {}, "is not valid TOML"),
+        # episode timing counts windows: a duration in seconds from an older config is refused, not reinterpreted
+        ("[episodes]\nclose_after = 60.0\n", {}, "episodes.close_after must be an int >= 0 (consecutive windows without a flag"),
+        ("", {"STREAMVAE_EPISODES__ACCEPT_AFTER": "-3"}, "episodes.accept_after must be an int >= 0"),
+        ("[episodes]\naccept = 'yes'\n", {}, "episodes.accept must be true or false"),
     ],
 )
 def test_bad_config_names_the_key_the_value_and_what_is_allowed(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:

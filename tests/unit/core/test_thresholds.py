@@ -17,10 +17,10 @@ from streamvae.core.thresholds import (
     SPOT,
     THRESHOLD_KINDS,
     QuantileThreshold,
-    ThresholdBank,
     make_threshold,
     threshold_from_state,
 )
+from streamvae.core.bank import ThresholdBank
 from streamvae.errors import ConfigError
 
 # Parameters per kind for the conformance suite; every variant of a kind runs every check.
@@ -314,3 +314,21 @@ def test_bank_state_round_trip_gives_the_same_decisions() -> None:
     b = [copy.update(e, s) for e, s in zip(who, nxt)]
     assert a == b
     assert json.dumps(copy.to_state()) == json.dumps(bank.to_state())
+
+
+def test_an_entity_tracker_waits_for_its_history_to_span_min_history_s() -> None:
+    bank = ThresholdBank("spot", {"q": 1e-3}, min_history=100, min_history_s=3600.0).warm_start(_normal(5000, seed=21))
+    rng = np.random.default_rng(22)
+    for t in range(1000):  # 1,000 windows in 1,000 s: ten times min_history, not an hour
+        bank.update("p", float(rng.normal()), ts=float(t))
+    assert not bank.has_own("p")
+    # a restart in the middle keeps the ring (the latest 100 scores) and when it began
+    copy = ThresholdBank.from_state(json.loads(json.dumps(bank.to_state())))
+    for b in (bank, copy):
+        b.update("p", 5.0, ts=3700.0)  # an hour after the first: its own tracker, from the latest 100
+        assert b.has_own("p")
+    assert bank.to_state()["own"] == copy.to_state()["own"]
+    quick = ThresholdBank("spot", {"q": 1e-3}, min_history=100).warm_start(_normal(5000, seed=21))
+    for t in range(100):
+        quick.update("p", float(rng.normal()), ts=float(t))
+    assert quick.has_own("p")  # min_history_s = 0: as soon as it has 100

@@ -20,7 +20,8 @@ from streamvae.core.pipeline import StreamPipeline
 from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector
 from streamvae.registry import Registry
-from streamvae.service.daemon import HotSwap, build_pipeline
+from streamvae.core.compose import build_pipeline
+from streamvae.service.daemon import HotSwap
 from streamvae.service.metrics import Metrics
 
 

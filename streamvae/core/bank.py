@@ -1,0 +1,167 @@
+"""Thresholds per entity with a global fallback: one :class:`ThresholdBank` per pipeline.
+
+Examples
+--------
+>>> import numpy as np
+>>> bank = ThresholdBank("spot", {"q": 1e-3}, min_history=50, min_history_s=600.0)
+>>> _ = bank.warm_start(np.random.default_rng(0).exponential(size=5000))
+>>> for t in range(100):                      # 100 windows in 99 s: too short a span
+...     _ = bank.update("pump-1", 0.5, ts=float(t))
+>>> bank.has_own("pump-1")
+False
+>>> _ = bank.update("pump-1", 0.5, ts=700.0)  # 700 s of its own scores: its tracker now
+>>> bank.has_own("pump-1")
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Iterable
+
+import numpy as np
+
+from streamvae.core.thresholds import Decision, Threshold, _check, make_threshold, threshold_from_state
+from streamvae.errors import NotCalibratedError
+
+
+def _in_order(buf: np.ndarray, n: int) -> np.ndarray:
+    """A ring of ``len(buf)`` slots that received ``n`` values, oldest first."""
+    size = len(buf)
+    if n <= size:
+        return buf[:n]
+    k = n % size
+    return np.concatenate([buf[k:], buf[:k]])
+
+
+class ThresholdBank:
+    """One tracker per entity, created lazily, with a global tracker as the fallback.
+
+    Until an entity has ``min_history`` unflagged scores of its own, its scores are
+    judged (and learned) by the global tracker; then its own tracker is warm-started
+    from them. At most ``max_entities`` entities keep state; the least recently seen is
+    evicted first (``evicted_`` counts them) and simply starts again from the global
+    tracker if it comes back. Per-entity history is a float32 buffer, so memory per
+    entity is bounded (scripts/bench_thresholds.py measures 10,000 entities).
+    """
+
+    def __init__(self, kind: str = "spot", params: dict[str, Any] | None = None, min_history: int = 500,
+                 max_entities: int = 100_000, per_entity: bool = True, entity_params: dict[str, Any] | None = None,
+                 min_history_s: float = 0.0) -> None:
+        _check(isinstance(min_history, int) and min_history >= 20, "min_history", "an int >= 20", min_history)
+        _check(isinstance(min_history_s, (int, float)) and min_history_s >= 0, "min_history_s", "seconds >= 0", min_history_s)
+        self.min_history_s = float(min_history_s)
+        _check(isinstance(max_entities, int) and max_entities >= 1, "max_entities", "an int >= 1", max_entities)
+        self.kind = kind
+        self.params = dict(params or {})
+        # per-entity trackers keep fewer peaks: memory is paid per entity
+        self.entity_params = dict(entity_params if entity_params is not None else self.params)
+        if kind in ("spot", "dspot"):
+            self.entity_params.setdefault("max_peaks", 200)
+        self.min_history = min_history
+        self.max_entities = max_entities
+        self.per_entity = per_entity
+        self.global_: Threshold = make_threshold(kind, **self.params)
+        self._own: dict[str, Threshold] = {}
+        # per entity without a tracker of its own: its latest unflagged scores (a ring of
+        # min_history float32), how many it has had, and the event time of the first
+        self._hist: dict[str, tuple[np.ndarray, list[float]]] = {}
+        # every entity with state (own tracker or history), least recently seen first:
+        # one order across both kinds of state, so eviction really takes the oldest
+        self._lru: OrderedDict[str, None] = OrderedDict()
+        self.evicted_ = 0
+
+    def warm_start(self, scores: Iterable[float]) -> "ThresholdBank":
+        """(Re)calibrate the global tracker from normal scores; forget per-entity state."""
+        self.global_ = make_threshold(self.kind, **self.params).warm_start(scores)
+        self._own.clear()
+        self._hist.clear()
+        self._lru.clear()
+        return self
+
+    recalibrate = warm_start  # a new model: its scores are on a new scale
+
+    def get(self, entity: str | None = None) -> float | None:
+        own = self._own.get(entity) if entity is not None else None
+        v = own.get() if own is not None else None
+        return v if v is not None else self.global_.get()
+
+    def has_own(self, entity: str) -> bool:
+        return entity in self._own
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def update(self, entity: str, score: float, ts: float | None = None) -> Decision:
+        """Judge ``score`` of ``entity``'s window (ending at event time ``ts``; None: the
+        time span rule is not applied)."""
+        own = self._own.get(entity)
+        if own is not None:
+            self._lru.move_to_end(entity)
+            d = own.update(score)
+            if d[0] is not None:
+                return d
+        d = self.global_.update(score)
+        thr, flagged = d
+        if not self.per_entity or flagged or thr is None or not math.isfinite(score):
+            return d
+        h = self._hist.get(entity)
+        self._lru[entity] = None
+        self._lru.move_to_end(entity)
+        if h is None:
+            h = self._hist[entity] = (np.empty(self.min_history, np.float32), [0, math.nan if ts is None else ts])
+            self._evict()
+        buf, meta = h
+        n = int(meta[0])
+        buf[n % self.min_history] = score
+        meta[0] = n = n + 1
+        if n >= self.min_history and (ts is None or not ts - meta[1] < self.min_history_s):
+            del self._hist[entity]
+            try:
+                self._own[entity] = make_threshold(self.kind, **self.entity_params).warm_start(_in_order(buf, n))
+            except NotCalibratedError:  # too few scores for this kind: stay on the fallback
+                if entity not in self._own:
+                    self._lru.pop(entity, None)
+        return d
+
+    def _evict(self) -> None:
+        # the entity just added is the most recently seen: never the victim (max_entities >= 1)
+        while len(self._lru) > self.max_entities:
+            victim, _ = self._lru.popitem(last=False)
+            self._own.pop(victim, None)
+            self._hist.pop(victim, None)
+            self.evicted_ += 1
+
+    def forget(self, entity: str) -> None:
+        self._own.pop(entity, None)
+        self._hist.pop(entity, None)
+        self._lru.pop(entity, None)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "params": self.params, "entity_params": self.entity_params, "min_history": self.min_history,
+            "min_history_s": self.min_history_s,
+            "max_entities": self.max_entities, "per_entity": self.per_entity, "global": self.global_.to_state(),
+            "own": {e: t.to_state() for e, t in self._own.items()},
+            "hist": {e: {"scores": _in_order(buf, int(m[0])).tolist(), "n": int(m[0]),
+                         "first_ts": None if math.isnan(m[1]) else m[1]} for e, (buf, m) in self._hist.items()},
+            "order": list(self._lru),
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "ThresholdBank":
+        b = cls(d["kind"], d["params"], d["min_history"], d["max_entities"], d["per_entity"], d["entity_params"],
+                d.get("min_history_s", 0.0))
+        b.global_ = threshold_from_state(d["global"])
+        b._own = {e: threshold_from_state(s) for e, s in d["own"].items()}
+        for e, h in d["hist"].items():
+            vals = h["scores"] if isinstance(h, dict) else h  # a plain list: state written before the time span rule
+            n = int(h["n"]) if isinstance(h, dict) else len(vals)
+            first = h.get("first_ts") if isinstance(h, dict) else None
+            buf = np.empty(b.min_history, np.float32)
+            k = len(vals)
+            buf[[(n - k + i) % b.min_history for i in range(k)]] = vals
+            b._hist[e] = (buf, [n, math.nan if first is None else float(first)])
+        b._lru = OrderedDict.fromkeys(d["order"])
+        return b
