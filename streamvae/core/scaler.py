@@ -32,8 +32,8 @@ class Scaler:
 
     rel_floor: float = 0.01
     abs_floor: float = 1e-6
-    mean_: npt.NDArray[np.float64] = field(default=None, repr=False)  # type: ignore[assignment]
-    scale_: npt.NDArray[np.float64] = field(default=None, repr=False)  # type: ignore[assignment]
+    mean_: npt.NDArray[np.float64] = field(default=None, repr=False)  # type: ignore[arg-type]
+    scale_: npt.NDArray[np.float64] = field(default=None, repr=False)  # type: ignore[arg-type]
 
     def fit(self, x: npt.ArrayLike) -> "Scaler":
         """Fit on readings (N, F) or windows (..., F); NaN cells are ignored."""

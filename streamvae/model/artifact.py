@@ -77,9 +77,11 @@ def save(det: "VAEDetector", out: str | Path, version: str | None = None) -> Pat
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "streamvae": __version__,
             "feature_names": det.names,
-            "window": {"size": det.config.window, "stride": det.config.stride, "max_gap": det.config.max_gap},
+            "window": {"size": det.config.window, "stride": det.config.stride, "max_gap": det.config.max_gap,
+                       "interval": det.config.interval},
             "config": det.config.to_dict(),
             "threshold": {"rule": "quantile_plus_margin", "q": det.threshold_q, "margin": det.threshold_margin, "value": det.threshold_},
+            "constant_seen": None if det.constant_seen_ is None else [bool(v) for v in det.constant_seen_],
             "train_scores": det.train_scores_,
             "fit": {k: v for k, v in det.fit_info_.items() if k != "history"},
             "history": det.fit_info_.get("history", {}),
@@ -173,6 +175,8 @@ def load(path: str | Path) -> "VAEDetector":
     except (ValueError, OSError) as e:
         raise ArtifactError(f"cannot read {p}/heldout.npy: {e}") from e
     det.threshold_ = thr["value"]
+    seen = manifest.get("constant_seen")  # absent in artifacts from before it existed
+    det.constant_seen_ = None if seen is None else np.asarray(seen, dtype=bool)
     det.train_scores_ = manifest.get("train_scores", {})
     det.fit_info_ = dict(manifest.get("fit", {}))
     det.version_ = manifest["version"]

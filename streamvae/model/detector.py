@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.core.pipeline import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
 from streamvae.model.score import GraphScorer
@@ -53,6 +54,14 @@ def score_summary(scores: npt.ArrayLike) -> dict[str, float]:
     return {"n": int(len(s)), "mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()), "max": float(s.max()), **qs}
 
 
+def constant_windows(x: np.ndarray) -> np.ndarray:
+    """(F,) True where the stuck-sensor rule (:class:`streamvae.core.pipeline.SensorRules`)
+    would call some window (M, W, F) of these normal data stuck."""
+    if len(x) == 0:
+        return np.zeros(x.shape[2], dtype=bool)
+    return np.asarray(SensorRules.stuck_cells(np.asarray(x, dtype=np.float32)).any(axis=0))
+
+
 class VAEDetector:
     """Windows -> anomaly scores by VAE reconstruction probability.
 
@@ -84,6 +93,7 @@ class VAEDetector:
         self.threshold_: float | None = None
         self.train_scores_: dict[str, float] = {}
         self.heldout_scores_: np.ndarray = np.empty(0)
+        self.constant_seen_: np.ndarray | None = None  # (F,) a training window held the feature constant
         self.fit_info_: dict[str, Any] = {}
         self.version_: str | None = None
         self._scorer: GraphScorer | None = None
@@ -128,6 +138,7 @@ class VAEDetector:
         if len(x) - n_val < 2:
             raise DataError(f"need at least {n_val + 2} training windows of {cfg.window} readings; got {len(x)}")
         self.scaler_ = scaler if scaler is not None else Scaler().fit(x)
+        self.constant_seen_ = constant_windows(x)
         flat = self.scaler_.transform(x).reshape(len(x), -1)
         self.vae_ = VAE(cfg)
         if init is not None:
@@ -180,10 +191,16 @@ class VAEDetector:
         return (self.score_samples(X) > thr).astype(np.int8)
 
     def feature_varies(self) -> np.ndarray:
-        """(F,) True where the training data varied (its scale was not floored)."""
+        """(F,) True where a constant window of the feature is a fault (the stuck-sensor
+        rule applies): the training data varied (its scale was not floored) and no
+        training window held the feature at one exact value (quantised or idle series,
+        e.g. a CPU at 0 for hours, do that normally)."""
         scaler, _ = self._fitted()
         floor = np.maximum(scaler.rel_floor * np.maximum(np.abs(scaler.mean_), 1.0), scaler.abs_floor)
-        return np.asarray(scaler.scale_ > floor * 1.0001)
+        varies = np.asarray(scaler.scale_ > floor * 1.0001)
+        if self.constant_seen_ is not None:
+            varies &= ~self.constant_seen_
+        return varies
 
     def warmup(self, max_batch: int = SCORE_CHUNK) -> "VAEDetector":
         """Compile the scoring graph for every batch size bucket a live feed can hit, so

@@ -47,6 +47,7 @@ class VAEConfig:
     val_fraction: float = 0.2
     seed: int = 0
     max_gap: float | None = None
+    interval: float | None = None  # seconds between two readings of one entity in the training data (median)
 
     def __post_init__(self) -> None:
         def bad(key: str, allowed: str) -> ConfigError:

@@ -20,6 +20,15 @@ def test_dead_sensor_is_flagged_with_its_feature() -> None:
     assert got == [None, None, ("dead_sensor", 1), None, None, None]
 
 
+def test_the_rules_judge_the_newest_half_of_the_window() -> None:
+    x = _windows()
+    x[1, 8:, 0] = np.nan  # dead for the newest 8 of 16 readings: called at once
+    x[2, 8:, 1] = 2.5  # stuck for the newest 8
+    x[3, :8, 2] = 2.5  # stuck for the oldest 8, then noisy again: over
+    got = SensorRules().check(x)
+    assert got == [None, ("dead_sensor", 0), ("stuck_sensor", 1), None, None, None]
+
+
 def test_stuck_sensor_needs_half_a_window_of_one_exact_value() -> None:
     x = _windows()
     x[1, :, 2] = 3.25  # stuck

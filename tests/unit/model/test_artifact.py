@@ -51,6 +51,9 @@ def test_round_trip_scores_identically(detector: VAEDetector, saved: Path, heldo
     assert loaded.config == detector.config
     assert loaded.version_ == "v1"
     np.testing.assert_array_equal(loaded.heldout_scores_, detector.heldout_scores_)
+    assert loaded.constant_seen_ is not None and detector.constant_seen_ is not None
+    np.testing.assert_array_equal(loaded.constant_seen_, detector.constant_seen_)
+    np.testing.assert_array_equal(loaded.feature_varies(), detector.feature_varies())
     np.testing.assert_array_equal(loaded.scaler_.mean_, detector.scaler_.mean_)
     np.testing.assert_array_equal(loaded.predict(x), detector.predict(x))
 
@@ -60,7 +63,7 @@ def test_manifest_contents(detector: VAEDetector, saved: Path) -> None:
     assert m["format"] == artifact.FORMAT
     assert m["version"] == "v1"
     assert m["feature_names"] == FEATURE_NAMES
-    assert m["window"] == {"size": WINDOW, "stride": 1, "max_gap": None}
+    assert m["window"] == {"size": WINDOW, "stride": 1, "max_gap": None, "interval": None}
     assert VAEConfig.from_dict(m["config"]) == detector.config
     assert m["threshold"]["value"] == detector.threshold_
     assert m["threshold"]["q"] == detector.threshold_q

@@ -242,3 +242,21 @@ def test_bad_input_and_unfitted() -> None:
 def test_empty_batch(detector: VAEDetector) -> None:
     out = detector.score(np.zeros((0, WINDOW, 3)))
     assert out.score.shape == (0,) and out.shares.shape == (0, 3)
+
+
+def test_the_stuck_rule_is_off_for_a_feature_that_sat_still_in_training() -> None:
+    """A CPU idle at 0 for hours, or a reading quantised to a few levels, holds one exact
+    value over whole windows in normal operation: the stuck-sensor rule must not fire on
+    it (on NAB's flat series it opened 12 false episodes in one file). A feature that
+    always carried noise keeps the rule."""
+    from streamvae.model.detector import constant_windows
+
+    x = make_series(400, seed=9)
+    x[100:160, 0] = 0.25  # feature 0 sits still for 60 readings; feature 1 and 2 never do
+    windows = sliding_windows(x, WINDOW, 1).values
+    assert constant_windows(windows).tolist() == [True, False, False]
+    det = VAEDetector(tiny_config(epochs=3), FEATURE_NAMES).fit(windows)
+    assert det.feature_varies().tolist() == [False, True, True]
+    half = windows.copy()
+    half[:, : WINDOW // 2, 1] = np.nan  # half the readings missing, the rest still noisy
+    assert constant_windows(half).tolist() == [True, False, False]
