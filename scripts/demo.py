@@ -39,50 +39,26 @@ Settings, and why (``--quick`` / default):
   episodes); default 10 pumps, 2 h at x24 (5 min), ``all:4`` (28 episodes). One reading per
   pump per second; the load cycle (``period``) is 10 min, so training and the live feed see
   whole cycles.
-- anomaly ``gap=120``: two anomalies on one pump are at least 120 s apart, more than a
-  window (32 s) plus the daemon's ``close_after`` (60 s). Closer, and the daemon rightly
-  reports them as one episode, which the score card would count as a miss.
-- training (``streamvae train --window 32 --epochs 40``, the model's other defaults): per
+- anomaly ``gap=180``: two anomalies on one pump are at least 180 s apart, more than a
+  window (60 s) plus the daemon's ``close_after`` (one window length: 60 windows, 60 s
+  here) plus margin. Closer, and the daemon rightly reports them as one episode, which the
+  score card would count as a miss.
+- training: ``streamvae train`` with every model default (window 60, early stopping), per
   pump 40 min of normal readings (4 load cycles), then 10.5 min more from another seed,
   passed LAST: the validation split (early stopping, and the held-out scores that
   warm-start the threshold) is the last 20 % of the windows, so it covers every pump at a
-  later time, not the last pump alone (which the model then never trained on). Longer
-  training did not reliably help: 6 pumps, 8 feeds, final settings: 40 / 50 / 60 min per
-  pump gave a mean of 0.19 / 0.37 / 0.11 false episodes per entity-hour, a spread between
-  models larger than the effect; 40 min keeps training near 40 s for 6 pumps on 2 cores
-  (about 80 s for 10).
+  later time, not the last pump alone (which the model then never trained on). About 2
+  minutes for 6 pumps on 2 cores.
 
-The daemon's settings that differ from deploy/streamvae.toml (``TUNED``), measured offline
-through the same pipeline (``build_pipeline``, whose alerts match the daemon's id for id:
-see the summary's "offline check") on 8 (quick: 6 pumps x 1 h, 14 episodes) and 3 (full:
-10 pumps x 2 h, 28 episodes) feeds with seeds other than the demo's, with the demo's own
-training recipe:
-
-- ``threshold.per_entity = false``: the pumps are one fleet (operating points within 8 %)
-  and the model is trained on all of them, so one SPOT tail fitted on every pump's scores
-  is estimated from N times more windows. Per-pump trackers start from their first 2000
-  windows (about 3 load cycles of strongly autocorrelated scores) and underestimate the
-  tail. Full setting: per-pump 0.10-0.36 false episodes per entity-hour, fleet-wide
-  0-0.05, recall 0.96-1.0 both (with 60 min of training and open_after 5: per-pump
-  0.51-1.33, fleet-wide 0.26-0.31).
-- ``episodes.open_after = 10`` (3 in the file), about a third of the 32-reading window.
-  Every reading sits in 32 consecutive windows, so a real deviation flags a run of up to
-  ~32 windows (every caught anomaly here gave a run of 29 or more), while noise excursions
-  above the threshold mostly give runs of 1-15. Cost: 10 s instead of 3 s of persistence
-  at one reading per second. Fleet-wide, open_after 5 -> 10: quick setting 0.17-0.86 ->
-  0-0.52 false episodes per entity-hour (mean 0.45 -> 0.19), full setting 0.05-0.15 ->
-  0-0.05, recall unchanged (quick 0.93-1.0, full 0.96-1.0). On a weaker model (another
-  plant, 6 pumps x 2 h, 3 feeds) recall went 0.89-1.0 -> 0.86-0.96 (two weak spikes and a
-  level shift lost), false episodes 0.09-0.26 -> 0-0.09.
-- NOT lowered: SPOT ``q`` (1e-3). At 3e-4 or 1e-4 the fleet threshold can run away on
-  feeds this dense in anomalies: windows of an anomaly that score between SPOT's ``t`` and
-  ``z`` are learned as peaks, the fitted tail gets heavier and ``z`` climbs (one 2-h feed:
-  ``z`` 192 -> 295, shape 0.06 -> 0.56) until real anomalies are missed: on another plant
-  (6 pumps x 2 h, 28 episodes) recall fell to 0.39-0.82 in 5 of 8 runs at 1e-4 / 3e-4,
-  against 0.89-1.0 at 1e-3, where ``z`` stayed within 189.7-193.7. (On this plant's feeds
-  3e-4 did not run away; the demo keeps the setting that is safe on both.)
-- everything else is deploy/streamvae.toml as shipped: SPOT q=1e-3, close_after 60 s,
-  max_gap 30 s, dead/stuck sensor rules on.
+The daemon runs deploy/streamvae.toml as shipped, which holds the defaults that
+``streamvae replay`` and ``streamvae evaluate`` run too (one set of defaults: no setting
+is tuned for the demo). What they do here: one fleet-wide SPOT tail at q = 1e-3 for the
+whole hour (a pump's own tracker needs a day of its own scores, ``threshold.min_history_s``;
+per-pump trackers after 2000 windows, three load cycles, gave 1.03 false episodes per
+entity-hour on the quick feed against 0.52 fleet-wide), episodes that open after 8
+flagged windows and close after 60 quiet ones, the dead and stuck sensor rules on the
+newest half of each window (a 60 s fault fills 31 consecutive windows), and acceptance
+of changes that persist, which never applies here (an hour of event time at least).
 """
 
 from __future__ import annotations
@@ -116,8 +92,7 @@ FEED_SEED = 1
 TRAIN_SEEDS = (11, 12)  # the two training segments: never the live feed's seed
 PERIOD_S = 600.0
 INTERVAL_S = 1.0  # seconds between two readings of one pump
-WINDOW = 32
-EPOCHS = 40
+WINDOW = 60  # the model default: the demo trains with every default (VAEConfig), as a new user would
 
 @dataclass(frozen=True)
 class Mode:
@@ -129,11 +104,9 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode(entities=6, duration=3600.0, speedup=30.0, anomalies="all:2,gap=120", train_s=(2400.0, 630.0)),
-    "full": Mode(entities=10, duration=7200.0, speedup=24.0, anomalies="all:4,gap=120", train_s=(2400.0, 630.0)),
+    "quick": Mode(entities=6, duration=3600.0, speedup=30.0, anomalies="all:2,gap=180", train_s=(2400.0, 630.0)),
+    "full": Mode(entities=10, duration=7200.0, speedup=24.0, anomalies="all:4,gap=180", train_s=(2400.0, 630.0)),
 }
-# the daemon's settings that differ from deploy/streamvae.toml, and why (module docstring)
-TUNED = {"STREAMVAE_THRESHOLD__PER_ENTITY": "false", "STREAMVAE_EPISODES__OPEN_AFTER": "10"}
 
 
 def say(msg: str = "") -> None:
@@ -340,9 +313,9 @@ def train(out: Path, entities: int, train_s: tuple[float, float]) -> Path:
                                  start_ts=DEFAULT_START - b_s, **common)  # type: ignore[arg-type]
     model = out / "model"
     cmd = [str(BIN / "streamvae"), "train", *(x for p in part_a + part_b for x in ("--csv", str(p))),
-           "--out", str(model), "--window", str(WINDOW), "--epochs", str(EPOCHS), "--seed", "1", "--max-gap", "30"]
+           "--out", str(model), "--seed", "1"]
     say(f"training data: {entities} pumps x ({a_s / 60:.0f} + {b_s / 60:.1f}) min of normal readings (plant {PLANT}, "
-        f"seeds {TRAIN_SEEDS}), written in {time.monotonic() - t:.1f}s; training (window {WINDOW}, up to {EPOCHS} epochs)...")
+        f"seeds {TRAIN_SEEDS}), written in {time.monotonic() - t:.1f}s; training (every model default: window {WINDOW})...")
     with open(out / "train.log", "w") as log:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     if r.returncode != 0:
@@ -401,7 +374,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "STREAMVAE_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
             "STREAMVAE_TOPICS__INPUT": topics["input"], "STREAMVAE_TOPICS__ALERTS": topics["alerts"],
             "STREAMVAE_TOPICS__DEAD_LETTER": topics["dead_letter"], "STREAMVAE_GROUP__ID": group,
-            "STREAMVAE_MODEL__PATH": str(model), "STREAMVAE_HTTP__PORT": str(port), **TUNED,
+            "STREAMVAE_MODEL__PATH": str(model), "STREAMVAE_HTTP__PORT": str(port),
         }
         daemon = start_daemon(out, env, port)
 
@@ -530,7 +503,7 @@ def replay_and_plot(out: Path, model: Path, env: dict[str, str], truth: Truth, a
         from streamvae.model.artifact import load
     from streamvae.core.records import RecordDecoder
     from streamvae.offline.feed import SensorFeed
-    from streamvae.service.daemon import build_pipeline
+    from streamvae.core.compose import build_pipeline
 
     f, spec = truth.d["feed"], truth.d["anomalies"]["spec"]
     feed = SensorFeed(len(f["entities"]), f["rate"], f["duration"], spec, seed=f["seed"], plant=f["plant"],
@@ -628,7 +601,7 @@ def summary(args: argparse.Namespace, truth: Truth, card: dict[str, Any], alerts
     cps = records / cpu if cpu > 0 else float("nan")
     print(f"daemon    {records:.0f} records, {windows:.0f} windows in {wall:.1f}s wall = {rps:.0f} records/s (paced by the "
           f"feed: {n_ent * speedup / INTERVAL_S:.0f}/s); it used {cpu:.1f} CPU-s meanwhile ({100 * cpu / wall:.0f}% of one core)")
-    print(f"settings  deploy/streamvae.toml + {' '.join(f'{k}={v}' for k, v in TUNED.items())}; window {WINDOW}; "
+    print(f"settings  deploy/streamvae.toml (the defaults); window {WINDOW}; "
           f"match: open alert within [start, end + {truth.window_s:g}s + {MATCH_MARGIN_S:g}s]")
     print()
     print(f"{'kind':<20} {'injected':>8} {'caught':>7} {'missed':>7} {'median delay':>13}")

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,9 @@ import numpy as np
 
 from streamvae.errors import ConfigError, DataError
 
+
 if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
+    from streamvae.config import Config
     from streamvae.model.vae import VAEConfig
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ def _vae_config(args: argparse.Namespace, n_features: int) -> VAEConfig:
 
 def train(args: argparse.Namespace) -> int:
     from streamvae.core.scaler import Scaler
-    from streamvae.core.windows import sliding_windows
+    from streamvae.core.windows import sliding_windows, typical_interval
     from streamvae.offline.csvio import read_table
 
     out = Path(args.out)
@@ -53,13 +56,11 @@ def train(args: argparse.Namespace) -> int:
         if t.feature_names != names:
             raise DataError(f"{t.path} has features {t.feature_names}; {tables[0].path} has {names}")
     _threads(args, 2)
-    from dataclasses import replace
-
     from streamvae.model.artifact import save
     from streamvae.model.detector import VAEDetector
 
     cfg = _vae_config(args, len(names))
-    cfg = replace(cfg, max_gap=args.max_gap)
+    cfg = replace(cfg, max_gap=args.max_gap, interval=typical_interval(*(t.ts for t in tables)))
     parts = [sliding_windows(t.values, cfg.window, cfg.stride, t.ts, cfg.max_gap).values for t in tables]
     windows = np.concatenate(parts)
     rows = sum(len(t.values) for t in tables)
@@ -140,6 +141,28 @@ def threshold_params(args: argparse.Namespace, kind: str) -> dict[str, object]:
     return p
 
 
+def detection_config(args: argparse.Namespace) -> Config:
+    """The daemon's configuration (``--config FILE``, else its defaults) with the
+    command's own options over it: replay and evaluate run what the daemon runs."""
+    from streamvae.config import load_config
+
+    cfg = load_config(getattr(args, "config", None))
+    t = cfg.threshold
+    kind = getattr(args, "threshold", None)
+    if kind not in (None, "static"):
+        keys = {"q": "q", "depth": "depth", "value": "value"}
+        params = {keys[k]: v for k, v in threshold_params(args, kind).items()}
+        t = replace(t, kind=kind, **params)  # type: ignore[arg-type]
+    e = cfg.episodes
+    for opt in ("open_after", "close_after", "accept_after"):
+        v = getattr(args, opt, None)
+        if v is not None:
+            if v < (1 if opt == "open_after" else 0):
+                raise ConfigError(f"--{opt.replace('_', '-')} must be an int >= {1 if opt == 'open_after' else 0}; got {v}")
+            e = replace(e, **{opt: v})
+    return replace(cfg, threshold=t, episodes=e)
+
+
 def replay_cmd(args: argparse.Namespace) -> int:
     from streamvae.offline.csvio import read_table
 
@@ -148,11 +171,10 @@ def replay_cmd(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ConfigError(f"--batch must be an int >= 1; got {args.batch}")
     keep = (args.entity_column,) if args.entity_column else ()
+    cfg = detection_config(args)
     rcfg = retrain_config(args) if getattr(args, "retrain", False) else None  # bad options fail before training
     _threads(args, 1)
-    from streamvae.core.episodes import EpisodeTracker
-    from streamvae.core.thresholds import ThresholdBank
-    from streamvae.offline.replay import replay, split_point, train_on, write_rows
+    from streamvae.offline.replay import replay, split_point, train_on, warm_scores, write_rows
 
     if args.model:
         from streamvae.model.artifact import load
@@ -166,17 +188,13 @@ def replay_cmd(args: argparse.Namespace) -> int:
         start = split_point(args.train_first, len(table.values))
         det, train_scores = train_on(table, args.entity_column, start, _vae_config(args, len(table.feature_names)))
         print(f"trained on rows 0..{start - 1}: {det.fit_info_['epochs_run']} epochs")
-        # the held-out windows alone are few when the training part is short
-        warm = det.heldout_scores_ if len(det.heldout_scores_) >= 200 else train_scores
-    kind = args.threshold
-    bank = ThresholdBank(kind, threshold_params(args, kind)).warm_start(warm)
+        warm = warm_scores(det, train_scores)
     retrainer = None
     if rcfg is not None:
         from streamvae.offline.replay import ReplayRetrainer
 
         retrainer = ReplayRetrainer(rcfg, det.config.window, len(det.names), seed=det.config.seed)
-    r = replay(table, det, start, args.entity_column, bank, EpisodeTracker(args.open_after, args.close_after),
-               batch=args.batch, retrainer=retrainer)
+    r = replay(table, det, start, args.entity_column, cfg, warm, batch=args.batch, retrainer=retrainer)
     write_rows(Path(args.out), table, args.entity_column, r)
     for ev in r.retrains or []:
         print(ev.summary())
@@ -192,8 +210,9 @@ def replay_cmd(args: argparse.Namespace) -> int:
         Path(args.alerts).write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in r.alerts))
     n = len(r.replayed)
     scored = int(np.isfinite(r.score[start:]).sum())
-    print(f"replayed {n} rows: {scored} windows scored, {int(r.flag[start:].sum())} flagged, "
+    print(f"replayed {n} rows after {start} training rows: {scored} windows scored, {int(r.flag[start:].sum())} flagged, "
           f"{sum(1 for a in r.alerts if a['kind'] == 'open')} episodes, {len(r.alerts)} alerts; wrote {args.out}")
+    print(r.summary())
     return 0
 
 
@@ -260,8 +279,9 @@ def evaluate_skab_cmd(args: argparse.Namespace) -> int:
                 ("streamvae VAE, same network, plain MSE", mm.f1, mm.far, mm.mar)]
     else:
         params = threshold_params(args, kind)
+        det_cfg = detection_config(args)
         print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, online {kind} threshold {params or ''} (no labels used)")
-        results, m = evaluate_skab_streaming(root, cfg, kind, params, progress)
+        results, m = evaluate_skab_streaming(root, cfg, det_cfg, progress)
         mm = None
         rows = [(f"streamvae VAE, online {kind} threshold", m.f1, m.far, m.mar)]
     elapsed = time.perf_counter() - t_start

@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from streamvae.core.scaler import Scaler
-from streamvae.core.windows import sliding_windows
+from streamvae.config import Config
+from streamvae.core.windows import sliding_windows, typical_interval
 from streamvae.model.detector import VAEDetector, default_threshold
 from streamvae.model.vae import VAEConfig
 from streamvae.offline.skab import TRAIN_ROWS, FileResult, Metrics, experiment_files, load, skab_rule
@@ -59,28 +60,26 @@ def evaluate_skab(
     return results, Metrics.of(truth, pred), Metrics.of(truth, mse_pred)
 
 
-def evaluate_file_streaming(path: Path, cfg: VAEConfig, kind: str, params: dict[str, object], batch: int = 50) -> FileResult:
-    """The same protocol, with the threshold set online by a tracker (no labels used).
+def evaluate_file_streaming(path: Path, cfg: VAEConfig, det_cfg: Config, batch: int = 50) -> FileResult:
+    """The same protocol, with the threshold set online by the daemon's pipeline (its
+    configuration ``det_cfg``; no labels used).
 
     The tracker is warm-started from the scores of the training windows (the first 400
     rows); the test rows are then fed through the streaming pipeline in arrival order
     (primed with the training rows so the first test windows have their past), and each
     window's flag is what the tracker said when that window arrived.
     """
-    from streamvae.core.episodes import EpisodeTracker
-    from streamvae.core.thresholds import ThresholdBank
     from streamvae.offline.replay import replay
 
     table, labels = load(path)
     x = table.values
     w = cfg.window
-    cfg = replace(cfg, n_features=x.shape[1])
+    cfg = replace(cfg, n_features=x.shape[1], interval=typical_interval(table.ts[:TRAIN_ROWS]))
     scaler = Scaler().fit(x[:TRAIN_ROWS])
     train = sliding_windows(x[:TRAIN_ROWS], w, 1)
     det = VAEDetector(cfg, table.feature_names).fit(train.values, scaler=scaler)
     train_out = det.score(train.values)
-    bank = ThresholdBank(kind, params, per_entity=False).warm_start(train_out.score)
-    r = replay(table, det, TRAIN_ROWS, None, bank, EpisodeTracker(), batch=batch, prime_from=0)
+    r = replay(table, det, TRAIN_ROWS, None, det_cfg, train_out.score, batch=batch, prime_from=0)
     # row e carries the flag of the window ENDING at e; the SKAB rule indexes windows by start
     wflags = np.zeros(len(x) - w + 1, dtype=bool)
     wscores = np.full(len(x) - w + 1, np.nan)
@@ -97,13 +96,13 @@ def evaluate_file_streaming(path: Path, cfg: VAEConfig, kind: str, params: dict[
 
 
 def evaluate_skab_streaming(
-    root: Path, cfg: VAEConfig, kind: str, params: dict[str, object],
+    root: Path, cfg: VAEConfig, det_cfg: Config,
     progress: Callable[[FileResult, float], None] | None = None,
 ) -> tuple[list[FileResult], Metrics]:
     results = []
     for path in experiment_files(root):
         t0 = time.perf_counter()
-        r = evaluate_file_streaming(path, cfg, kind, params)
+        r = evaluate_file_streaming(path, cfg, det_cfg)
         results.append(r)
         if progress:
             progress(r, time.perf_counter() - t0)

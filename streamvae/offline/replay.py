@@ -2,8 +2,11 @@
 
 The first part of the file trains the initial model (or ``--model`` loads one); the rest
 is fed, in order and in poll-sized batches, through the SAME :class:`StreamPipeline`
-the daemon drives. One output row per input row: ts, entity, score (blank while the
-entity has no full window yet), threshold, flag, alert kind.
+the daemon drives, built by :func:`streamvae.core.compose.build_pipeline` from the same
+configuration (the daemon's defaults, or ``--config``). One output row per input row:
+ts, entity, part (``train`` for the rows the model learned from, ``live`` for the
+rest), score (blank while the entity has no full window yet), threshold, flag, alert
+kind.
 
 With a :class:`ReplayRetrainer` (``--retrain``) replay back-tests the retraining loop:
 the pipeline's normal windows go into a NormalBuffer, confirmed episodes into an
@@ -19,8 +22,8 @@ import csv
 import logging
 import math
 import time
-from collections import defaultdict
-from dataclasses import dataclass, replace
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,11 @@ import numpy as np
 
 from streamvae.core.buffer import AnomalyBank, NormalBuffer
 from streamvae.core.drift import RetrainTrigger
-from streamvae.core.episodes import EpisodeTracker
+from streamvae.config import Config
+from streamvae.core.compose import build_pipeline
 from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.scaler import Scaler
-from streamvae.core.thresholds import ThresholdBank
-from streamvae.core.windows import WindowAssembler, sliding_windows
+from streamvae.core.windows import sliding_windows, typical_interval
 from streamvae.errors import ConfigError, DataError, StreamvaeError
 from streamvae.offline.csvio import Table
 
@@ -65,13 +68,20 @@ def entity_series(table: Table, entity_column: str | None, rows: range) -> dict[
     return {e: np.asarray(ix) for e, ix in by.items()}
 
 
+MIN_HELDOUT = 200  # fewer held-out windows than this: warm-start the thresholds from every training window
+
+
 def train_on(table: Table, entity_column: str | None, k: int, cfg: Any) -> tuple[Any, np.ndarray]:
     """Fit a VAEDetector on the first ``k`` rows (windows cut per entity); return it and
-    the scores of its training windows."""
+    the scores of its training windows. The training data's sampling interval is stored
+    with the model (``config.interval``: it derives the gap rule)."""
     from streamvae.model.detector import VAEDetector
 
+    series = entity_series(table, entity_column, range(k))
+    if cfg.interval is None:
+        cfg = replace(cfg, interval=typical_interval(*(table.ts[ix] for ix in series.values())))
     parts = []
-    for ix in entity_series(table, entity_column, range(k)).values():
+    for ix in series.values():
         parts.append(sliding_windows(table.values[ix], cfg.window, cfg.stride, table.ts[ix], cfg.max_gap).values)
     windows = np.concatenate(parts) if parts else np.empty((0, cfg.window, len(table.feature_names)))
     if len(windows) < 10:
@@ -81,8 +91,19 @@ def train_on(table: Table, entity_column: str | None, k: int, cfg: Any) -> tuple
     return det, det.score_samples(windows)
 
 
+def warm_scores(det: Any, train_scores: np.ndarray) -> np.ndarray:
+    """The scores that warm-start the thresholds: the held-out windows', or every
+    training window's when the held-out part is too small to describe a tail."""
+    held = np.asarray(det.heldout_scores_, dtype=np.float64)
+    return held if len(held) >= MIN_HELDOUT else np.asarray(train_scores, dtype=np.float64)
+
+
 @dataclass
 class ReplayResult:
+    """Per input row (every row of the table): score, threshold, flag and alert kinds of
+    the window ending there; ``replayed`` are the rows fed live (the rest trained or
+    primed the model)."""
+
     score: np.ndarray
     threshold: np.ndarray
     flag: np.ndarray
@@ -91,6 +112,18 @@ class ReplayResult:
     replayed: range
     version: list[str] | None = None  # per row: the model version serving when it was read
     retrains: list["RetrainEvent"] | None = None
+    refused: Counter[str] = field(default_factory=Counter)  # rows refused, by reason
+    clock_resets: int = 0  # steps back in time that started a new window sequence
+    repeated_ts: int = 0  # rows stamped like their entity's previous row (taken in arrival order)
+    accepted: int = 0  # persisting changes accepted as an entity's new normal
+
+    def summary(self) -> str:
+        """One line: what happened to the rows that did not simply get a score."""
+        refused = sum(self.refused.values())
+        why = ", ".join(f"{r} {n}" for r, n in sorted(self.refused.items()))
+        return (f"refused {refused} rows" + (f" ({why})" if why else "") + f"; {self.clock_resets} clock steps back "
+                f"(a new window sequence each); {self.repeated_ts} repeated timestamps (taken in arrival order); "
+                f"{self.accepted} changes accepted as a new normal")
 
 
 @dataclass(frozen=True)
@@ -175,10 +208,10 @@ class ReplayRetrainer:
         return ev
 
 
-def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: ThresholdBank,
-           episodes: EpisodeTracker, batch: int = 500, prime_from: int | None = None,
-           retrainer: ReplayRetrainer | None = None) -> ReplayResult:
-    """Feed rows ``start..`` through a StreamPipeline in batches of ``batch`` readings.
+def replay(table: Table, det: Any, start: int, entity_column: str | None, cfg: Config, warm: np.ndarray,
+           batch: int = 500, prime_from: int | None = None, retrainer: ReplayRetrainer | None = None) -> ReplayResult:
+    """Feed rows ``start..`` through the daemon's pipeline (``build_pipeline(cfg, det,
+    warm)``) in batches of ``batch`` readings.
 
     ``prime_from``: rows ``prime_from..start-1`` are pushed into the windows unscored
     first, so the first replayed rows already have their past (as in a live feed that
@@ -186,12 +219,11 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: 
     batches (see :class:`ReplayRetrainer`); the result then carries each row's model
     version and the retrain events.
     """
-    cfg = det.config
     n = len(table.values)
     ents = table.extra[entity_column] if entity_column else ["default"] * n
-    asm = WindowAssembler(cfg.window, 1, len(table.feature_names), max_gap=cfg.max_gap, max_lateness=0.0)
-    pipe = StreamPipeline(det, bank, episodes, asm, det.version_ or "unsaved")
-    version: list[str] | None = [""] * n if retrainer is not None else None
+    pipe = build_pipeline(cfg, det, warm)
+    pipe.model_version = det.version_ or "unsaved"
+    version: list[str] | None = [pipe.model_version] * n if retrainer is not None else None
     row_of: dict[str, list[int]] = defaultdict(list)
     vals = table.values.astype(np.float32)
     if prime_from is not None:
@@ -204,31 +236,38 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, bank: 
     flag = np.zeros(n, dtype=np.int8)
     alert = [""] * n
     alerts: list[dict[str, Any]] = []
-    for lo in range(start, n, batch):
-        rows = range(lo, min(n, lo + batch))
-        readings = [Reading(ents[i], float(table.ts[i]), vals[i]) for i in rows]
-        if version is not None:
-            version[rows.start : rows.stop] = [pipe.model_version] * len(rows)
-        res = pipe.process(readings)
-        rejected = {j for j, _ in res.rejected}
-        for j, e in res.rejected:
-            alert[rows[j]] = f"rejected:{e.reason}"
-        for j, i in enumerate(rows):
-            if j not in rejected:
-                row_of[ents[i]].append(i)
-        for w in res.scored:
-            i = row_of[w.entity][w.end_index]
-            score[i] = w.score
-            thr[i] = math.nan if w.threshold is None else w.threshold
-            flag[i] = int(w.flagged)
-        for a in res.alerts:
-            i = _row_at(row_of[a.entity], table.ts, a.window_end)
-            alert[i] = a.kind if not alert[i] else alert[i] + "+" + a.kind
-            alerts.append(a.to_dict())
-        if retrainer is not None:
-            retrainer.after_batch(pipe, res, float(table.ts[rows.stop - 1]))
+    refused: Counter[str] = Counter()
+    resets0, repeats0 = pipe.assembler.clock_resets_, pipe.assembler.repeated_ts_
+    try:
+        for lo in range(start, n, batch):
+            rows = range(lo, min(n, lo + batch))
+            readings = [Reading(ents[i], float(table.ts[i]), vals[i]) for i in rows]
+            if version is not None:
+                version[rows.start : rows.stop] = [pipe.model_version] * len(rows)
+            res = pipe.process(readings)
+            rejected = {j for j, _ in res.rejected}
+            for j, e in res.rejected:
+                alert[rows[j]] = f"refused:{e.reason}"
+                refused[e.reason] += 1
+            for j, i in enumerate(rows):
+                if j not in rejected:
+                    row_of[ents[i]].append(i)
+            for w in res.scored:
+                i = row_of[w.entity][w.end_index]
+                score[i] = w.score
+                thr[i] = math.nan if w.threshold is None else w.threshold
+                flag[i] = int(w.flagged)
+            for a in res.alerts:
+                i = _row_at(row_of[a.entity], table.ts, a.window_end)
+                alert[i] = a.kind if not alert[i] else alert[i] + "+" + a.kind
+                alerts.append(a.to_dict())
+            if retrainer is not None:
+                retrainer.after_batch(pipe, res, float(table.ts[rows.stop - 1]))
+    finally:
+        pipe.close()
     return ReplayResult(score, thr, flag, alert, alerts, range(start, n), version,
-                        retrainer.events if retrainer is not None else None)
+                        retrainer.events if retrainer is not None else None, refused,
+                        pipe.assembler.clock_resets_ - resets0, pipe.assembler.repeated_ts_ - repeats0, pipe.accepted_)
 
 
 def _row_at(rows: list[int], ts: np.ndarray, t: float) -> int:
@@ -240,17 +279,19 @@ def _row_at(rows: list[int], ts: np.ndarray, t: float) -> int:
 
 
 def write_rows(dest: Path, table: Table, entity_column: str | None, r: ReplayResult) -> None:
+    """One CSV row per input row, LF line endings, scores at full precision (``repr``)."""
     ents = table.extra[entity_column] if entity_column else ["default"] * len(table.values)
+    live = r.replayed
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with dest.open("w", newline="") as fh:
-            w = csv.writer(fh)
+            w = csv.writer(fh, lineterminator="\n")
             # model_version only with retraining: without it one model serves every row
-            w.writerow(["ts", "entity", "score", "threshold", "flag", "alert"] + (["model_version"] if r.version else []))
-            for i in r.replayed:
+            w.writerow(["ts", "entity", "part", "score", "threshold", "flag", "alert"] + (["model_version"] if r.version else []))
+            for i in range(len(table.values)):
                 s, t = r.score[i], r.threshold[i]
-                w.writerow([table.ts_text[i], ents[i], "" if math.isnan(s) else f"{s:.4f}",
-                            "" if math.isnan(t) else f"{t:.4f}", int(r.flag[i]), r.alert[i]]
+                w.writerow([table.ts_text[i], ents[i], "live" if i in live else "train", "" if math.isnan(s) else repr(float(s)),
+                            "" if math.isnan(t) else repr(float(t)), int(r.flag[i]), r.alert[i]]
                            + ([r.version[i]] if r.version else []))
     except OSError as e:
         raise DataError(f"cannot write {dest}: {e.strerror or e}") from e

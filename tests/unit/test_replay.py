@@ -33,11 +33,19 @@ def test_replay_trains_then_streams_and_alerts_on_the_spike(tmp_path: Path, caps
     src = _write(tmp_path / "feed.csv", {"pump-1": a, "pump-2": b})
     out, alerts = tmp_path / "scores.csv", tmp_path / "alerts.jsonl"
     code = main(["replay", "--csv", str(src), "--entity-column", "entity", "--train-first", "0.5",
-                 "--out", str(out), "--alerts", str(alerts), "--close-after", "600", *TINY])
+                 "--out", str(out), "--alerts", str(alerts), "--close-after", "10", *TINY])
     assert code == 0, capsys.readouterr().err
-    rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 900  # one per replayed input row (the second half of 1800)
-    assert list(rows[0]) == ["ts", "entity", "score", "threshold", "flag", "alert"]
+    raw = out.read_bytes()
+    assert b"\r" not in raw  # LF line endings
+    everything = list(csv.DictReader(out.open()))
+    assert len(everything) == 1800  # one per input row, the training rows too
+    assert list(everything[0]) == ["ts", "entity", "part", "score", "threshold", "flag", "alert"]
+    assert [r["part"] for r in everything] == ["train"] * 900 + ["live"] * 900
+    assert all(r["score"] == "" for r in everything[:900])
+    rows = everything[900:]
+    # full precision: the written score is the float itself, not a rounding of it
+    assert all(float(r["score"]) == float(repr(float(r["score"]))) for r in rows if r["score"])
+    assert any(len(r["score"].split(".")[-1]) > 4 for r in rows if r["score"])
     for ent in ("pump-1", "pump-2"):
         mine = [r for r in rows if r["entity"] == ent]
         assert all(r["score"] == "" for r in mine[:7]) and all(r["score"] != "" for r in mine[7:])
