@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     _threshold_args(k)
     _model_args(k)
 
+    nb = esub.add_parser("nab", help="NAB (Numenta Anomaly Benchmark), NAB's scoring; alert openings are the detections")
+    nb.add_argument("--data", default=None, help="NAB folder (default $STREAMVAE_NAB_DATA or ../shared/data/nab-dev)")
+    nb.add_argument("--out", default=None, help="folder for one PNG per file (value, score, threshold, windows, alerts)")
+    nb.add_argument("--json", action="store_true", help="print one JSON object with the figures as the last line")
+    nb.add_argument("--jobs", type=int, default=None, help="files run in parallel (default: 2, or 1 on one core)")
+    nb.add_argument("--config", default=None, help="daemon config (TOML) whose detection settings to run (default: the daemon's defaults)")
+    nb.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+
     run = sub.add_parser("run", help="the consumer daemon: Kafka records in, alerts out")
     run.add_argument("--config", required=True, help="TOML config file (every key overridable by STREAMVAE_<SECTION>__<KEY>)")
     c = sub.add_parser("config", help="configuration tools")
@@ -106,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ts-column", default=None)
     r.add_argument("--features", type=_names, default=None, help="feature columns (default: all but ts/entity/--exclude)")
     r.add_argument("--exclude", type=_names, default=[], help="columns to ignore")
-    r.add_argument("--threshold", choices=("spot", "dspot", "quantile", "fixed"), default="spot")
+    r.add_argument("--config", default=None, help="daemon config (TOML): replay runs its [threshold], [episodes], "
+                                                  "[records] and [rules] (default: the daemon's defaults)")
+    r.add_argument("--threshold", choices=("spot", "dspot", "quantile", "fixed"), default=None,
+                   help="threshold.kind (default: the config's, spot)")
     r.add_argument("--batch", type=int, default=500, help="readings per pipeline batch (a poll)")
-    r.add_argument("--open-after", type=int, default=1, help="consecutive flagged windows that open an episode")
-    r.add_argument("--close-after", type=float, default=60.0, help="quiet seconds that close an episode")
+    _episode_args(r)
     r.add_argument("--alerts", default=None, help="also write the alerts as JSON lines to this file")
     _threshold_args(r)
     _model_args(r)
@@ -195,6 +205,14 @@ def _replay_retrain_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retrain-tolerance", type=float, default=None, help="gate tolerance on AUC and detection (default 0.01)")
 
 
+def _episode_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("episodes (windows of one entity; default: the config's [episodes])")
+    g.add_argument("--open-after", type=int, default=None, help="consecutive flagged windows that open an episode")
+    g.add_argument("--close-after", type=int, default=None, help="windows without a flag that close it (0: one window length)")
+    g.add_argument("--accept-after", type=int, default=None,
+                   help="windows an episode lasts before its change may become the new normal (0: never)")
+
+
 def _threshold_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("threshold tracker")
     g.add_argument("--risk", type=float, default=None, help="spot/dspot: target tail probability q (default 1e-3)")
@@ -231,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return replay_cmd(args)
         if args.command == "evaluate":
+            if args.benchmark == "nab":
+                from streamvae.offline.nabcmd import evaluate_nab_cmd
+
+                return evaluate_nab_cmd(args)
             from streamvae.offline.commands import evaluate_skab_cmd
 
             return evaluate_skab_cmd(args)
