@@ -92,4 +92,5 @@ def build_pipeline(cfg: Config, det: Detector, warm: npt.ArrayLike | None = None
     if cfg.rules.dead_sensor or cfg.rules.stuck_sensor:
         rules = SensorRules(cfg.rules.dead_sensor, cfg.rules.stuck_sensor, varies=det.feature_varies())
     baselines = Baselines(det.scaler_.mean_, det.scaler_.scale_, max_entities=t.max_entities)
-    return StreamPipeline(det, bank, episodes, asm, det.version_ or "unversioned", rules=rules, baselines=baselines)
+    return StreamPipeline(det, bank, episodes, asm, det.version_ or "unversioned", rules=rules, baselines=baselines,
+                          fleet_share=cfg.retrain.fleet_share)

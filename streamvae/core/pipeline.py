@@ -161,13 +161,18 @@ class StreamPipeline:
     top_k : features named in each alert.
     overlap : batches of at least this many readings are scored in parts on a worker
         thread, overlapped with the pipeline's Python work (0: never).
+    baselines : the entities' accepted baselines (None: no acceptance).
+    fleet_share : while more than this share of the live entities (and more than one)
+        has an episode open, no change is accepted (0: no such rule).
     """
 
     def __init__(self, scorer: Scorer, thresholds: ThresholdBank, episodes: EpisodeTracker,
                  assembler: WindowAssembler, model_version: str, top_k: int = 3,
-                 rules: SensorRules | None = None, overlap: int = 512, baselines: Baselines | None = None) -> None:
+                 rules: SensorRules | None = None, overlap: int = 512, baselines: Baselines | None = None,
+                 fleet_share: float = 0.5) -> None:
         self.overlap = overlap
         self.baselines = baselines
+        self.fleet_share = fleet_share
         # the readings of each entity's open episode (with one window of context before
         # it), for the acceptance check; only entities with an open episode are here
         self._episode_rows: dict[str, deque[npt.NDArray[np.float32]]] = {}
@@ -321,7 +326,11 @@ class StreamPipeline:
             rows[entity].extend(w.values[-self.assembler.stride:])
         if not self.episodes.due(entity):
             return None
-        if not by_score or thr is None or not self._accept(entity, np.stack(rows[entity]), thr):
+        # a change most of the fleet shares is a new operating point: retraining learns
+        # that one (the normal buffer's fleet-shift rule, same share); acceptance is for one
+        # entity's own change, and a baseline per entity would fight the next model
+        fleet = self.fleet_share > 0 and self.episodes.open_count() > max(1.0, self.fleet_share * len(self.assembler))
+        if fleet or not by_score or thr is None or not self._accept(entity, np.stack(rows[entity]), thr):
             self.episodes.postpone(entity)
             return None
         del rows[entity]

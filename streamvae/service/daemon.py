@@ -621,6 +621,8 @@ class Daemon:
         m.set("last_batch_seconds", dt)
         m.set("live_entities", len(self.pipeline.assembler))
         m.set("open_episodes", self.pipeline.episodes.open_count())
+        m.set("changes_accepted", self.pipeline.accepted_)  # since start: persisting changes made an entity's new normal
+        m.set("clock_resets", self.pipeline.assembler.clock_resets_)  # since start: steps back that began a new sequence
         if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
             self.save_thresholds()
 

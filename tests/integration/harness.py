@@ -126,8 +126,12 @@ class Env:
             "group": {"id": self.group, "max_poll_records": 500, "session_timeout_ms": 6000},
             "records": {"max_gap": 30.0},
             "model": {"path": str(model)},
-            "threshold": {"kind": "spot", "q": 1e-3},
-            "episodes": {"open_after": 2, "close_after": 20},
+            # the daemon mechanics under test, at one reading a second with W = 16: episodes of
+            # a fault (updates every 300 windows, as the former 300 s), and per-entity
+            # trackers as soon as an entity has 2000 windows (no day-long span: a feed here
+            # lasts minutes)
+            "threshold": {"kind": "spot", "q": 1e-3, "min_history_s": 0.0},
+            "episodes": {"open_after": 2, "close_after": 20, "update_every": 300},
             "http": {"port": 0},
         }
         for key, v in overrides.items():

@@ -110,3 +110,22 @@ def test_a_new_model_forgets_the_accepted_baselines(detector: Any, warm: np.ndar
     assert len(pipe.baselines) == 1  # type: ignore[arg-type]
     pipe.swap_model(detector, "test-2", warm)
     assert len(pipe.baselines) == 0  # type: ignore[arg-type]
+
+
+def test_a_change_the_whole_fleet_shares_is_left_to_retraining(detector: Any, warm: np.ndarray) -> None:
+    """Four pumps move together: a new operating point, which a retrain learns; one pump
+    moving alone among four is its own change, and is accepted."""
+    def run(movers: int) -> StreamPipeline:
+        pipe = pipeline(detector, warm)
+        series = [make_series(700, seed=30 + k) for k in range(4)]
+        for k in range(movers):
+            series[k][300:] += 2.0
+        rs = [Reading(f"pump-{k}", float(i), series[k][i].astype(np.float32)) for i in range(700) for k in range(4)]
+        for lo in range(0, len(rs), 101):
+            pipe.process(rs[lo : lo + 101])
+        return pipe
+
+    together = run(4)
+    assert together.accepted_ == 0 and together.episodes.open_count() == 4
+    alone = run(1)
+    assert alone.accepted_ == 1 and "pump-0" in alone.baselines  # type: ignore[operator]
