@@ -73,8 +73,12 @@ def test_end_to_end_detects_injected_anomalies(kenv: Env, model_dir: Path, tmp_p
                 "features", "episode_id", "detected_at"} <= set(a)
         assert a["kind"] in ("open", "update", "close")
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
-    # one episode per fault, not one alert per flagged window
-    assert sum(1 for a in alerts if a["entity"] in ANOMALIES) <= 4 * len(ANOMALIES)
+    # one episode per fault, not one alert per flagged window: open, at most two updates, close
+    got = opens(alerts)
+    for ent, (a, length, _, _) in ANOMALIES.items():
+        eps = {o["episode_id"] for o in got[ent] if T0 + a <= o["window_end"] <= T0 + a + length + WINDOW}
+        assert len(eps) == 1, (ent, got[ent])
+        assert sum(1 for x in alerts if x["episode_id"] in eps) <= 4, [x for x in alerts if x["episode_id"] in eps]
 
 
 BAD: list[tuple[str | None, bytes, str]] = [
