@@ -448,7 +448,7 @@ def measure_offline(cfg: Config, det: Any, keys: list[bytes], values: list[bytes
     pipe.scorer = last = _LastBatch(det)
     dec = RecordDecoder(det.names, cfg.records.entities)
     bs = cfg.group.max_poll_records
-    max_bytes = cfg.records.max_bytes
+    max_bytes = cfg.records.max_record_bytes
     t_process = t_model = 0.0
     n_windows = n_alerts = model_windows = 0
     bad = [0]

@@ -76,11 +76,22 @@ class GroupConfig:
     session_timeout_ms: int = _spec(10_000, lambda v: _pos_int(v) and v >= 1000, "an int >= 1000")
     max_poll_interval_ms: int = _spec(300_000, lambda v: _pos_int(v) and v >= 10_000, "an int >= 10000")
     auto_offset_reset: str = _spec("earliest", lambda v: v in ("earliest", "latest"), "earliest or latest")
+    # Static membership (Kafka's group.instance.id): a daemon restarted within the session
+    # timeout gets its partitions back at once instead of waiting for its dead self to
+    # expire. "auto": the host name and the lowest slot number no other daemon of this
+    # group on this host holds (a lock file; a killed process drops its lock, so its
+    # restart takes the same slot); "none": dynamic membership; anything else: used as is.
+    instance_id: str = _spec("auto", _str, "auto, none, or an id unique within the group")
 
 
 @dataclass(frozen=True)
 class RecordsConfig:
-    max_bytes: int = _spec(1_000_000, _pos_int, "an int >= 1 (bytes)")
+    # A bigger record is refused unread (``too_large``); its dead letter keeps its first
+    # bytes, its length and its SHA-256, within the producer's request size.
+    max_record_bytes: int = _spec(1_000_000, _pos_int, "an int >= 1 (bytes)")
+    # A reading stamped further ahead of the daemon's clock is refused (``ts_in_future``):
+    # it would move its entity's clock to a time no later reading reaches.
+    max_future_s: float = _spec(300.0, _nonneg, "seconds >= 0 (allowed clock skew of a producer ahead of the daemon)")
     max_lateness: float = _spec(0.0, _nonneg, "seconds >= 0")
     max_gap: float | None = _spec(None, lambda v: v is None or (_nonneg(v) and v > 0),
                                   "seconds > 0, or unset (30 readings at the model's training interval)")

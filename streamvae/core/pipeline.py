@@ -60,6 +60,19 @@ def _reduce_window(op: np.ufunc, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return a[:, 0]
 
 
+def _finite_or_worst(scores: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Scores with every non-finite one (a likelihood that under- or overflowed on values
+    far outside anything the model saw) made +inf: the most anomalous score there is,
+    flagged by any threshold and learned by none.
+
+    >>> _finite_or_worst(np.array([1.0, np.nan, -np.inf])).tolist()
+    [1.0, inf, inf]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    ok = np.isfinite(s)
+    return s if ok.all() else np.where(ok, s, np.inf)
+
+
 class SensorRules:
     """Faults the likelihood cannot see, checked on every window before scoring.
 
@@ -253,7 +266,7 @@ class StreamPipeline:
         flagged_at: list[int] = []
         j = 0
         for _, out in parts:
-            part = (out.result() if isinstance(out, Future) else out).score.tolist()
+            part = _finite_or_worst((out.result() if isinstance(out, Future) else out).score).tolist()
             scores.extend(part)
             for s in part:
                 w = done[j]
@@ -271,7 +284,7 @@ class StreamPipeline:
         if flagged_at:
             detail = self.scorer.score(x[flagged_at]).shares
             assert detail is not None  # asked for with detail
-            shares = dict(zip(flagged_at, detail))
+            shares = {j: sh if np.isfinite(sh).all() else self._extreme(x[j]) for j, sh in zip(flagged_at, detail)}
         # 3 episodes, in arrival order; a change that persisted may become the new normal
         names, k = self.names, self.top_k
         observe, is_open = self.episodes.observe, self.episodes.is_open
@@ -302,6 +315,20 @@ class StreamPipeline:
             if not flagged and not is_open(entity):
                 add_normal(w)
         return result
+
+    def _extreme(self, values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Feature shares for a window the model could not score (its likelihood overflowed):
+        all of it on the feature furthest from the training data, in the model's
+        standardised units where the model has a scaler."""
+        scaler = getattr(self.scorer, "scaler_", None)
+        with np.errstate(all="ignore"):
+            a = np.abs(values.astype(np.float64))
+            if scaler is not None:
+                a = np.abs((values.astype(np.float64) - scaler.mean_) / scaler.scale_)
+            far = np.nanmax(np.where(np.isnan(a), -1.0, a), axis=0)
+        out = np.zeros(values.shape[1], np.float32)
+        out[int(np.argmax(far))] = 1.0
+        return out
 
     def _stack(self, windows: list[Window]) -> npt.NDArray[np.float32]:
         """The windows' values as the model sees them: in their entity's accepted baseline."""
@@ -364,13 +391,14 @@ class StreamPipeline:
             return
         out = self.scorer.score(self._stack([done[i] for i in later]))
         thr = self.thresholds.get(entity)
+        rescored = _finite_or_worst(out.score)
         for n, i in enumerate(later):
-            scores[i] = float(out.score[n])
+            scores[i] = float(rescored[n])
             flagged = thr is not None and bool(scores[i] > thr)
             verdicts[i] = (thr, flagged)
             shares.pop(i, None)
             if flagged and out.shares is not None:
-                shares[i] = out.shares[n]
+                shares[i] = out.shares[n] if np.isfinite(out.shares[n]).all() else self._extreme(done[i].values)
 
     def swap_model(self, scorer: Scorer, model_version: str, recent_scores: npt.ArrayLike) -> None:
         """Serve a new model from the next batch on; thresholds are recalibrated on the new

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
 from streamvae.errors import DataError, NotFittedError
 
 
@@ -55,10 +57,12 @@ class Scaler:
             raise NotFittedError("this Scaler is not fitted; call fit() with training readings")
 
     def transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Scale the last axis; NaN stays NaN."""
+        """Scale the last axis; NaN stays NaN. A value whose scaled form a float32 cannot
+        hold becomes the largest one that it can, never infinity (which the model would
+        not take for an extreme reading)."""
         self._check()
         a = np.asarray(x, dtype=np.float64)
-        return ((a - self.mean_) / self.scale_).astype(np.float32)
+        return np.clip((a - self.mean_) / self.scale_, -_F32_MAX, _F32_MAX).astype(np.float32)
 
     def inverse_transform(self, z: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Undo :meth:`transform`."""

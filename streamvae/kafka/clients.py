@@ -84,10 +84,16 @@ class Outbox:
     def __init__(self, producer: KafkaProducer) -> None:
         self.producer = producer
         self._futures: list[tuple[str, Any]] = []
+        self._refused: list[tuple[str, KafkaError]] = []  # sends the producer refused at once
 
     def send(self, topic: str, key: str | bytes | None, value: bytes) -> None:
-        k = key.encode() if isinstance(key, str) else key
-        self._futures.append((topic, self.producer.send(topic, key=k, value=value)))
+        """Queue one message; a send the producer refuses at once (too large, no
+        metadata in time) fails :meth:`confirm` like an unacknowledged one."""
+        k = key.encode("utf-8", "backslashreplace") if isinstance(key, str) else key
+        try:
+            self._futures.append((topic, self.producer.send(topic, key=k, value=value)))
+        except KafkaError as e:
+            self._refused.append((topic, e))
 
     def __len__(self) -> int:
         return len(self._futures)
@@ -95,6 +101,10 @@ class Outbox:
     def confirm(self, timeout_s: float) -> int:
         """Flush and check every future; raise DeliveryError if any failed or timed out."""
         futures, self._futures = self._futures, []
+        refused, self._refused = self._refused, []
+        if refused:
+            t, e = refused[0]
+            raise DeliveryError(f"{len(refused)} messages refused by the producer (first: topic {t}: {e!r})")
         if not futures:
             return 0
         try:

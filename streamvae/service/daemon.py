@@ -40,7 +40,7 @@ import numpy as np
 from streamvae.config import Config
 from streamvae.core.compose import build_pipeline, max_gap
 from streamvae.core.pipeline import Reading, StreamPipeline
-from streamvae.core.records import RecordDecoder
+from streamvae.core.records import ItemError, RecordDecoder
 from streamvae.core.bank import ThresholdBank
 from streamvae.errors import RecordError, StreamvaeError
 from streamvae.kafka import codec
@@ -57,6 +57,7 @@ from streamvae.kafka.clients import (
 from streamvae.kafka.control import ControlError, ControlListener
 from streamvae.kafka.offsets import PartitionOffsets, decode_metadata, encode_metadata
 from streamvae.registry import Registry, is_registry
+from streamvae.service.intake import Intake
 from streamvae.service.metrics import Metrics
 from streamvae.service.retrain import RetrainWorker
 
@@ -65,6 +66,17 @@ log = logging.getLogger(__name__)
 DELIVERY_TIMEOUT_S = 30.0
 COMMIT_TIMEOUT_MS = 10_000
 RECENT_ALERTS_PER_PARTITION = 5_000
+DEAD_LETTER_MAX_BYTES = 1_000_000  # encoded envelope; the producer's max_request_size is 1 MiB
+
+
+@dataclass
+class _Refusal:
+    """What one record had wrong: the reason and, for a block, its bad items."""
+
+    tp: Any
+    rec: Any
+    error: RecordError
+    items: list[dict[str, Any]]
 
 
 class _BoundedSet:
@@ -315,7 +327,8 @@ class Daemon:
         self.det = det
         self.metrics = metrics or Metrics()
         self.pipeline = build_pipeline(cfg, det)
-        self.decoder = RecordDecoder(det.names, cfg.records.entities)
+        self.decoder = RecordDecoder(det.names, cfg.records.entities, max_future_s=cfg.records.max_future_s)
+        self.intake = Intake(self.decoder, cfg.records.max_record_bytes)
         w = det.config.window
         self.offsets = PartitionOffsets(keep=w - 1, horizon=max_gap(cfg, det.config) or 3600.0)
         self.scored_to: dict[TopicPartition, int] = {}
@@ -532,19 +545,21 @@ class Daemon:
                 self.scored_to[tp] = int(decode_metadata(om.metadata).get("scored_to", om.offset))
                 log.info("%s-%d: resuming at %d, scored up to %d", tp.topic, tp.partition, om.offset, self.scored_to[tp])
 
-    def _readings(self, batch: dict[TopicPartition, list[Any]], outbox: Outbox,
+    def _readings(self, batch: dict[TopicPartition, list[Any]], refused: dict[tuple[TopicPartition, int], _Refusal],
                   live: list[Reading], live_src: list[tuple[TopicPartition, Any]], counted: list[int]) -> Iterator[Reading]:
         """The batch's live readings in arrival order, decoded as the pipeline asks for them;
-        each is also noted in ``live`` with its source in ``live_src``. Bad records go to
-        the dead-letter outbox; records scored before a restart only rebuild windows."""
+        each is also noted in ``live`` with its source in ``live_src``. What a record had
+        wrong goes to ``refused`` (one entry per record, its good readings still count).
+        Records before ``scored_to`` were scored (and their dead letters sent) before a
+        restart: they only rebuild windows."""
+        now = time.time()
+        decode = self.intake.decode
         for tp, recs in batch.items():
             self.first_seen.setdefault(tp, recs[0].offset)
             done_to = self.scored_to.get(tp, -1)
             for rec in recs:
                 counted[0] += 1
-                readings = self._decode(tp, rec, outbox)
-                if readings is None:
-                    continue
+                readings, err = decode(rec.key, rec.value, now)
                 if rec.offset < done_to:  # scored before a restart: rebuild the window only
                     for r in readings:
                         try:
@@ -554,6 +569,8 @@ class Daemon:
                             pass
                     self.metrics.inc("records_rebuilt_total")
                     continue
+                if err is not None:
+                    refused[(tp, rec.offset)] = _Refusal(tp, rec, err, err.listing() if isinstance(err, ItemError) else [])
                 for r in readings:
                     live.append(r)
                     live_src.append((tp, rec))
@@ -568,10 +585,11 @@ class Daemon:
         outbox = Outbox(producer)
         live: list[Reading] = []
         live_src: list[tuple[TopicPartition, Any]] = []
+        refused: dict[tuple[TopicPartition, int], _Refusal] = {}
         counted = [0]
         # 1 decode (lazily: the pipeline pulls the readings as it assembles windows, so
         # decoding overlaps the model's work on a big batch), score, produce alerts + dead letters
-        res = self.pipeline.process(self._readings(batch, outbox, live, live_src, counted), now=time.time(),
+        res = self.pipeline.process(self._readings(batch, refused, live, live_src, counted), now=time.time(),
                                     size=sum(len(recs) for recs in batch.values()))
         n_records = counted[0]
         if self.retrainer is not None:
@@ -579,10 +597,13 @@ class Daemon:
         if self.swapper is not None:
             self.swapper.note_batch(res, self.retrainer is not None and self.retrainer.buffer.fleet_shift_on)
         rejected = set()
-        for i, err in res.rejected:
+        for i, err in res.rejected:  # readings the windows refused: listed in their record's one dead letter
             tp, rec = live_src[i]
             rejected.add(i)
-            self._dead_letter(outbox, tp, rec, err.reason, str(err))
+            ref = refused.setdefault((tp, rec.offset), _Refusal(tp, rec, err, []))
+            ref.items.append({"index": None, "reason": err.reason, "message": str(err)})
+        for ref in refused.values():
+            self._dead_letter(outbox, ref)
         for i, (r, (tp, rec)) in enumerate(zip(live, live_src)):
             if i not in rejected:
                 self.offsets.note(tp, r.entity, rec.offset, r.ts)
@@ -622,7 +643,8 @@ class Daemon:
         m.set("live_entities", len(self.pipeline.assembler))
         m.set("open_episodes", self.pipeline.episodes.open_count())
         m.set("changes_accepted", self.pipeline.accepted_)  # since start: persisting changes made an entity's new normal
-        m.set("clock_resets", self.pipeline.assembler.clock_resets_)  # since start: steps back that began a new sequence
+        m.set("clock_resets", self.pipeline.assembler.clock_resets_)
+        m.set("unknown_feature_values", self.decoder.unknown_total_)  # since start: values of features the model lacks  # since start: steps back that began a new sequence
         if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
             self.save_thresholds()
 
@@ -695,28 +717,17 @@ class Daemon:
             if self.pending.get(tp) is om:
                 del self.pending[tp]
 
-    def _decode(self, tp: TopicPartition, rec: Any, outbox: Outbox) -> list[Reading] | None:
-        value = rec.value
-        try:
-            if value is None:
-                raise RecordError("not_json", "message has no value")
-            if len(value) > self.cfg.records.max_bytes:
-                raise RecordError("too_large", f"value is {len(value)} bytes; the limit is records.max_bytes={self.cfg.records.max_bytes}")
-            try:
-                obj = codec.loads(value)
-            except ValueError as e:
-                raise RecordError("not_json", f"value is not valid JSON: {e}") from None
-            key = rec.key.decode("utf-8", "replace") if rec.key is not None else None
-            return self.decoder.decode(obj, key)
-        except RecordError as e:
-            self._dead_letter(outbox, tp, rec, e.reason, str(e))
-            return None
-
-    def _dead_letter(self, outbox: Outbox, tp: TopicPartition, rec: Any, reason: str, message: str) -> None:
-        env = codec.dead_letter(rec.key, rec.value, tp.topic, tp.partition, rec.offset, reason, message)
-        outbox.send(self.cfg.topics.dead_letter, rec.key, codec.dumps(env))
-        self.metrics.inc("dead_letters_total", reason=reason)
-        log.warning("dead-lettered partition=%d offset=%d reason=%s", tp.partition, rec.offset, reason)
+    def _dead_letter(self, outbox: Outbox, ref: _Refusal) -> None:
+        """One dead letter per refused record, listing its bad items; it always fits the
+        producer's request size (see ``codec.dead_letter``)."""
+        tp, rec, err = ref.tp, ref.rec, ref.error
+        env = codec.dead_letter(rec.key, rec.value, tp.topic, tp.partition, rec.offset, err.reason, str(err),
+                                items=ref.items, max_bytes=DEAD_LETTER_MAX_BYTES)
+        key = rec.key[:1024] if rec.key is not None else None
+        outbox.send(self.cfg.topics.dead_letter, key, codec.dumps(env))
+        self.metrics.inc("dead_letters_total", reason=err.reason)
+        log.warning("dead-lettered partition=%d offset=%d reason=%s%s", tp.partition, rec.offset, err.reason,
+                    f" ({len(ref.items)} bad items)" if ref.items else "")
 
     def _rewind(self, consumer: Any, tps: list[TopicPartition]) -> None:
         """Go back to the last commit of each partition and rebuild its windows from there."""

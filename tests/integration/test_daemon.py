@@ -100,7 +100,7 @@ BAD: list[tuple[str | None, bytes, str]] = [
 
 def test_every_bad_record_is_dead_lettered_with_its_reason(kenv: Env, model_dir: Path, tmp_path: Path,
                                                           daemons: list[DaemonProc]) -> None:
-    cfg = kenv.config(tmp_path, model_dir, records__max_bytes=4096, records__entities=["pump-0", "pump-1"])
+    cfg = kenv.config(tmp_path, model_dir, records__max_record_bytes=4096, records__entities=["pump-0", "pump-1"])
     d = DaemonProc(cfg, tmp_path / "daemon.log")
     daemons.append(d)
     x = series(200, seed=5)
