@@ -52,12 +52,15 @@ class _Hooks(ConsumerRebalanceListener):  # type: ignore[misc]
         self.target.on_partitions_assigned(list(assigned))
 
 
-def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), listener: Any = None) -> KafkaConsumer:
+def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), listener: Any = None,
+                  instance_id: str | None = None) -> KafkaConsumer:
     """A group consumer with manual commits (offsets are committed only after delivery).
 
     ``listener``: any object with ``on_partitions_revoked`` / ``on_partitions_assigned``;
-    they run inside ``poll``, so they must be short."""
+    they run inside ``poll``, so they must be short. ``instance_id``: a static member
+    id (``group.instance.id``), None for dynamic membership."""
     c = KafkaConsumer(
+        group_instance_id=instance_id,
         group_id=g.id,
         enable_auto_commit=False,
         auto_offset_reset=g.auto_offset_reset,

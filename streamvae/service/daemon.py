@@ -57,6 +57,7 @@ from streamvae.kafka.clients import (
 from streamvae.kafka.control import ControlError, ControlListener
 from streamvae.kafka.offsets import PartitionOffsets, decode_metadata, encode_metadata
 from streamvae.registry import Registry, is_registry
+from streamvae.service import instance
 from streamvae.service.intake import Intake
 from streamvae.service.metrics import Metrics
 from streamvae.service.retrain import RetrainWorker
@@ -478,8 +479,11 @@ class Daemon:
             from streamvae.kafka.samples import ensure_samples_topic
 
             ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
-        consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self)
-        log.info("consuming %s as group %s; model %s", cfg.topics.input, cfg.group.id, self.pipeline.model_version)
+        member = instance.claim(cfg.group.instance_id, cfg.group.id)
+        consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self,
+                                                 instance_id=member.value)
+        log.info("consuming %s as group %s%s; model %s", cfg.topics.input, cfg.group.id,
+                 f", static member {member.value}" if member.value else "", self.pipeline.model_version)
         settle_runtime()
         backoff = 0.5
         try:
@@ -517,6 +521,7 @@ class Daemon:
             try:
                 consumer.close(autocommit=False)
             finally:
+                member.release()
                 producer.close(timeout=10)
         return 0
 
