@@ -10,8 +10,8 @@ on correlated sinusoids + noise), measures:
                         group settings (fresh group id) drains the topic, calling ``poll``
                         exactly as the daemon does (same timeout and max_records) and touching
                         each record's value, nothing else;
-(b) offline_per_s       the same bytes, no Kafka: orjson + ``RecordDecoder`` (as
-                        ``Daemon._decode`` does) and ``StreamPipeline.process`` (built by
+(b) offline_per_s       the same bytes, no Kafka: ``Intake.decode`` (as the daemon
+                        decodes) and ``StreamPipeline.process`` (built by
                         ``build_pipeline``) in batches of max_poll_records, decoding lazily
                         inside ``process`` as the daemon does, in this process with the
                         daemon's TensorFlow threading (one thread);
@@ -105,7 +105,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic  # noqa: E402
 
 from streamvae.config import Config, load_config  # noqa: E402
-from streamvae.kafka import codec  # noqa: E402
 from streamvae.kafka.clients import make_consumer, make_producer  # noqa: E402
 
 FEATURES = tuple(f"s{i}" for i in range(8))
@@ -433,35 +432,33 @@ class _LastBatch:
 
 
 def measure_offline(cfg: Config, det: Any, keys: list[bytes], values: list[bytes]) -> dict[str, Any]:
-    """Decode (as Daemon._decode) + StreamPipeline.process per batch of max_poll_records,
-    decoding lazily inside ``process`` as the daemon does (``Daemon._readings``).
+    """Decode (``Intake.decode``, as the daemon) + StreamPipeline.process per batch of
+    max_poll_records, decoding lazily inside ``process`` as the daemon does (``Daemon._readings``).
 
     Interleaved with it, (d): after each batch, ``det.score(x, detail=False)`` again on the
     very windows that batch completed, in one call of the batch's size (the pipeline splits
     a big batch in parts overlapped with its own work), timed apart: the model-only rate under
     the same conditions (load, heap, cache) as the pipeline's, batch by batch."""
     from streamvae.core.records import RecordDecoder
-    from streamvae.errors import RecordError
     from streamvae.core.compose import build_pipeline
+    from streamvae.service.intake import Intake
 
     pipe = build_pipeline(cfg, det)
     pipe.scorer = last = _LastBatch(det)
-    dec = RecordDecoder(det.names, cfg.records.entities)
+    intake = Intake(RecordDecoder(det.names, cfg.records.entities, max_future_s=cfg.records.max_future_s),
+                    cfg.records.max_record_bytes)
     bs = cfg.group.max_poll_records
-    max_bytes = cfg.records.max_record_bytes
     t_process = t_model = 0.0
     n_windows = n_alerts = model_windows = 0
     bad = [0]
 
     def readings(ks: list[bytes], vs: list[bytes]) -> Any:
+        now = time.time()
         for k, v in zip(ks, vs):
-            try:
-                if len(v) > max_bytes:
-                    raise RecordError("too_large", "too large")
-                obj = codec.loads(v)
-                yield from dec.decode(obj, k.decode("utf-8", "replace"))
-            except (RecordError, ValueError):
+            got, why = intake.decode(k, v, now)
+            if why is not None:
                 bad[0] += 1
+            yield from got
 
     for i in range(0, len(values), bs):
         ks, vs = keys[i:i + bs], values[i:i + bs]

@@ -45,6 +45,10 @@ from streamvae.errors import RecordError
 log = logging.getLogger(__name__)
 
 FIRST_PART = 64  # windows in the first model call of a big batch, at least
+# windows in one model call, at most: a huge record (a block of 10,000 readings) is scored
+# in parts no bigger than a full poll's, so it needs no more memory than one (the model's
+# intermediate tensors grow with the batch, and freed memory is not given back at once)
+MAX_PART = 2048
 
 
 def _reduce_window(op: np.ufunc, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -244,11 +248,11 @@ class StreamPipeline:
                 add_done(push(r.entity, r.ts, r.values))
             except RecordError as e:
                 result.rejected.append((i, e))
-            if cut and len(done) - sent >= cut:
-                xp = self._stack(done[sent:])
+            if (cut and len(done) - sent >= cut) or len(done) - sent >= MAX_PART:
+                xp = self._stack(done[sent : sent + MAX_PART])
                 parts.append((xp, self._score_async(xp)))
-                sent = len(done)
-                cut *= 4
+                sent += len(xp)
+                cut = min(cut * 4, MAX_PART)
         if not done:
             return result
         if sent < len(done):
@@ -282,8 +286,12 @@ class StreamPipeline:
         # 2 the features behind each flagged window: a second, small model call
         shares: dict[int, npt.NDArray[np.float32]] = {}
         if flagged_at:
-            detail = self.scorer.score(x[flagged_at]).shares
-            assert detail is not None  # asked for with detail
+            chunks: list[npt.NDArray[np.float32]] = []
+            for i in range(0, len(flagged_at), MAX_PART):
+                part_shares = self.scorer.score(x[flagged_at[i : i + MAX_PART]]).shares
+                assert part_shares is not None  # asked for with detail
+                chunks.append(part_shares)
+            detail = np.concatenate(chunks)
             shares = {j: sh if np.isfinite(sh).all() else self._extreme(x[j]) for j, sh in zip(flagged_at, detail)}
         # 3 episodes, in arrival order; a change that persisted may become the new normal
         names, k = self.names, self.top_k

@@ -23,6 +23,8 @@ next gap between batches, thresholds recalibrated on the new model's scores.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import json
 import logging
@@ -320,6 +322,27 @@ def settle_runtime() -> None:
     sys.setswitchinterval(0.001)
 
 
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        return None
+
+
+_TRIM = _malloc_trim()
+BIG_BATCH_BYTES = 4_000_000  # a poll that brought more than this gives its memory back after it
+TRIM_EVERY_S = 10.0
+
+
+def give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``). After a
+    batch of huge records (blocks of thousands of readings, 40,000 feature names) the
+    allocator keeps the freed peak mapped; without this the daemon's resident memory
+    stays at the biggest batch it ever saw (scripts/bench_memory.py)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class Daemon:
     """The consumer daemon; ``run()`` returns 0 after a clean shutdown."""
 
@@ -344,6 +367,8 @@ class Daemon:
         self.consumer: Any = None
         self.last_batch_at = time.time()
         self.last_saved = time.monotonic()
+        self.last_trim = 0.0
+        self.untrimmed = False  # batches ran since memory was last given back
         self.last_commit = 0.0  # monotonic time of the last commit attempt
         self.commit_in_flight = False  # an asynchronous commit from the loop awaits its answer
         self.commit_sent_at = 0.0
@@ -500,8 +525,11 @@ class Daemon:
                 self._apply_commit_answers()
                 if batch:
                     self.handle(consumer, producer, batch)
-                elif self.pending:
-                    self._commit_pending(consumer)
+                else:
+                    if self.pending:
+                        self._commit_pending(consumer)
+                    if self.untrimmed:
+                        self._trim()
                 if self.swapper is not None:
                     self._swap_tick()
                 if self.retrainer is not None:
@@ -652,6 +680,17 @@ class Daemon:
         m.set("unknown_feature_values", self.decoder.unknown_total_)  # since start: values of features the model lacks  # since start: steps back that began a new sequence
         if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
             self.save_thresholds()
+        self.untrimmed = True
+        if sum(len(r.value or b"") for recs in batch.values() for r in recs) > BIG_BATCH_BYTES:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Give freed memory back (see :func:`give_back_memory`) after a batch of huge
+        records and when the feed goes quiet, at most every ``TRIM_EVERY_S``."""
+        if time.monotonic() - self.last_trim >= TRIM_EVERY_S:
+            self.last_trim = time.monotonic()
+            self.untrimmed = False
+            give_back_memory()
 
     def _commit_pending(self, consumer: Any, wait: bool = True) -> None:
         """Commit every delivered position not yet committed (a commit that failed stays

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -113,3 +115,18 @@ def test_poison_records_never_stop_the_daemon_and_each_is_dead_lettered_once(ken
     kenv.wait_caught_up(daemon=d2)
     assert d2.metric("dead_letters_total") == 0
     assert Counter(m["reason"] for m in read_dlq(kenv)) == expected
+
+
+def test_hostile_input_leaves_resident_memory_within_5_percent_of_a_clean_run(broker: Any) -> None:
+    """scripts/bench_memory.py on the session broker: clean and hostile runs alternate
+    three times each (40,000 good records; the hostile runs add issue 14's cases:
+    records of 40,000 unknown feature names, a block of 5,000 readings, the poison
+    records, absurd values); the medians of their resident memory are compared."""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "bench_memory.py"), "--bootstrap", broker.bootstrap],
+                       capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["daemon_exits_nonzero"] == 0
+    assert out["hostile_dead_letters"] == 11  # the poison records, once each
+    assert out["rss_ratio"] <= 1.05, r.stdout
