@@ -173,7 +173,8 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     m.add_argument("--seed", type=int, default=0, help="noise and anomaly placement (default 0)")
     m.add_argument("--plant", type=int, default=0, help="the entities' operating points; use the same one for training data")
     m.add_argument("--period", type=float, default=600.0, help="seconds of one load cycle, the feed's 'day' (default 600)")
-    m.add_argument("--start", type=float, default=None, help="epoch seconds of the first reading (default: now)")
+    m.add_argument("--start", type=float, default=None, help="epoch seconds of the first reading (default: now; "
+                   "faster than real time: now - duration, so that no reading is stamped in the future)")
     pace = m.add_mutually_exclusive_group()
     pace.add_argument("--speedup", type=float, default=1.0, help="event time runs X times faster than real time (default 1)")
     pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (tests, benchmarks)")

@@ -77,7 +77,10 @@ def simulate(args: argparse.Namespace) -> int:
     _positive("--speedup", args.speedup)
     _positive("--connect-timeout", args.connect_timeout)
     spec = parse_anomalies(args.anomalies)
-    start = round(time.time(), 3) if args.start is None else args.start
+    # A feed faster than real time ends now rather than starting now: its event time never
+    # runs ahead of the clock, where the daemon refuses readings (records.max_future_s).
+    ahead = args.as_fast_as_possible or args.speedup > 1
+    start = round(time.time() - (args.duration if ahead else 0.0), 3) if args.start is None else args.start
     feed = SensorFeed(args.entities, args.rate, args.duration, spec, seed=args.seed, plant=args.plant,
                       period=args.period, start_ts=start)
     truth_path = Path(args.truth) if args.truth else None
