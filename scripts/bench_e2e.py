@@ -403,7 +403,7 @@ def measure_raw_consume(cfg: Config, n_records: int) -> dict[str, float]:
 
 def load_detector(cfg: Config) -> Any:
     from streamvae.model import configure_threads
-    from streamvae.service.daemon import settle_runtime
+    from streamvae.service.runtime import settle_runtime
 
     configure_threads(1)  # as `streamvae run` does
     from streamvae.model.artifact import load, resolve

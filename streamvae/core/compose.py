@@ -22,7 +22,8 @@ import numpy.typing as npt
 from streamvae.config import Config, EpisodesConfig
 from streamvae.core.baseline import Baselines
 from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import SensorRules, StreamPipeline
+from streamvae.core.pipeline import StreamPipeline
+from streamvae.core.rules import SensorRules
 from streamvae.core.scoring import ScoreBatch
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.windows import WindowAssembler

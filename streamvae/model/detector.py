@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streamvae.core.pipeline import SensorRules
+from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
 from streamvae.model.score import GraphScorer

@@ -23,28 +23,23 @@ next gap between batches, thresholds recalibrated on the new model's scores.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
-
-import numpy as np
 
 from streamvae.config import Config
 from streamvae.core.compose import build_pipeline, max_gap
-from streamvae.core.pipeline import Reading, StreamPipeline
+from streamvae.core.pipeline import Reading
 from streamvae.core.records import ItemError, RecordDecoder
 from streamvae.core.bank import ThresholdBank
-from streamvae.errors import RecordError, StreamvaeError
+from streamvae.errors import RecordError
 from streamvae.kafka import codec
 from streamvae.kafka.clients import (
     DeliveryError,
@@ -56,13 +51,14 @@ from streamvae.kafka.clients import (
     make_producer,
     recent_values,
 )
-from streamvae.kafka.control import ControlError, ControlListener
 from streamvae.kafka.offsets import PartitionOffsets, decode_metadata, encode_metadata
 from streamvae.registry import Registry, is_registry
 from streamvae.service import instance
 from streamvae.service.intake import Intake
 from streamvae.service.metrics import Metrics
+from streamvae.service.hotswap import HotSwap
 from streamvae.service.retrain import RetrainWorker
+from streamvae.service.runtime import BIG_BATCH_BYTES, TRIM_EVERY_S, give_back_memory, settle_runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,250 +93,6 @@ class _BoundedSet:
 
     def __len__(self) -> int:
         return len(self._d)
-
-
-# Hot swap. A swap costs one artifact load + warm-up + one scoring call over the recent
-# normal windows, all in a background thread; the loop only polls the control topic
-# (~0.4 ms a call, so at most every CONTROL_POLL_S) and swaps two references.
-RECENT_NORMAL = 2_000  # recent normal windows the new model scores to recalibrate thresholds
-CONTROL_POLL_S = 0.25
-CURRENT_CHECK_S = 30.0  # re-read the registry's CURRENT: a lost event or a start-up race heals
-LISTENER_RETRY_S = 30.0
-
-
-@dataclass
-class _Load:
-    """One version being loaded in the background; the thread fills in det/scores or error."""
-
-    version: str
-    requested_at: float  # unix time of the promotion (the event's "at"), for the delay metric
-    windows: Any  # (N, W, F) snapshot of the recent normal windows, or None
-    thread: threading.Thread | None = None
-    det: Any = None
-    scores: Any = None
-    error: str | None = None
-    reason: str = ""
-    seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class HotSwap:
-    """Moves a daemon to the registry version named by control events, between batches.
-
-    The daemon calls :meth:`note_batch` with every batch's result and
-    :meth:`tick` between batches. A requested version is loaded in a background thread
-    (artifact checks, warm-up, scoring of the recent normal windows); only when that is
-    complete does :meth:`tick` hand it to ``pipeline.swap_model``, so no record is ever
-    scored by a half-loaded model. A version that fails to load, or whose features or
-    window differ, leaves the old model serving; the failure is logged and counted in
-    ``model_swap_failures_total{reason}``. Only the latest request counts: a rollback
-    that arrives while a promotion loads supersedes it.
-    """
-
-    def __init__(self, cfg: Config, registry: Registry, metrics: Metrics, det: Any) -> None:
-        self.cfg = cfg
-        self.registry = registry
-        self.metrics = metrics
-        self.names = list(det.names)
-        self.window, self.stride = det.config.window, det.config.stride
-        self.recent: deque[Any] = deque(maxlen=RECENT_NORMAL)
-        self.fleet_shift = False
-        self.listener: ControlListener | None = None
-        self.loading: _Load | None = None
-        self.wanted: str | None = None
-        self.wanted_at = 0.0
-        self.failed: set[str] = set()  # not retried from CURRENT checks; an explicit event retries
-        self._next_listen = 0.0
-        self._next_poll = 0.0
-        self._next_check = 0.0
-
-    def note_batch(self, res: Any, fleet_shift: bool) -> None:
-        """Keep a batch's windows for the next recalibration: those judged normal; while
-        most of the fleet alarms together (a new operating point, see
-        ``NormalBuffer.fleet_share``), every window, and none from before the shift: the
-        old model's "normal" then is the old operating point, which a model retrained on
-        the new one scores high, and thresholds came out too high (drift test, offline:
-        14 of 20 faults caught after the swap with the old point's windows, 20 with the
-        new one's)."""
-        if fleet_shift and res.windows is not None:
-            if not self.fleet_shift:
-                self.recent.clear()
-            self.recent.extend(res.windows)
-        elif res.normal:
-            self.recent.extend(w.values for w in res.normal)
-        self.fleet_shift = fleet_shift
-
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-
-    def _listen(self, now: float) -> None:
-        self._next_listen = now + LISTENER_RETRY_S
-        try:
-            self.listener = ControlListener(self.cfg.kafka, self.cfg.topics.control)
-        except ControlError as e:
-            log.warning("cannot listen for model changes (%s); retrying in %.0fs, meanwhile CURRENT is re-read every %.0fs",
-                        e, LISTENER_RETRY_S, CURRENT_CHECK_S)
-            return
-        self._next_check = 0.0  # a promotion may have landed before the listener started
-
-    def _request(self, version: str, at: float, why: str) -> None:
-        if version != self.wanted:
-            log.info("model %s requested (%s)", version, why)
-        self.wanted, self.wanted_at = version, at
-
-    def tick(self, pipeline: StreamPipeline) -> Any | None:
-        """Between two batches: read control events, start or finish a load; the new
-        detector when the pipeline has just switched to it, else None."""
-        now = time.monotonic()
-        if self.listener is None and now >= self._next_listen:
-            self._listen(now)
-        if self.listener is not None and now >= self._next_poll:
-            self._next_poll = now + CONTROL_POLL_S
-            for ev in self.listener.poll():
-                if ev.get("type") in ("promote", "rollback") and isinstance(ev.get("version"), str):
-                    self.failed.discard(ev["version"])
-                    at = ev.get("at")
-                    self._request(ev["version"], float(at) if isinstance(at, (int, float)) else time.time(),
-                                  f"{ev['type']} event")
-                else:
-                    log.debug("control event ignored: %s", ev)
-        if now >= self._next_check:
-            self._next_check = now + CURRENT_CHECK_S
-            self._check_current(pipeline.model_version)
-        job = self.loading
-        if job is not None and job.thread is not None and not job.thread.is_alive():
-            self.loading = None
-            return self._finish(job, pipeline)
-        if job is None and self.wanted is not None:
-            if self.wanted == pipeline.model_version:
-                self.wanted = None
-            else:
-                self._start(self.wanted, self.wanted_at)
-        return None
-
-    def _check_current(self, serving: str) -> None:
-        try:
-            cur = self.registry.current()
-        except (StreamvaeError, OSError) as e:
-            log.warning("cannot read the registry's CURRENT (%s)", e)
-            return
-        busy = self.loading.version if self.loading is not None else None
-        if cur and cur != serving and cur not in self.failed and cur not in (self.wanted, busy):
-            self._request(cur, time.time(), f"registry CURRENT is {cur}, no control event seen")
-
-    def _start(self, version: str, at: float) -> None:
-        windows = np.stack(self.recent) if self.recent else None  # snapshot: the loop keeps appending
-        job = _Load(version, at, windows)
-        job.thread = threading.Thread(target=self._load, args=(job,), name=f"load-{version}", daemon=True)
-        self.loading = job
-        job.thread.start()
-
-    def _load(self, job: _Load) -> None:
-        """Background thread: everything slow, nothing shared with the loop but ``job``."""
-        from streamvae.model import artifact  # TensorFlow is already loaded: the daemon serves a model
-
-        t0 = time.perf_counter()
-        try:
-            det = artifact.load(self.registry.path(job.version))
-            mc = det.config
-            if list(det.names) != self.names or (mc.window, mc.stride) != (self.window, self.stride):
-                job.reason = "incompatible"
-                job.error = (f"features {list(det.names)} window {mc.window}/{mc.stride} differ from the serving model's "
-                             f"{self.names} window {self.window}/{self.stride}; restart the daemons to change them")
-                return
-            det.warmup(self.cfg.group.max_poll_records)
-            scores = det.score_samples(job.windows) if job.windows is not None else np.empty(0)
-            job.info["recent"] = len(scores)
-            # with the new model's held-out windows: the newest of ITS training buffer, which
-            # after a fleet-wide shift holds the new operating point (as the recent windows
-            # do then, see note_batch)
-            scores = np.concatenate([np.asarray(det.heldout_scores_, dtype=np.float64), scores])
-            job.det, job.scores = det, scores
-        except StreamvaeError as e:
-            job.reason, job.error = "load", str(e)
-        except Exception as e:  # a failing TensorFlow or NumPy call must not take the daemon down: old model serves on
-            log.exception("loading model %s failed", job.version)
-            job.reason, job.error = "load", repr(e)
-        finally:
-            job.seconds = time.perf_counter() - t0
-            job.windows = None
-
-    def _finish(self, job: _Load, pipeline: StreamPipeline) -> Any | None:
-        if job.error is None and self.wanted != job.version:
-            log.info("model %s loaded but no longer requested (now %s); discarded", job.version, self.wanted)
-            return None
-        if self.wanted == job.version:
-            self.wanted = None
-        old = pipeline.model_version
-        if job.error is None:
-            try:
-                pipeline.swap_model(job.det, job.version, job.scores)
-            except (StreamvaeError, ValueError) as e:  # swap_model changes nothing when it raises
-                job.reason, job.error = "recalibrate", f"thresholds cannot be recalibrated on its scores: {e}"
-        if job.error is not None:
-            self.failed.add(job.version)
-            self.metrics.inc("model_swap_failures_total", reason=job.reason)
-            log.error("model %s NOT loaded, still serving %s: %s", job.version, old, job.error)
-            return None
-        if pipeline.rules is not None:
-            pipeline.rules.varies = job.det.feature_varies()
-        delay = max(0.0, time.time() - job.requested_at)
-        self.metrics.set("model_info", 0, version=old)
-        self.metrics.set("model_info", 1, version=job.version)
-        self.metrics.inc("model_swaps_total")
-        self.metrics.set("model_swap_load_seconds", job.seconds)
-        self.metrics.set("model_swap_delay_seconds", delay)
-        log.info("now serving model %s (was %s): loaded in %.2fs, %.2fs after the promotion; thresholds recalibrated "
-                 "on its held-out training windows and %d recent normal windows", job.version, old, job.seconds, delay,
-                 job.info.get("recent", 0))
-        return job.det
-
-
-def settle_runtime() -> None:
-    """The interpreter's settings for the batch loop; call once start-up is done.
-
-    Garbage collection: take what start-up left (TensorFlow, Keras, the model: ~340k
-    objects) out of the collector's reach: every full collection scanned them all, a
-    ~180 ms stop every few polls while a backlog drains (8 in 200k records,
-    scripts/bench_e2e.py); later collections see only what the loop keeps. And collect
-    the young generation every 50,000 allocations instead of 700: a batch makes ~3
-    short-lived objects per record (reading, window, scored window), none in a cycle,
-    and each early collection walked them while they were still in use (offline
-    pipeline ~2% faster, same script).
-
-    GIL: a thread waiting for the GIL gets it after at most 1 ms instead of 5 ms. While
-    the main thread assembles windows (pure Python), the scoring worker needs the GIL
-    to start each model call and to return from it (see ``StreamPipeline``); with 5 ms
-    slices it waited ~5 ms at each, idle. Offline pipeline / model-only rate 0.72 ->
-    0.74 (mean of 4 runs each, 200k records).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    sys.setswitchinterval(0.001)
-
-
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to give back this way
-        return None
-
-
-_TRIM = _malloc_trim()
-BIG_BATCH_BYTES = 4_000_000  # a poll that brought more than this gives its memory back after it
-TRIM_EVERY_S = 10.0
-
-
-def give_back_memory() -> None:
-    """Return the heap's free pages to the system (glibc's ``malloc_trim``). After a
-    batch of huge records (blocks of thousands of readings, 40,000 feature names) the
-    allocator keeps the freed peak mapped; without this the daemon's resident memory
-    stays at the biggest batch it ever saw (scripts/bench_memory.py)."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 class Daemon:
@@ -592,6 +344,7 @@ class Daemon:
             done_to = self.scored_to.get(tp, -1)
             for rec in recs:
                 counted[0] += 1
+                counted[1] += len(rec.value or b"")
                 readings, err = decode(rec.key, rec.value, now)
                 if rec.offset < done_to:  # scored before a restart: rebuild the window only
                     for r in readings:
@@ -619,7 +372,7 @@ class Daemon:
         live: list[Reading] = []
         live_src: list[tuple[TopicPartition, Any]] = []
         refused: dict[tuple[TopicPartition, int], _Refusal] = {}
-        counted = [0]
+        counted = [0, 0]  # records, bytes
         # 1 decode (lazily: the pipeline pulls the readings as it assembles windows, so
         # decoding overlaps the model's work on a big batch), score, produce alerts + dead letters
         res = self.pipeline.process(self._readings(batch, refused, live, live_src, counted), now=time.time(),
@@ -681,7 +434,7 @@ class Daemon:
         if time.monotonic() - self.last_saved >= cfg.threshold.save_every:
             self.save_thresholds()
         self.untrimmed = True
-        if sum(len(r.value or b"") for recs in batch.values() for r in recs) > BIG_BATCH_BYTES:
+        if counted[1] > BIG_BATCH_BYTES:
             self._trim()
 
     def _trim(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamvae.core.pipeline import SensorRules
+from streamvae.core.rules import SensorRules
 
 
 def _windows(n: int = 6, w: int = 16, f: int = 3, seed: int = 0) -> np.ndarray:

@@ -21,7 +21,7 @@ from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector
 from streamvae.registry import Registry
 from streamvae.core.compose import build_pipeline
-from streamvae.service.daemon import HotSwap
+from streamvae.service.hotswap import HotSwap
 from streamvae.service.metrics import Metrics
 
 
