@@ -13,12 +13,17 @@ LEAF = {"streamvae"}  # the package root: __version__ only, imports nothing
 ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "errors": (set(), set()),
     "config": ({"errors"}, set()),  # config raises ConfigError; both stay stdlib-only
-    "core": ({"errors", "config"}, {"numpy", "river"}),
-    "model": ({"core", "errors", "config"} | LEAF, {"numpy", "tensorflow", "keras"}),
-    "registry": ({"model", "core", "errors", "config"} | LEAF, {"numpy"}),
-    "kafka": ({"errors", "config"} | LEAF, {"kafka", "orjson", "crc32c"}),
-    "offline": ({"core", "model", "registry", "errors", "config"} | LEAF, {"numpy", "matplotlib", "orjson"}),
-    "service": ({"core", "model", "registry", "kafka", "offline", "errors", "config"} | LEAF, {"numpy"}),  # STYLE.md: service -> everything
+    "files": ({"errors"}, set()),  # atomic file writes: stdlib only, usable from every layer
+    "core": ({"errors", "config", "files"}, {"numpy", "river"}),
+    "model": ({"core", "errors", "config", "files"} | LEAF, {"numpy", "tensorflow", "keras"}),
+    "registry": ({"model", "core", "errors", "config", "files"} | LEAF, {"numpy"}),
+    # what to learn and when; TensorFlow only through model/, and only where a candidate is trained
+    "lifecycle": ({"model", "registry", "core", "errors", "config", "files"} | LEAF, {"numpy", "river"}),
+    "kafka": ({"errors", "config", "files"} | LEAF, {"kafka", "orjson", "crc32c"}),
+    "offline": ({"lifecycle", "core", "model", "registry", "errors", "config", "files"} | LEAF,
+                {"numpy", "matplotlib", "orjson"}),
+    "service": ({"lifecycle", "core", "model", "registry", "kafka", "offline", "errors", "config", "files"} | LEAF,
+                {"numpy"}),  # STYLE.md: service -> everything
     "cli": ({"offline", "service", "errors", "config"} | LEAF, set()),
     "__main__": ({"cli"}, set()),
     "__init__": (set(), set()),
