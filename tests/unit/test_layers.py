@@ -25,6 +25,10 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "service": ({"lifecycle", "core", "model", "registry", "kafka", "offline", "errors", "config", "files"} | LEAF,
                 {"numpy"}),  # STYLE.md: service -> everything
     "cli": ({"offline", "service", "errors", "config"} | LEAF, set()),
+    # helpers for the integration tests, the demo and the benchmarks (as numpy.testing):
+    # everything but the running daemon (service, cli); no other layer imports it
+    "testing": ({"lifecycle", "core", "model", "registry", "kafka", "offline", "errors", "config", "files"} | LEAF,
+                {"numpy", "kafka"}),
     "__main__": ({"cli"}, set()),
     "__init__": (set(), set()),
 }
@@ -67,8 +71,14 @@ def violations(pkg: Path) -> list[str]:
             top = mod.split(".")[0]
             if top == "streamvae":
                 dst = _layer(tuple(mod.split(".")))
-                # only cli imports service (service's own modules import each other)
-                ok = src in ("cli", "service") if dst == "service" else (dst == src or dst in layers)
+                # only cli imports service (service's own modules import each other); only
+                # testing itself imports testing
+                if dst == "service":
+                    ok = src in ("cli", "service")
+                elif dst == "testing":
+                    ok = src == "testing"
+                else:
+                    ok = dst == src or dst in layers
             elif top in ("tensorflow", "keras"):
                 ok = src == "model"  # the only package that imports TensorFlow / Keras
             else:
@@ -91,10 +101,12 @@ def test_the_checker_catches_bad_edges(tmp_path: Path) -> None:
     (pkg / "errors.py").write_text("import json\n")
     (pkg / "core" / "ok.py").write_text("import numpy as np\nfrom streamvae.errors import DataError\n")
     (pkg / "core" / "bad.py").write_text("def f():\n    import tensorflow as tf\n    from ..model import vae\n")
-    (pkg / "offline" / "cmd.py").write_text("if True:\n    from streamvae.cli import _x\n    import streamvae.service.daemon\n")
+    (pkg / "offline" / "cmd.py").write_text("if True:\n    from streamvae.cli import _x\n    import streamvae.service.daemon\n"
+                                           "from streamvae.testing import truth\n")
     assert violations(pkg) == [
         "streamvae/core/bad.py:2: core -> tensorflow",
         "streamvae/core/bad.py:3: core -> streamvae.model",
+        "streamvae/offline/cmd.py:4: offline -> streamvae.testing",  # ast.walk: the module level first
         "streamvae/offline/cmd.py:2: offline -> streamvae.cli",
         "streamvae/offline/cmd.py:3: offline -> streamvae.service.daemon",
     ]
