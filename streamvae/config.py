@@ -4,191 +4,293 @@
 ``STREAMVAE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``). Everything is validated once, at
 load, and a bad value is a ``ConfigError`` naming the key, the value and what is allowed.
 Unknown sections and keys are errors too: a typo never silently falls back to a default.
+
+One vocabulary says what a setting may be (``errors.Rule``: ``interval``, ``one_of``,
+``text``, ``FLAG``), one message shape says it is not (``ConfigError.invalid``). A
+section checks its fields, then the rules between them (what each ``threshold.kind``
+accepts, SASL credentials, ...), however it is built: file, environment or ``replace``.
+
+Examples
+--------
+>>> load_config(env={"STREAMVAE_THRESHOLD__KIND": "quantile"})
+Traceback (most recent call last):
+...
+streamvae.errors.ConfigError: threshold.q must be a number in [0.5, 1) for kind = "quantile"; got 0.001
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, ClassVar, Mapping
 
-from streamvae.errors import ConfigError
+from streamvae.errors import ConfigError, Rule, check, interval, one_of, text
 
 ENV_PREFIX = "STREAMVAE_"
 
 
-def _spec(default: Any, check: Callable[[Any], bool] | None = None, allowed: str = "", secret: bool = False) -> Any:
-    return field(default=default, metadata={"check": check, "allowed": allowed, "secret": secret})
+# --- what config values may be -----------------------------------------------------------
+def _kafka_name(v: Any) -> bool:
+    """A legal Kafka topic name (and group.instance.id): at most 249 of [A-Za-z0-9._-], not . or .."""
+    return isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None and v not in (".", "..")
 
 
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+def _hosts(v: Any) -> bool:
+    """What kafka-python reads as bootstrap servers: host, host:port, [IPv6]:port or a bare
+    IPv6 address, each with an optional PROTOCOL:// prefix; a port is in [1, 65535]."""
+    for part in v.strip().split(",") if isinstance(v, str) and v.strip() else [""]:
+        p = re.sub(r"^.*://", "", part.strip())
+        if p.startswith("["):  # [IPv6] or [IPv6]:port
+            host, closed, port = p[1:].partition("]")
+            if not closed or (port and not port.startswith(":")):
+                return False
+            port = port[1:] if port else "9092"
+        elif ":" not in p or _ipv6(p):
+            host, port = p, "9092"
+        else:
+            host, port = p.rsplit(":", 1)
+        if not host or not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+            return False
+    return True
 
 
-def _nonneg(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+def _ipv6(p: str) -> bool:
+    try:
+        ipaddress.IPv6Address(p)
+        return True
+    except ValueError:
+        return False
 
 
-def _str(v: Any) -> bool:
-    return isinstance(v, str) and v != ""
+FLAG = Rule(lambda v: isinstance(v, bool), "true or false")
+TOPIC = Rule(_kafka_name, "a topic name (at most 249 ASCII letters, digits, '.', '_', '-')")
+PATH = text("a path", empty=True).or_unset()
+SECONDS = interval(0, unit="seconds")
 
 
-def _opt_str(v: Any) -> bool:
-    return v is None or isinstance(v, str)
+def _spec(default: Any, rule: Rule, note: str = "", secret: bool = False) -> Any:
+    allowed = f"{rule.text} ({note})" if note else rule.text
+    return field(default=default, metadata={"check": rule, "allowed": allowed, "secret": secret})
+
+
+class _Section:
+    """Checks each field by its rule when built, then the rules between fields (``_rules``)."""
+
+    section: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check(f"{self.section}.{f.name}", f.metadata["check"], getattr(self, f.name),
+                  secret=f.metadata["secret"], allowed=f.metadata["allowed"])
+        self._rules()
+
+    def _rules(self) -> None:
+        pass
+
+
+# --- the sections ------------------------------------------------------------------------
+SASL_MECHANISMS = one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
-class KafkaConfig:
-    bootstrap_servers: str = _spec("127.0.0.1:9092", _str, "host:port[,host:port...]")
-    client_id: str = _spec("streamvae", _str, "a non-empty string")
-    security_protocol: str = _spec("PLAINTEXT", lambda v: v in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-                                   "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
-    sasl_mechanism: str | None = _spec(None, lambda v: v in (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-                                       "unset or one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
-    sasl_username: str | None = _spec(None, _opt_str, "a string")
-    sasl_password: str | None = _spec(None, _opt_str, "a string", secret=True)
-    ssl_cafile: str | None = _spec(None, _opt_str, "a file path")
-    ssl_certfile: str | None = _spec(None, _opt_str, "a file path")
-    ssl_keyfile: str | None = _spec(None, _opt_str, "a file path")
-    request_timeout_ms: int = _spec(30_000, _pos_int, "an int >= 1")
+class KafkaConfig(_Section):
+    section = "kafka"
+    bootstrap_servers: str = _spec("127.0.0.1:9092", Rule(_hosts, "host:port[,host:port...] with a port in [1, 65535]"))
+    client_id: str = _spec("streamvae", text("a non-empty string"))
+    security_protocol: str = _spec("PLAINTEXT", one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    sasl_mechanism: str | None = _spec(None, SASL_MECHANISMS.or_unset())
+    sasl_username: str | None = _spec(None, text("a string", empty=True).or_unset())
+    sasl_password: str | None = _spec(None, text("a string", empty=True).or_unset(), secret=True)
+    ssl_cafile: str | None = _spec(None, PATH)
+    ssl_certfile: str | None = _spec(None, PATH)
+    ssl_keyfile: str | None = _spec(None, PATH)
+    # kafka-python's consumer refuses one outside (fetch_max_wait_ms = 500, connections_max_idle_ms = 540000)
+    request_timeout_ms: int = _spec(30_000, interval(501, 539_999, integer=True),
+                                    "ms; kafka-python wants it between the fetch wait and the idle-connection limit")
+
+    def _rules(self) -> None:
+        if self.security_protocol.startswith("SASL"):
+            when = f'security_protocol = "{self.security_protocol}"'
+            check("kafka.sasl_mechanism", SASL_MECHANISMS, self.sasl_mechanism, when)
+            check("kafka.sasl_username", text("a non-empty string"), self.sasl_username, when)
+            check("kafka.sasl_password", text("a non-empty string"), self.sasl_password, when, secret=True)
 
 
 @dataclass(frozen=True)
-class TopicsConfig:
-    input: str = _spec("sensors", _str, "a topic name")
-    alerts: str = _spec("alerts", _str, "a topic name")
-    dead_letter: str = _spec("sensors.dlq", _str, "a topic name")
-    control: str = _spec("streamvae.control", _str, "a topic name")
-    samples: str = _spec("streamvae.samples", _str, "a topic name (normal and confirmed-anomaly windows for retraining)")
+class TopicsConfig(_Section):
+    section = "topics"
+    input: str = _spec("sensors", TOPIC)
+    alerts: str = _spec("alerts", TOPIC)
+    dead_letter: str = _spec("sensors.dlq", TOPIC)
+    control: str = _spec("streamvae.control", TOPIC)
+    samples: str = _spec("streamvae.samples", TOPIC, "normal and confirmed-anomaly windows for retraining")
 
 
 @dataclass(frozen=True)
-class GroupConfig:
-    id: str = _spec("streamvae", _str, "a consumer group id")
-    max_poll_records: int = _spec(2000, _pos_int, "an int >= 1")
-    poll_timeout_ms: int = _spec(200, _pos_int, "an int >= 1")
+class GroupConfig(_Section):
+    section = "group"
+    id: str = _spec("streamvae", text("a consumer group id"))
+    max_poll_records: int = _spec(2000, interval(1, integer=True))
+    poll_timeout_ms: int = _spec(200, interval(1, integer=True))
     # Offsets are committed at most this often while records keep coming (and at once
     # when a poll comes back empty, on revocation and at shutdown); 0 commits every batch.
-    commit_interval_ms: int = _spec(1000, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0 (ms)")
-    session_timeout_ms: int = _spec(10_000, lambda v: _pos_int(v) and v >= 1000, "an int >= 1000")
-    max_poll_interval_ms: int = _spec(300_000, lambda v: _pos_int(v) and v >= 10_000, "an int >= 10000")
-    auto_offset_reset: str = _spec("earliest", lambda v: v in ("earliest", "latest"), "earliest or latest")
+    commit_interval_ms: int = _spec(1000, interval(0, integer=True), "ms")
+    session_timeout_ms: int = _spec(10_000, interval(1000, integer=True))
+    max_poll_interval_ms: int = _spec(300_000, interval(10_000, integer=True))
+    auto_offset_reset: str = _spec("earliest", one_of("earliest", "latest"))
     # Static membership (Kafka's group.instance.id): a daemon restarted within the session
     # timeout gets its partitions back at once instead of waiting for its dead self to
     # expire. "auto": the host name and the lowest slot number no other daemon of this
     # group on this host holds (a lock file; a killed process drops its lock, so its
     # restart takes the same slot); "none": dynamic membership; anything else: used as is.
-    instance_id: str = _spec("auto", _str, "auto, none, or an id unique within the group")
+    instance_id: str = _spec("auto", Rule(lambda v: v in ("auto", "none") or _kafka_name(v),
+                                          "auto, none, or an id unique within the group (at most 249 ASCII "
+                                          "letters, digits, '.', '_', '-')"))
 
 
 @dataclass(frozen=True)
-class RecordsConfig:
+class RecordsConfig(_Section):
+    section = "records"
     # A bigger record is refused unread (``too_large``); its dead letter keeps its first
     # bytes, its length and its SHA-256, within the producer's request size.
-    max_record_bytes: int = _spec(1_000_000, _pos_int, "an int >= 1 (bytes)")
+    max_record_bytes: int = _spec(1_000_000, interval(1, integer=True), "bytes")
     # A reading stamped further ahead of the daemon's clock is refused (``ts_in_future``):
     # it would move its entity's clock to a time no later reading reaches.
-    max_future_s: float = _spec(300.0, _nonneg, "seconds >= 0 (allowed clock skew of a producer ahead of the daemon)")
-    max_lateness: float = _spec(0.0, _nonneg, "seconds >= 0")
-    max_gap: float | None = _spec(None, lambda v: v is None or (_nonneg(v) and v > 0),
-                                  "seconds > 0, or unset (30 readings at the model's training interval)")
-    entities: list[str] | None = _spec(None, lambda v: v is None or (isinstance(v, list) and all(_str(e) for e in v)),
-                                       "a list of entity ids, or unset for any")
+    max_future_s: float = _spec(300.0, SECONDS, "allowed clock skew of a producer ahead of the daemon")
+    max_lateness: float = _spec(0.0, SECONDS)
+    max_gap: float | None = _spec(None, interval(0, math.inf, "neither", unit="seconds").or_unset(),
+                                  "unset: 30 readings at the model's training interval")
+    entities: list[str] | None = _spec(None, Rule(lambda v: isinstance(v, list) and all(isinstance(e, str) and e for e in v),
+                                                  "a list of entity ids").or_unset(), "unset: any")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    path: str = _spec("models/current", _str, "a model artifact directory or a registry with CURRENT")
-    keep_versions: int = _spec(5, lambda v: _pos_int(v) and v >= 2, "an int >= 2 (versions kept in the registry)")
+class ModelConfig(_Section):
+    section = "model"
+    path: str = _spec("models/current", text("a model artifact directory or a registry with CURRENT"))
+    keep_versions: int = _spec(5, interval(2, integer=True), "versions kept in the registry")
+
+
+# What each tracker kind takes from [threshold], and the range it accepts there;
+# core/thresholds.py checks the same rules when a tracker is built in code.
+RISK = interval(0, 0.1, "neither")
+QUANTILE = interval(0.5, 1, "left")
+LEVEL = interval(0.5, 1, "left")
+DEPTH = interval(2, integer=True)
+FINITE = interval(-math.inf, math.inf, "neither")
+TRACKER_PARAMS: dict[str, dict[str, Rule]] = {
+    "spot": {"q": RISK, "level": LEVEL},
+    "dspot": {"q": RISK, "level": LEVEL, "depth": DEPTH},
+    "quantile": {"q": QUANTILE},
+    "fixed": {"value": FINITE},
+}
+MIN_PEAKS = 10  # the fewest peaks SPOT fits a tail to (core/thresholds.py): DSPOT warm-starts from depth + 11 scores
 
 
 @dataclass(frozen=True)
-class ThresholdConfig:
-    kind: str = _spec("spot", lambda v: v in ("spot", "dspot", "quantile", "fixed"), "one of spot, dspot, quantile, fixed")
-    q: float = _spec(1e-3, lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1): the risk for spot/dspot, the quantile for quantile")
-    level: float = _spec(0.98, lambda v: isinstance(v, (int, float)) and 0.5 <= v < 1, "a number in [0.5, 1)")
-    depth: int = _spec(50, lambda v: _pos_int(v) and v >= 2, "an int >= 2")
-    value: float | None = _spec(None, lambda v: v is None or isinstance(v, (int, float)), "a number (kind = fixed)")
-    per_entity: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
-    min_history: int = _spec(2000, lambda v: _pos_int(v) and v >= 20, "an int >= 20 (an entity's own unflagged windows "
-                             "before it gets a tracker of its own)")
-    min_history_s: float = _spec(86_400.0, _nonneg, "seconds >= 0 (event time those windows must span: a day covers "
-                                 "the slow cycles of most plants and services)")
-    max_entities: int = _spec(100_000, _pos_int, "an int >= 1")
-    state_file: str | None = _spec(None, _opt_str, "a file path, or unset (thresholds re-learn after a restart)")
-    save_every: float = _spec(60.0, lambda v: _nonneg(v) and v > 0, "seconds > 0")
+class ThresholdConfig(_Section):
+    section = "threshold"
+    kind: str = _spec("spot", one_of(*TRACKER_PARAMS))
+    q: float = _spec(1e-3, interval(0, 1, "neither"), "spot, dspot: the risk, in (0, 0.1); quantile: the quantile, "
+                     "in [0.5, 1)")
+    level: float = _spec(0.98, LEVEL)
+    depth: int = _spec(50, DEPTH)
+    value: float | None = _spec(None, FINITE.or_unset(), "kind = fixed")
+    per_entity: bool = _spec(True, FLAG)
+    min_history: int = _spec(2000, interval(20, integer=True), "an entity's own unflagged windows before it gets a "
+                             "tracker of its own")
+    min_history_s: float = _spec(86_400.0, SECONDS, "event time those windows must span: a day covers the slow "
+                                 "cycles of most plants and services")
+    max_entities: int = _spec(100_000, interval(1, integer=True))
+    state_file: str | None = _spec(None, PATH, "unset: thresholds re-learn after a restart")
+    save_every: float = _spec(60.0, interval(0, closed="neither", unit="seconds"))
+
+    def _rules(self) -> None:
+        when = f'kind = "{self.kind}"'
+        for key, rule in TRACKER_PARAMS[self.kind].items():
+            check(f"threshold.{key}", rule, getattr(self, key), when)
+        if self.kind == "dspot" and self.per_entity:  # an entity's own tracker starts from min_history scores
+            check("threshold.depth", interval(2, self.min_history - MIN_PEAKS - 1, integer=True), self.depth,
+                  f'kind = "dspot", per_entity = true and min_history = {self.min_history}')
 
     def tracker_params(self) -> dict[str, Any]:
-        if self.kind == "spot":
-            return {"q": self.q, "level": self.level}
-        if self.kind == "dspot":
-            return {"q": self.q, "level": self.level, "depth": self.depth}
-        if self.kind == "quantile":
-            return {"q": self.q}
-        return {"value": self.value}
+        """The settings the tracker of ``kind`` takes (``core.thresholds.make_threshold``)."""
+        return {key: getattr(self, key) for key in TRACKER_PARAMS[self.kind]}
 
 
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+WINDOWS = interval(0, integer=True)
 
 
 @dataclass(frozen=True)
-class EpisodesConfig:
+class EpisodesConfig(_Section):
     """Episode timing, in windows of one entity (a reading each at stride 1), never in
     seconds: the same setting works at one reading a second and at one an hour."""
 
-    open_after: int = _spec(8, _pos_int, "an int >= 1 (consecutive flagged windows)")
-    close_after: int = _spec(0, _count, "an int >= 0 (consecutive windows without a flag; 0: one window length)")
-    update_every: int = _spec(0, _count, "an int >= 0 (windows between two updates; 0: five window lengths)")
-    accept: bool = _spec(True, lambda v: isinstance(v, bool), "true or false (a change that persists may become "
-                         "the entity's new normal; false: it stays an anomaly until a retrain)")
-    accept_after: int = _spec(0, _count, "an int >= 0 (windows an episode lasts before its change may become the "
-                              "entity's new normal; 0: three window lengths)")
-    accept_min_s: float = _spec(3600.0, _nonneg, "seconds >= 0 (event time an episode must also last before its "
-                                "change may become the new normal: a fault of minutes never does)")
+    section = "episodes"
+    open_after: int = _spec(8, interval(1, integer=True), "consecutive flagged windows")
+    close_after: int = _spec(0, WINDOWS, "consecutive windows without a flag; 0: one window length")
+    update_every: int = _spec(0, WINDOWS, "windows between two updates; 0: five window lengths")
+    accept: bool = _spec(True, FLAG, "a change that persists may become the entity's new normal; false: it stays an "
+                         "anomaly until a retrain")
+    accept_after: int = _spec(0, WINDOWS, "windows an episode lasts before its change may become the entity's new "
+                              "normal; 0: three window lengths")
+    accept_min_s: float = _spec(3600.0, SECONDS, "event time an episode must also last before its change may become "
+                                "the new normal: a fault of minutes never does")
 
 
 @dataclass(frozen=True)
-class RulesConfig:
-    dead_sensor: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
-    stuck_sensor: bool = _spec(True, lambda v: isinstance(v, bool), "true or false")
+class RulesConfig(_Section):
+    section = "rules"
+    dead_sensor: bool = _spec(True, FLAG)
+    stuck_sensor: bool = _spec(True, FLAG)
 
 
 @dataclass(frozen=True)
-class RetrainConfig:
+class RetrainConfig(_Section):
     """Retraining on the windows the daemon judged normal (issue 5)."""
 
-    enabled: bool = _spec(False, lambda v: isinstance(v, bool), "true or false (the daemon runs the retrain worker)")
-    buffer: str = _spec("local", lambda v: v in ("local", "kafka"), "local (this daemon's own buffer) or kafka (shared through topics.samples)")
-    max_windows: int = _spec(20_000, lambda v: _pos_int(v) and v >= 100, "an int >= 100 (normal windows kept, all entities)")
-    max_anomalies: int = _spec(2_000, _pos_int, "an int >= 1 (windows from confirmed alert episodes kept for the gate)")
-    sample_every: int = _spec(10, _pos_int, "an int >= 1 (1 normal window in N per entity is sampled)")
-    margin: float = _spec(300.0, _nonneg, "seconds >= 0 (no normal sample this close before or after an episode)")
-    fleet_share: float = _spec(0.5, lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
-                               "a number in [0, 1] (share of the fleet alarming at once that means a new operating point; 0: off)")
-    shift_span: float = _spec(0.0, _nonneg, "seconds >= 0 (after a fleet-wide shift a retrain learns the newest this "
-                              "many seconds of the move; cover the plant's slowest regular cycle; 0: the span in which "
-                              "the buffer collects min_windows windows)")
-    state_dir: str | None = _spec(None, _opt_str, "a directory for the local buffer on disk, or unset (memory only)")
-    schedule: float = _spec(0.0, _nonneg, "seconds >= 0 between scheduled retrains (0: none)")
-    after_windows: int = _spec(0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                               "an int >= 0 (retrain after this many new buffered windows; 0: never)")
-    drift: str = _spec("adwin", lambda v: v in ("adwin", "page_hinkley", "none"), "one of adwin, page_hinkley, none")
-    drift_delta: float = _spec(0.002, lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)")
-    min_interval: float = _spec(600.0, _nonneg, "seconds >= 0 between two retrains")
-    min_windows: int = _spec(1_000, lambda v: _pos_int(v) and v >= 50, "an int >= 50 (buffered windows needed to retrain)")
-    epochs: int = _spec(20, _pos_int, "an int >= 1")
-    tolerance: float = _spec(0.01, lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "a number in [0, 0.5)")
-    samples_retention_ms: int = _spec(86_400_000, _pos_int, "an int >= 1 (retention of topics.samples)")
+    section = "retrain"
+    enabled: bool = _spec(False, FLAG, "the daemon runs the retrain worker")
+    buffer: str = _spec("local", one_of("local", "kafka"), "local: this daemon's own buffer; kafka: shared through "
+                        "topics.samples")
+    max_windows: int = _spec(20_000, interval(100, integer=True), "normal windows kept, all entities")
+    max_anomalies: int = _spec(2_000, interval(1, integer=True), "windows from confirmed alert episodes kept for the gate")
+    sample_every: int = _spec(10, interval(1, integer=True), "1 normal window in N per entity is sampled")
+    margin: float = _spec(300.0, SECONDS, "no normal sample this close before or after an episode")
+    fleet_share: float = _spec(0.5, interval(0, 1), "share of the fleet alarming at once that means a new operating "
+                               "point; 0: off")
+    shift_span: float = _spec(0.0, SECONDS, "after a fleet-wide shift a retrain learns the newest this many seconds of "
+                              "the move; cover the plant's slowest regular cycle; 0: the span in which the buffer "
+                              "collects min_windows windows")
+    state_dir: str | None = _spec(None, PATH, "a directory for the local buffer on disk; unset: memory only")
+    schedule: float = _spec(0.0, SECONDS, "between scheduled retrains; 0: none")
+    after_windows: int = _spec(0, WINDOWS, "retrain after this many new buffered windows; 0: never")
+    drift: str = _spec("adwin", one_of("adwin", "page_hinkley", "none"))
+    drift_delta: float = _spec(0.002, interval(0, 1, "neither"))
+    min_interval: float = _spec(600.0, SECONDS, "between two retrains")
+    min_windows: int = _spec(1_000, interval(50, integer=True), "buffered windows needed to retrain")
+    epochs: int = _spec(20, interval(1, integer=True))
+    tolerance: float = _spec(0.01, interval(0, 0.5, "left"))
+    samples_retention_ms: int = _spec(86_400_000, interval(1, integer=True), "retention of topics.samples")
+
+    def _rules(self) -> None:
+        # the buffer never holds more than max_windows: a larger min_windows never retrains
+        check("retrain.min_windows", interval(50, self.max_windows, integer=True), self.min_windows,
+              f"retrain.max_windows = {self.max_windows}")
 
 
 @dataclass(frozen=True)
-class HttpConfig:
-    host: str = _spec("127.0.0.1", _str, "an address to bind")
-    port: int = _spec(0, lambda v: isinstance(v, int) and 0 <= v < 65536, "a port in [0, 65535] (0: none)")
+class HttpConfig(_Section):
+    section = "http"
+    host: str = _spec("127.0.0.1", text("an address to bind"))
+    port: int = _spec(0, interval(0, 65535, integer=True), "0: none")
 
 
 @dataclass(frozen=True)
@@ -216,31 +318,20 @@ class Config:
         return out
 
 
-def _from_env(text: str, default: Any, typ: Any) -> Any:
-    """Parse an environment string by the type of the setting."""
-    t = str(typ)
-    low = text.strip().lower()
+def _from_env(raw: str, default: Any, typ: Any) -> Any:
+    """Parse an environment string by the type of the setting (unparsable: the string, which its rule refuses)."""
+    t, low = str(typ), raw.strip().lower()
     if low in ("", "none", "null") and ("None" in t or default is None):
         return None
     if "bool" in t:
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        return text
+        return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                "off": False}.get(low, raw)
     if "list" in t:
-        return [p.strip() for p in text.split(",") if p.strip()]
-    if "int" in t and "float" not in t:
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if "float" in t:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    return text
+        return [p.strip() for p in raw.split(",") if p.strip()]
+    try:
+        return float(raw) if "float" in t else int(raw) if "int" in t else raw
+    except ValueError:
+        return raw
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -261,7 +352,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"unknown config section(s) {unknown}; allowed: {sorted(sections)}")
     built: dict[str, Any] = {}
     for name, sec in sections.items():
-        cls = sec.default_factory  # type: ignore[misc]
+        cls: Any = sec.default_factory
         values = raw.get(name, {})
         if not isinstance(values, dict):
             raise ConfigError(f"[{name}] must be a table of settings")
@@ -274,18 +365,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             var = f"{ENV_PREFIX}{name.upper()}__{key.upper()}"
             if var in env:
                 kw[key] = _from_env(env[var], f.default, f.type)
-        for key, v in kw.items():
-            f = fields[key]
-            if isinstance(v, int) and not isinstance(v, bool) and "float" in str(f.type):
-                kw[key] = v = float(v)
-            check = f.metadata.get("check")
-            if check is not None and not check(v):
-                shown = "***" if f.metadata.get("secret") else repr(v)
-                raise ConfigError(f"{name}.{key} must be {f.metadata['allowed']}; got {shown}")
-        built[name] = cls(**kw)
-    cfg = Config(**built)
-    if cfg.threshold.kind == "fixed" and cfg.threshold.value is None:
-        raise ConfigError("threshold.value must be set when threshold.kind = 'fixed'")
-    if cfg.kafka.security_protocol.startswith("SASL") and not (cfg.kafka.sasl_mechanism and cfg.kafka.sasl_username):
-        raise ConfigError(f"kafka.sasl_mechanism and kafka.sasl_username must be set for security_protocol = {cfg.kafka.security_protocol}")
-    return cfg
+        for key, v in kw.items():  # TOML's 1 where a number of seconds goes: 1.0
+            if isinstance(v, int) and not isinstance(v, bool) and "float" in str(fields[key].type):
+                kw[key] = float(v)
+        built[name] = cls(**kw)  # checks every field, then the rules between them
+    return Config(**built)

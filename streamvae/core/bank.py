@@ -16,14 +16,19 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from typing import Any, Iterable
 
 import numpy as np
 
-from streamvae.core.thresholds import Decision, Threshold, _check, make_threshold, threshold_from_state
-from streamvae.errors import NotCalibratedError
+from streamvae.config import ThresholdConfig
+from streamvae.core.thresholds import Decision, Threshold, make_threshold, threshold_from_state
+from streamvae.errors import NotCalibratedError, check
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ThresholdConfig)}
 
 
 def _in_order(buf: np.ndarray, n: int) -> np.ndarray:
@@ -49,10 +54,10 @@ class ThresholdBank:
     def __init__(self, kind: str = "spot", params: dict[str, Any] | None = None, min_history: int = 500,
                  max_entities: int = 100_000, per_entity: bool = True, entity_params: dict[str, Any] | None = None,
                  min_history_s: float = 0.0) -> None:
-        _check(isinstance(min_history, int) and min_history >= 20, "min_history", "an int >= 20", min_history)
-        _check(isinstance(min_history_s, (int, float)) and min_history_s >= 0, "min_history_s", "seconds >= 0", min_history_s)
+        for key, v in (("min_history", min_history), ("min_history_s", min_history_s), ("max_entities", max_entities)):
+            f = _FIELDS[key]  # the rule of [threshold] in a config file
+            check(f"threshold.{key}", f.metadata["check"], v, allowed=f.metadata["allowed"])
         self.min_history_s = float(min_history_s)
-        _check(isinstance(max_entities, int) and max_entities >= 1, "max_entities", "an int >= 1", max_entities)
         self.kind = kind
         self.params = dict(params or {})
         # per-entity trackers keep fewer peaks: memory is paid per entity

@@ -38,7 +38,8 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from streamvae.errors import ConfigError, NotCalibratedError
+from streamvae.config import DEPTH, FINITE, LEVEL, MIN_PEAKS, QUANTILE, RISK, TRACKER_PARAMS
+from streamvae.errors import ConfigError, NotCalibratedError, Rule, check, interval, one_of
 
 
 # The threshold in force for one score (None: not calibrated) and the verdict, as a plain
@@ -66,9 +67,21 @@ def _finite(scores: Iterable[float]) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"threshold.{key} must be {allowed}; got {value!r}")
+def _check(kind: str, key: str, rule: Rule, value: Any) -> None:
+    """A tracker parameter, checked by the rule and in the words of a config file (config.py)."""
+    check(f"threshold.{key}", rule, value, f'kind = "{kind}"')
+
+
+_WINDOW = interval(10, integer=True).or_unset()
+_MIN_SAMPLES = interval(5, integer=True)
+_MAX_PEAKS = interval(20, integer=True)
+
+
+def _check_spot(kind: str, q: float, level: float, max_peaks: int, min_peaks: int) -> None:
+    _check(kind, "q", RISK, q)
+    _check(kind, "level", LEVEL, level)
+    _check(kind, "max_peaks", _MAX_PEAKS, max_peaks)
+    _check(kind, "min_peaks", interval(3, max_peaks, integer=True), min_peaks)
 
 
 # ---------------------------------------------------------------------------------------
@@ -86,7 +99,7 @@ class FixedThreshold:
 
     @value.setter
     def value(self, value: float | None) -> None:
-        _check(value is None or math.isfinite(value), "value", "a finite number", value)
+        _check("fixed", "value", FINITE.or_unset(), value)
         self._value = value
         self._v = math.inf if value is None else value  # no threshold: nothing is above it
         self._keep = (value, False)
@@ -125,9 +138,9 @@ class QuantileThreshold:
     kind = "quantile"
 
     def __init__(self, q: float = 0.995, window: int | None = None, min_samples: int = 100) -> None:
-        _check(0.5 <= q < 1.0, "q", "a number in [0.5, 1)", q)
-        _check(window is None or (isinstance(window, int) and window >= 10), "window", "an int >= 10 or unset", window)
-        _check(isinstance(min_samples, int) and min_samples >= 5, "min_samples", "an int >= 5", min_samples)
+        _check(self.kind, "q", QUANTILE, q)
+        _check(self.kind, "window", _WINDOW, window)
+        _check(self.kind, "min_samples", _MIN_SAMPLES, min_samples)
         self.q = q
         self.window = window
         self.min_samples = min_samples
@@ -293,11 +306,8 @@ class SPOT:
 
     kind = "spot"
 
-    def __init__(self, q: float = 1e-3, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = 10) -> None:
-        _check(0.0 < q < 0.1, "q", "a risk in (0, 0.1)", q)
-        _check(0.5 <= level < 1.0, "level", "a quantile in [0.5, 1)", level)
-        _check(isinstance(max_peaks, int) and max_peaks >= 20, "max_peaks", "an int >= 20", max_peaks)
-        _check(isinstance(min_peaks, int) and 3 <= min_peaks <= max_peaks, "min_peaks", f"an int in [3, {max_peaks}]", min_peaks)
+    def __init__(self, q: float = 1e-3, level: float = 0.98, max_peaks: int = 1000, min_peaks: int = MIN_PEAKS) -> None:
+        _check_spot(self.kind, q, level, max_peaks, min_peaks)
         self.q = q
         self.level = level
         self.max_peaks = max_peaks
@@ -466,8 +476,9 @@ class DSPOT:
     kind = "dspot"
 
     def __init__(self, q: float = 1e-3, depth: int = 50, level: float = 0.98, max_peaks: int = 1000,
-                 min_peaks: int = 10) -> None:
-        _check(isinstance(depth, int) and depth >= 2, "depth", "an int >= 2", depth)
+                 min_peaks: int = MIN_PEAKS) -> None:
+        _check_spot(self.kind, q, level, max_peaks, min_peaks)
+        _check(self.kind, "depth", DEPTH, depth)
         self.depth = depth
         self.spot = SPOT(q, level, max_peaks, min_peaks)
         self._ring: deque[float] = deque(maxlen=depth)  # the last `depth` normal scores
@@ -557,19 +568,17 @@ class DSPOT:
         return t
 
 
-THRESHOLD_KINDS = ("quantile", "spot", "dspot", "fixed")
+THRESHOLD_KINDS = tuple(TRACKER_PARAMS)  # spot, dspot, quantile, fixed: what [threshold] kind accepts
 _CLASSES: dict[str, Any] = {"quantile": QuantileThreshold, "spot": SPOT, "dspot": DSPOT, "fixed": FixedThreshold}
 
 
 def make_threshold(kind: str, **params: Any) -> Threshold:
     """Build a tracker from configuration; an unknown kind or parameter is a ConfigError."""
-    cls = _CLASSES.get(kind)
-    if cls is None:
-        raise ConfigError(f"threshold.kind must be one of {', '.join(THRESHOLD_KINDS)}; got {kind!r}")
+    check("threshold.kind", one_of(*THRESHOLD_KINDS), kind)
     try:
-        return cls(**params)  # type: ignore[no-any-return]
+        return _CLASSES[kind](**params)  # type: ignore[no-any-return]
     except TypeError as e:
-        raise ConfigError(f"bad parameter for threshold.kind={kind!r}: {e}") from None
+        raise ConfigError(f'unknown threshold parameter for kind = "{kind}": {e}') from None
 
 
 def threshold_from_state(d: dict[str, Any]) -> Threshold:

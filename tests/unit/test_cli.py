@@ -139,3 +139,36 @@ def test_train_then_score(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     # a second train into the same directory is refused, one line
     assert main(["train", "--csv", str(train_csv), "--out", str(model), *TINY]) == 2
     assert "already exists" in _one_line(capsys.readouterr().err)
+
+
+# --- a bad configuration stops a command at load, on one line ------------------------------
+def _config(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(f'[model]\npath = "{tmp_path / "no-model"}"\n{text}')
+    return p
+
+
+def test_run_with_a_bad_threshold_stops_at_load_before_the_model(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """q = 0.001 is SPOT's risk, not a quantile: refused before the (missing) model is read."""
+    for k in [k for k in os.environ if k.startswith("STREAMVAE_")]:
+        monkeypatch.delenv(k)
+    assert main(["run", "--config", str(_config(tmp_path, "[threshold]\nkind = 'quantile'\n"))]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == 'streamvae: error: threshold.q must be a number in [0.5, 1) for kind = "quantile"; got 0.001'
+
+
+def test_config_check_refuses_a_bad_environment_value_on_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMVAE_THRESHOLD__Q", "0.5")
+    assert main(["config", "check", str(ROOT / "deploy" / "streamvae.toml")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.endswith('threshold.q must be a number in (0, 0.1) for kind = "spot"; got 0.5')
+
+
+def test_replay_flags_are_checked_by_the_config_rules(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--threshold quantile --quantile 0.2`` is refused before any CSV is read or model trained."""
+    code = main(["replay", "--csv", str(tmp_path / "feed.csv"), "--train-first", "0.3", "--out", str(tmp_path / "o.csv"),
+                 "--threshold", "quantile", "--quantile", "0.2"])
+    assert code == 2
+    assert 'threshold.q must be a number in [0.5, 1) for kind = "quantile"; got 0.2' in _one_line(capsys.readouterr().err)

@@ -129,6 +129,30 @@ def test_unknown_or_bad_parameters_are_config_errors(kind: str) -> None:
         make_threshold(kind, **{key: value})
 
 
+# Built in code, a tracker refuses a bad parameter in the words of a config file
+# (config.py's rules and message shape): the same line whichever way the value came.
+CONSTRUCTOR_REFUSALS = [
+    (lambda: QuantileThreshold(q=0.001), 'threshold.q must be a number in [0.5, 1) for kind = "quantile"; got 0.001'),
+    (lambda: QuantileThreshold(q=0.99, window=5), 'threshold.window must be an int >= 10, or unset for kind = "quantile"; got 5'),
+    (lambda: SPOT(q=0.5), 'threshold.q must be a number in (0, 0.1) for kind = "spot"; got 0.5'),
+    (lambda: SPOT(level=1.0), 'threshold.level must be a number in [0.5, 1) for kind = "spot"; got 1.0'),
+    (lambda: SPOT(max_peaks=50, min_peaks=60), 'threshold.min_peaks must be an int in [3, 50] for kind = "spot"; got 60'),
+    (lambda: DSPOT(q=0.5), 'threshold.q must be a number in (0, 0.1) for kind = "dspot"; got 0.5'),
+    (lambda: DSPOT(depth=1), 'threshold.depth must be an int >= 2 for kind = "dspot"; got 1'),
+    (lambda: make_threshold("fixed", value=float("inf")), 'threshold.value must be a finite number, or unset for kind = "fixed"; got inf'),
+    (lambda: ThresholdBank("spot", min_history=5), "threshold.min_history must be an int >= 20 (an entity's own "
+     "unflagged windows before it gets a tracker of its own); got 5"),
+    (lambda: ThresholdBank("spot", max_entities=0), "threshold.max_entities must be an int >= 1; got 0"),
+]
+
+
+@pytest.mark.parametrize("build, message", CONSTRUCTOR_REFUSALS)
+def test_a_tracker_built_in_code_refuses_in_the_config_message_shape(build: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert str(e.value) == message
+
+
 def test_unknown_kind_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match=r"threshold\.kind.*'median'"):
         make_threshold("median")
