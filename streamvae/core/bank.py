@@ -138,11 +138,6 @@ class ThresholdBank:
             self._hist.pop(victim, None)
             self.evicted_ += 1
 
-    def forget(self, entity: str) -> None:
-        self._own.pop(entity, None)
-        self._hist.pop(entity, None)
-        self._lru.pop(entity, None)
-
     def to_state(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "params": self.params, "entity_params": self.entity_params, "min_history": self.min_history,

@@ -132,7 +132,7 @@ class QuantileThreshold:
     ``min_samples``: scores needed before the tracker answers (``get()`` is None before).
 
     A flagged score's value is never learned; it counts as one observation censored at
-    the threshold, up to the nominal ``1 - q`` share of the sample (see ``update``).
+    the threshold (see ``update``).
     """
 
     kind = "quantile"
@@ -147,8 +147,6 @@ class QuantileThreshold:
         self.n_ = 0
         # sliding window state
         self._fifo: deque[float] = deque()
-        self._cens: deque[bool] = deque()  # which of _fifo are censored (flagged, counted at the threshold)
-        self._censored = 0  # censored observations in the sample (the window, or all history)
         self._sorted: list[float] = []
         # P-square state: marker heights, positions, desired positions
         self._h: list[float] = []
@@ -184,19 +182,16 @@ class QuantileThreshold:
             # after 100k scores at q=0.99 with a window). A long anomaly fills the sample
             # with censored observations, which holds the threshold where it was: it can
             # neither lift it (its values are never seen) nor drag it down.
-            self._learn(thr, censored=True)  # type: ignore[arg-type]
+            self._learn(thr)  # type: ignore[arg-type]
         return thr, flagged
 
-    def _learn(self, x: float, censored: bool = False) -> None:
+    def _learn(self, x: float) -> None:
         self.n_ += 1
-        self._censored += censored
         if self.window is not None:
             self._fifo.append(x)
-            self._cens.append(censored)
             bisect.insort(self._sorted, x)
             if len(self._fifo) > self.window:
                 old = self._fifo.popleft()
-                self._censored -= self._cens.popleft()
                 del self._sorted[bisect.bisect_left(self._sorted, old)]
             return
         h = self._h
@@ -234,16 +229,13 @@ class QuantileThreshold:
         return {
             "kind": self.kind, "q": self.q, "window": self.window, "min_samples": self.min_samples, "n": self.n_,
             "fifo": list(self._fifo), "h": list(self._h), "pos": list(self._pos), "want": list(self._want),
-            "cens": [int(c) for c in self._cens], "censored": self._censored,
         }
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "QuantileThreshold":
         t = cls(d["q"], d["window"], d["min_samples"])
         t.n_ = d["n"]
-        t._fifo = deque(d["fifo"])
-        t._cens = deque(bool(c) for c in d.get("cens", [0] * len(t._fifo)))
-        t._censored = int(d.get("censored", 0))
+        t._fifo = deque(d["fifo"])  # state saved with "cens" / "censored" (never read) loads too
         t._sorted = sorted(d["fifo"])
         t._h, t._pos, t._want = list(d["h"]), list(d["pos"]), list(d["want"])
         return t

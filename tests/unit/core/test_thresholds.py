@@ -153,6 +153,16 @@ def test_a_tracker_built_in_code_refuses_in_the_config_message_shape(build: Any,
     assert str(e.value) == message
 
 
+def test_a_quantile_state_saved_with_the_old_censored_count_still_loads() -> None:
+    t = QuantileThreshold(q=0.99, window=50).warm_start(_normal(80, seed=60))
+    for s in (100.0, 1.0, 200.0):
+        t.update(s)
+    state = t.to_state()
+    assert "cens" not in state and "censored" not in state
+    old = {**state, "cens": [0] * len(state["fifo"]), "censored": 2}
+    assert _state(threshold_from_state(old)) == _state(t)
+
+
 def test_unknown_kind_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match=r"threshold\.kind.*'median'"):
         make_threshold("median")
