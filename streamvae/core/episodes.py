@@ -265,3 +265,37 @@ class EpisodeTracker:
 
     def forget(self, entity: str) -> None:
         self._state.pop(entity, None)
+
+    def to_state(self) -> dict[str, Any]:
+        """Every entity's episode state, JSON-ready, in eviction order (see :meth:`load_state`).
+
+        >>> ep = EpisodeTracker(open_after=1)
+        >>> _ = ep.observe("p1", 0.0, 1.0, 9.0, 5.0, True, (("a", 1.0),), "v1")
+        >>> copy = EpisodeTracker(open_after=1)
+        >>> copy.load_state(ep.to_state())
+        >>> copy.to_state() == ep.to_state(), copy.is_open("p1")
+        (True, True)
+        """
+        return {"entities": [[e, _state_dict(s)] for e, s in self._state.items()], "evicted": self.evicted_}
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        """Replace the state with :meth:`to_state`'s output."""
+        self._state = OrderedDict((str(e), _state_from(s)) for e, s in d["entities"])
+        self.evicted_ = int(d.get("evicted", 0))
+
+
+def _state_dict(s: _State) -> dict[str, Any]:
+    # -inf (no peak yet) is not JSON: None stands for it
+    inf = float("-inf")
+    return {"streak": s.streak, "episode_id": s.episode_id, "quiet": s.quiet, "since_emit": s.since_emit,
+            "lasted": s.lasted, "opened_at": s.opened_at, "last_end": s.last_end,
+            "peak": None if s.peak == inf else s.peak, "peak_emitted": None if s.peak_emitted == inf else s.peak_emitted,
+            "top": [[n, v] for n, v in s.top], "reason": s.reason, "rejudge": s.rejudge}
+
+
+def _state_from(d: dict[str, Any]) -> _State:
+    inf = float("-inf")
+    return _State(int(d["streak"]), d["episode_id"], int(d["quiet"]), int(d["since_emit"]), int(d["lasted"]),
+                  float(d["opened_at"]), float(d["last_end"]), inf if d["peak"] is None else float(d["peak"]),
+                  inf if d["peak_emitted"] is None else float(d["peak_emitted"]),
+                  tuple((str(n), float(v)) for n, v in d["top"]), str(d["reason"]), bool(d["rejudge"]))

@@ -93,6 +93,7 @@ class BatchResult:
     rejected: list[tuple[int, RecordError]] = field(default_factory=list)  # (index in batch, why)
     normal: list[Window] = field(default_factory=list)  # windows judged normal, outside episodes
     windows: np.ndarray | None = None  # (len(scored), W, F): the values of the scored windows, in order
+    origin: list[int] = field(default_factory=list)  # per scored window: index of the reading that completed it
 
 
 class StreamPipeline:
@@ -164,7 +165,8 @@ class StreamPipeline:
         result = BatchResult()
         n = len(readings) if size is None else size  # type: ignore[arg-type]
         done: list[Window] = []
-        push, add_done = self.assembler.push, done.extend
+        origin = result.origin
+        push, add_done, add_origin = self.assembler.push, done.extend, origin.extend
         # A big batch goes to the worker in parts, each as soon as it is assembled: a small
         # first part, so that the worker starts almost at once, then parts 4x as big as
         # the one before (the model takes ~4x longer per window than assembling one), so
@@ -174,7 +176,10 @@ class StreamPipeline:
         parts: list[tuple[npt.NDArray[np.float32], Any]] = []  # (windows' values, scores or a Future)
         for i, r in enumerate(readings):
             try:
-                add_done(push(r.entity, r.ts, r.values))
+                ws = push(r.entity, r.ts, r.values)
+                if ws:
+                    add_done(ws)
+                    add_origin([i] * len(ws))
             except RecordError as e:
                 result.rejected.append((i, e))
             if (cut and len(done) - sent >= cut) or len(done) - sent >= MAX_PART:
@@ -335,6 +340,29 @@ class StreamPipeline:
             shares.pop(i, None)
             if flagged and out.shares is not None:
                 shares[i] = out.shares[n] if np.isfinite(out.shares[n]).all() else self._extreme(done[i].values)
+
+    def state(self) -> dict[str, Any]:
+        """What the pipeline has learned, JSON-ready: thresholds, accepted baselines,
+        episodes and the readings of open episodes kept for the acceptance check. Windows
+        in progress are not in it: they are rebuilt from the source (see
+        streamvae/kafka/offsets.py)."""
+        b = self.baselines
+        return {"model_version": self.model_version, "bank": self.thresholds.to_state(),
+                "baselines": b.to_state() if b is not None else {}, "episodes": self.episodes.to_state(),
+                "episode_rows": {e: np.stack(rows).tolist() for e, rows in self._episode_rows.items() if rows},
+                "accepted": self.accepted_}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to :meth:`state`'s output (taken with this model version)."""
+        self.thresholds = ThresholdBank.from_state(state["bank"])
+        if self.baselines is not None:
+            self.baselines.load_state(state.get("baselines", {}))
+        if "episodes" in state:  # (a threshold state written by an older version has none)
+            self.episodes.load_state(state["episodes"])
+        keep = self.episodes.accept_after + self.assembler.size - 1
+        self._episode_rows = {str(e): deque(np.asarray(rows, np.float32), maxlen=keep)
+                              for e, rows in state.get("episode_rows", {}).items()}
+        self.accepted_ = int(state.get("accepted", 0))
 
     def swap_model(self, scorer: Scorer, model_version: str, recent_scores: npt.ArrayLike) -> None:
         """Serve a new model from the next batch on; thresholds are recalibrated on the new

@@ -69,8 +69,18 @@ class PartitionOffsets:
         return list(self._need.pop(tp, {}))
 
 
-def encode_metadata(scored_to: int) -> str:
-    return json.dumps({"scored_to": scored_to}, separators=(",", ":"))
+def encode_metadata(scored_to: int, lineage: str | None = None) -> str:
+    """The commit metadata: how far scoring got and, with a checkpoint, its lineage.
+
+    >>> encode_metadata(42, "ab12")
+    '{"scored_to":42,"ck":"ab12"}'
+    >>> decode_metadata(encode_metadata(42))["scored_to"], decode_metadata("not json")
+    (42, {})
+    """
+    d: dict[str, Any] = {"scored_to": scored_to}
+    if lineage is not None:
+        d["ck"] = lineage
+    return json.dumps(d, separators=(",", ":"))
 
 
 def decode_metadata(text: str | None) -> dict[str, Any]:

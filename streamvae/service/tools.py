@@ -8,18 +8,18 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import signal
 import time
-from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any, Iterator
 
 from streamvae.config import KafkaConfig
-from streamvae.errors import ConfigError, DataError
+from streamvae.core.bounded import BoundedSet
+from streamvae.errors import ConfigError
+from streamvae.files import write_atomic
 from streamvae.kafka.codec import dumps, loads
 from streamvae.kafka.tools import BrokerError, Publisher, TopicReader
 from streamvae.offline.feed import SensorFeed, parse_anomalies
@@ -57,13 +57,7 @@ def _stop_on_signals() -> Iterator[dict[str, bool]]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DataError(f"cannot write {path}: {e.strerror or e}") from e
+    write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def _positive(name: str, v: float | None) -> None:
@@ -179,30 +173,13 @@ def format_alert(a: dict[str, Any], top: int = 3) -> str:
             f"  ep {str(a.get('episode_id', '?'))[:8]}")
 
 
-class _Seen:
-    """Alert ids already printed (bounded, oldest forgotten first)."""
-
-    def __init__(self, cap: int = MAX_SEEN) -> None:
-        self.cap = cap
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, alert_id: str) -> bool:
-        """True if new."""
-        if alert_id in self._ids:
-            return False
-        self._ids[alert_id] = None
-        if len(self._ids) > self.cap:
-            self._ids.popitem(last=False)
-        return True
-
-
 def alerts(args: argparse.Namespace) -> int:
     """Print the alerts topic; without --follow read what is there and exit, with it run until SIGINT/SIGTERM."""
     k = kafka_config(args.bootstrap)
     _positive("--connect-timeout", args.connect_timeout)
     reader = TopicReader(k, args.topic, from_beginning=args.from_beginning or not args.follow,
                          connect_timeout_s=args.connect_timeout)
-    seen = _Seen()
+    seen = BoundedSet(MAX_SEEN)  # alert ids already printed
     shown = dups = bad = 0
     try:
         with _stop_on_signals() as flag:
@@ -224,9 +201,10 @@ def alerts(args: argparse.Namespace) -> int:
                         bad += 1
                         log.warning("alerts: skipped partition %d offset %d: not an alert object", m.partition, m.offset)
                         continue
-                    if not seen.add(a["alert_id"]):
+                    if a["alert_id"] in seen:
                         dups += 1
                         continue
+                    seen.add(a["alert_id"])
                     shown += 1
                     print(dumps(a).decode() if args.json else format_alert(a), flush=True)
     finally:

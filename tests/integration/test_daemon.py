@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from streamvae.service.checkpoint import Checkpoint
 from harness import FEATURES, T0, WINDOW, DaemonProc, Env, series
 from harness import broker, broker_mod, daemons, kenv, model_dir  # noqa: F401  (pytest fixtures)
 
@@ -127,7 +128,7 @@ def test_every_bad_record_is_dead_lettered_with_its_reason(kenv: Env, model_dir:
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(kenv: Env, model_dir: Path, tmp_path: Path,
                                                          daemons: list[DaemonProc]) -> None:
-    state = tmp_path / "thresholds.json"
+    state = tmp_path / "state.npz"
     cfg = kenv.config(tmp_path, model_dir, threshold__state_file=str(state), threshold__min_history=100)
     d = DaemonProc(cfg, tmp_path / "daemon.log")
     daemons.append(d)
@@ -136,12 +137,13 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(kenv: Env, model_dir:
     t0 = time.monotonic()
     assert d.terminate(timeout=15) == 0, d.log_tail()
     assert time.monotonic() - t0 < 5.0, "SIGTERM took too long"
-    # what the thresholds learned survives the restart
-    saved = json.loads(state.read_text())
-    assert saved["bank"]["own"], "no per-entity tracker was saved"
+    # what the thresholds learned survives the restart, with the positions it is as of
+    saved = Checkpoint.from_file(state)
+    assert saved.pipeline["bank"]["own"], "no per-entity tracker was saved"
+    assert {p for _, p in saved.positions} == set(kenv.end_offsets())
     d2 = DaemonProc(cfg, tmp_path / "daemon2.log")
     daemons.append(d2)
-    assert "thresholds restored" in d2.log_tail(200)
+    assert "state restored" in d2.log_tail(200)
     assert d2.terminate(timeout=15) == 0
     ends, com = kenv.end_offsets(), kenv.committed()
     for p, end in ends.items():

@@ -9,7 +9,8 @@ import pytest
 
 from streamvae.cli import main
 from streamvae.errors import ConfigError
-from streamvae.service.tools import _Seen, format_alert, kafka_config
+from streamvae.core.bounded import BoundedSet
+from streamvae.service.tools import format_alert, kafka_config
 
 ALERT = {
     "alert_id": "a1", "kind": "update", "entity": "pump-03", "window_start": 1767225600.0, "window_end": 1767225660.5,
@@ -38,8 +39,15 @@ def test_alert_line() -> None:
 
 
 def test_duplicates_are_dropped_and_memory_is_bounded() -> None:
-    seen = _Seen(cap=2)
-    assert [seen.add(i) for i in ("a", "b", "a", "c", "a")] == [True, True, False, True, True]  # "a" forgotten after "c"
+    seen = BoundedSet(2)  # as `streamvae alerts` uses it: print an id not seen, then remember it
+
+    def new(i: str) -> bool:
+        if i in seen:
+            return False
+        seen.add(i)
+        return True
+
+    assert [new(i) for i in ("a", "b", "a", "c", "a")] == [True, True, False, True, True]  # "a" forgotten after "c"
 
 
 @pytest.mark.parametrize("cmd", ["simulate", "alerts"])
