@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--config", required=True, help="daemon config: model.path (registry), [retrain], topics.samples/control")
     rt.add_argument("--reason", default=None, help="recorded in HISTORY and in the control event")
     rt.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default 2)")
+    rt.add_argument("--seed", type=int, default=0, help="the candidate's training seed (default 0)")
+    rt.add_argument("--result", default=None, help="also write the verdict as JSON to this file (atomic): "
+                    "result promoted | rejected | failed, version, reasons, the gate's figures")
     _tool_parsers(sub)
     _models_parsers(sub)
     return p

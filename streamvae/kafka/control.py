@@ -1,12 +1,14 @@
 """Control events on ``topics.control``: tell every daemon which model version to serve.
 
-An event is one JSON object::
+The one definition of the schema (:class:`ControlEvent`); an event is one JSON object::
 
-    {"type": "promote" | "rollback", "version": "<id>", "previous": "<id>" | null,
-     "at": <unix seconds>, "reason": "..."}
+    {"type": "promote" | "rollback" | "rejected", "version": "<id>", "previous": "<id>" | null,
+     "at": <unix seconds>, "reason": "...", "reasons": ["...", ...]}
 
-Other types (e.g. a retrain rejected by the gate) may travel on the same topic; a daemon
-acts on the two above and ignores the rest. Every daemon must see every event, so
+``promote`` and ``rollback`` (:data:`ACTIONS`) move the daemons to ``version``;
+``rejected`` says a retrain's candidate ``version`` was kept out by the gate, with the
+gate's ``reasons`` (daemons ignore it; operators and dashboards read it). Other types may
+travel on the same topic and are ignored. Every daemon must see every event, so
 :class:`ControlListener` assigns all partitions itself instead of joining a consumer
 group (a group would hand each event to one member only), and it starts at the END of
 the topic: a daemon that starts up serves the registry's CURRENT anyway, and replaying
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import orjson
@@ -29,27 +32,65 @@ from streamvae.kafka.clients import connection_args, create_topic
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("promote", "rollback")
+TYPES = ("promote", "rollback", "rejected")
+ACTIONS = ("promote", "rollback")  # the types a daemon acts on
 
 
 class ControlError(StreamvaeError):
     """A control event could not be published, or the control topic cannot be read."""
 
 
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """One control event (see the module doc); ``reasons``: a rejection's, one per failed check."""
+
+    type: str
+    version: str
+    previous: str | None = None
+    at: float = 0.0
+    reason: str = ""
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "version": self.version, "previous": self.previous, "at": self.at,
+                             "reason": self.reason}
+        if self.reasons:
+            d["reasons"] = list(self.reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ControlEvent":
+        """Check and read one event; ControlError (naming what is wrong) if it is not one.
+
+        >>> ControlEvent.from_dict({"type": "promote", "version": "v2", "at": 5}).at
+        5.0
+        """
+        kind, version, previous = d.get("type"), d.get("version"), d.get("previous")
+        if kind not in TYPES:
+            raise ControlError(f"control event type must be one of {', '.join(TYPES)}; got {kind!r}")
+        if not isinstance(version, str) or not version:
+            raise ControlError(f"a {kind} event needs a version id; got {version!r}")
+        if previous is not None and not isinstance(previous, str):
+            raise ControlError(f"control event previous must be a version id or null; got {previous!r}")
+        at, reasons = d.get("at", 0.0), d.get("reasons", [])
+        if not isinstance(at, (int, float)) or isinstance(at, bool):
+            raise ControlError(f"control event at must be unix seconds; got {at!r}")
+        if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+            raise ControlError(f"control event reasons must be a list of strings; got {reasons!r}")
+        return cls(kind, version, previous, float(at), str(d.get("reason", "")), tuple(reasons))
+
+
 def control_event(kind: str, version: str, previous: str | None = None, reason: str = "",
-                  at: float | None = None) -> dict[str, Any]:
-    """The event body; ``kind`` is one of :data:`ACTIONS`.
+                  at: float | None = None, reasons: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """The body of one event (``at``: now by default), checked as a reader checks it.
 
     >>> e = control_event("promote", "v2", "v1", "manual", at=1.0)
     >>> e["type"], e["version"], e["previous"], e["at"]
     ('promote', 'v2', 'v1', 1.0)
     """
-    if kind not in ACTIONS:
-        raise ControlError(f"control event type must be one of {', '.join(ACTIONS)}; got {kind!r}")
-    if not isinstance(version, str) or not version:
-        raise ControlError(f"control event needs a version id; got {version!r}")
-    return {"type": kind, "version": version, "previous": previous, "at": time.time() if at is None else at,
-            "reason": reason}
+    d = ControlEvent(kind, version, previous, time.time() if at is None else at, reason, tuple(reasons)).to_dict()
+    ControlEvent.from_dict(d)
+    return d
 
 
 def ensure_topic(k: KafkaConfig, topic: str, timeout_s: float = 10.0) -> None:
@@ -70,8 +111,7 @@ def publish_control(k: KafkaConfig, topic: str, event: Mapping[str, Any], timeou
 
     Raises ControlError (one line) when it is not acknowledged within ``timeout_s``: the
     caller must then say that the daemons did not hear about the change."""
-    if event.get("type") in ACTIONS and not (isinstance(event.get("version"), str) and event["version"]):
-        raise ControlError(f"a {event['type']} event needs a version id; got {event.get('version')!r}")
+    ControlEvent.from_dict(event)
     ensure_topic(k, topic)
     try:
         producer = KafkaProducer(acks="all", retries=5, max_block_ms=int(timeout_s * 1000), **connection_args(k))
@@ -126,8 +166,9 @@ class ControlListener:
             raise
         log.info("listening for control events on %s (%d partition(s))", topic, len(tps))
 
-    def poll(self) -> list[dict[str, Any]]:
-        """Events received since the last call, oldest first; never blocks."""
+    def poll(self) -> list[ControlEvent]:
+        """Events received since the last call, oldest first; never blocks. Messages that
+        are not control events are logged and skipped; other types are skipped."""
         try:
             batch = self._c.poll(timeout_ms=0)
         except KafkaError as e:
@@ -140,10 +181,12 @@ class ControlListener:
                     ev = orjson.loads(r.value)
                     if not isinstance(ev, dict):
                         raise ValueError("not a JSON object")
-                except (ValueError, TypeError) as e:
+                    if ev.get("type") not in TYPES:
+                        log.debug("control topic %s offset %d: event type %r ignored", self.topic, r.offset, ev.get("type"))
+                        continue
+                    out.append(ControlEvent.from_dict(ev))
+                except (ValueError, TypeError, ControlError) as e:
                     log.warning("control topic %s offset %d: not a control event (%s); skipped", self.topic, r.offset, e)
-                    continue
-                out.append(ev)
         return out
 
     def close(self) -> None:

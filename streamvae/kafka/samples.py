@@ -8,17 +8,23 @@ and one job reads everything the topic retains (``retrain.samples_retention_ms``
 One record, JSON (key = entity id)::
 
     {"kind": "normal" | "anomaly", "entity": "pump-17", "end_ts": 1763881200.25,
-     "model_version": "2026-11-23T07-00-00Z-3f2a", "score": 71.3,
+     "model_version": "2026-11-23T07-00-00Z-3f2a",
      "window": [[71.2, 3.1, null], ...],          # W rows of F values, null = missing
-     "episode_id": "..."}                         # anomalies only, optional
+     "episode_id": "...",                         # anomalies only, optional
+     "fleet": {"starts": [...], "ends": [...], "rate": 8.0}}   # normal only, optional
 
-This module moves dicts and bytes only (no NumPy): the caller turns ``window`` into an array.
+``fleet`` is what the choice of training windows needs to know about fleet-wide shifts
+(``streamvae.lifecycle.learn.FleetHistory``, as the publishing daemon's buffer knew it
+when the window entered), so a buffer rebuilt from the topic chooses as that daemon's
+own would. This module moves dicts and bytes only (no NumPy): the caller turns
+``window`` into an array.
 
 Examples
 --------
->>> rec = decode_sample(encode_sample("normal", "pump-1", 10.0, "v1", 5.5, [[1.0, float("nan")], [2.0, 3.0]]))
->>> rec["window"], rec["kind"]
-([[1.0, None], [2.0, 3.0]], 'normal')
+>>> rec = decode_sample(encode_sample("normal", "pump-1", 10.0, "v1", [[1.0, float("nan")], [2.0, 3.0]],
+...                                   fleet={"starts": [5.0], "ends": [None], "rate": 2.0}))
+>>> rec["window"], rec["kind"], rec["fleet"]["starts"]
+([[1.0, None], [2.0, 3.0]], 'normal', [5.0])
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
 from kafka.errors import KafkaError
@@ -41,18 +47,21 @@ log = logging.getLogger(__name__)
 KINDS = ("normal", "anomaly")
 
 
-def encode_sample(kind: str, entity: str, end_ts: float, model_version: str, score: float | None,
-                  window: Any, episode_id: str | None = None) -> bytes:
+def encode_sample(kind: str, entity: str, end_ts: float, model_version: str, window: Any,
+                  episode_id: str | None = None, fleet: Mapping[str, Any] | None = None) -> bytes:
     """One sample record as JSON bytes. ``window``: W rows of F numbers (NaN -> null);
-    anything with ``tolist()`` (a NumPy array) or nested sequences."""
+    anything with ``tolist()`` (a NumPy array) or nested sequences. ``fleet``: the
+    fleet-shift history (JSON-ready), for normal samples."""
     if kind not in KINDS:
         raise DataError(f"sample kind must be one of {', '.join(KINDS)}; got {kind!r}")
     rows = window.tolist() if hasattr(window, "tolist") else window
     clean = [[None if (v is None or not math.isfinite(v)) else float(v) for v in row] for row in rows]
     rec: dict[str, Any] = {"kind": kind, "entity": entity, "end_ts": float(end_ts), "model_version": model_version,
-                           "score": None if score is None or not math.isfinite(score) else float(score), "window": clean}
+                           "window": clean}
     if episode_id is not None:
         rec["episode_id"] = episode_id
+    if fleet is not None:
+        rec["fleet"] = dict(fleet)
     return orjson.dumps(rec)
 
 
@@ -73,6 +82,8 @@ def decode_sample(value: bytes | None) -> dict[str, Any]:
     w = rec.get("window")
     if not (isinstance(w, list) and w and all(isinstance(r, list) and len(r) == len(w[0]) for r in w)):
         raise DataError("sample record window must be a non-empty list of equal-length rows")
+    if "fleet" in rec and not isinstance(rec["fleet"], dict):
+        raise DataError("sample record fleet must be a JSON object")
     return rec
 
 

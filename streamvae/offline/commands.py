@@ -18,7 +18,7 @@ from streamvae.errors import ConfigError, DataError
 
 
 if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
-    from streamvae.config import Config
+    from streamvae.config import Config, RetrainConfig
     from streamvae.model.vae import VAEConfig
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch must be an int >= 1; got {args.batch}")
     keep = (args.entity_column,) if args.entity_column else ()
     cfg = detection_config(args)
-    rcfg = retrain_config(args) if getattr(args, "retrain", False) else None  # bad options fail before training
+    rcfg = retrain_config(args, cfg.retrain) if getattr(args, "retrain", False) else None  # bad options fail before training
     _threads(args, 1)
     from streamvae.offline.replay import replay, split_point, train_on, warm_scores, write_rows
 
@@ -193,7 +193,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     if rcfg is not None:
         from streamvae.offline.replay import ReplayRetrainer
 
-        retrainer = ReplayRetrainer(rcfg, det.config.window, len(det.names), seed=det.config.seed)
+        retrainer = ReplayRetrainer(rcfg, det.config.window, len(det.names))  # the daemon's seeds
     r = replay(table, det, start, args.entity_column, cfg, warm, batch=args.batch, retrainer=retrainer)
     write_rows(Path(args.out), table, args.entity_column, r)
     for ev in r.retrains or []:
@@ -223,9 +223,10 @@ RETRAIN_FLAGS = {"retrain_every": "after_windows", "retrain_schedule": "schedule
                  "retrain_tolerance": "tolerance"}
 
 
-def retrain_config(args: argparse.Namespace) -> object:
-    """The ``[retrain]`` settings for ``replay --retrain``: its defaults, the --retrain-* options
-    over them, each checked by the same rule as in a config file (ConfigError naming the flag)."""
+def retrain_config(args: argparse.Namespace, base: RetrainConfig | None = None) -> RetrainConfig:
+    """The ``[retrain]`` settings for ``replay --retrain``: the config's (``base``; default the
+    daemon's defaults), the --retrain-* options over them, each checked by the same rule as
+    in a config file (ConfigError naming the flag)."""
     import dataclasses
 
     from streamvae.config import RetrainConfig
@@ -242,7 +243,7 @@ def retrain_config(args: argparse.Namespace) -> object:
         if not f.metadata["check"](v):
             raise ConfigError(f"--{flag.replace('_', '-')} must be {f.metadata['allowed']}; got {v!r}")
         kw[key] = v
-    return RetrainConfig(enabled=True, **kw)
+    return dataclasses.replace(base if base is not None else RetrainConfig(), enabled=True, **kw)  # type: ignore[arg-type]
 
 
 def evaluate_skab_cmd(args: argparse.Namespace) -> int:

@@ -24,8 +24,9 @@ Readings come at a fixed interval per entity, ``entities / rate`` seconds, the e
 staggered within the interval, so the whole feed is in strict time order.
 
 Anomalies (``parse_anomalies``) are placed after a warm-up, never overlapping on one entity
-and with a quiet ``gap`` between two on the same entity. Magnitudes are in units of the
-feature's noise std for that entity, times ``severity``:
+and with a quiet ``gap`` between two on the same entity. The kinds are those of
+:mod:`streamvae.lifecycle.inject`, which the validation gate's synthetic anomalies apply
+too; magnitudes are in units of the feature's noise std for that entity, times ``severity``:
 
 ==================== ===================================================================
 spike                +/- 10 std for ``spike_duration`` (default 5 s)
@@ -72,9 +73,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from streamvae.errors import ConfigError, DataError
+from streamvae.lifecycle.inject import KINDS as INJECT_KINDS
+from streamvae.lifecycle.inject import inject
 
 FEATURES = ("temp", "pressure", "flow", "rpm", "vibration", "current", "voltage", "humidity")
-KINDS = ("spike", "level_shift", "drift", "stuck", "broken_correlation", "noise_burst", "dead")
+KINDS = ("spike", "level_shift", "drift", "stuck", "broken_correlation", "noise_burst", "dead")  # spec order
+assert set(KINDS) == set(INJECT_KINDS)
 DEFAULT_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed start keeps a seeded feed reproducible
 
 SPIKE_STD = 10.0
@@ -457,7 +461,9 @@ class SensorFeed:
             for q in (q for q in live if q.episode.kind == "broken_correlation"):
                 js = slice(max(q.k0, c0) - c0, min(q.k1, c1 - 1) + 1 - c0)
                 # the decoupled sensor follows the load without the surge
-                p.load_driven(x[q.e : q.e + 1, js], (base + ou_k)[q.e : q.e + 1, js], only=q.f, rows=slice(q.e, q.e + 1))
+                alone = x[q.e : q.e + 1, js].copy()
+                p.load_driven(alone, (base + ou_k)[q.e : q.e + 1, js], only=q.f, rows=slice(q.e, q.e + 1))
+                inject("broken_correlation", x[q.e, js, q.f], value=alone[0, :, q.f])
             x += noise
             for q in live:
                 self._inject(q, x, last, c0, c1)
@@ -473,22 +479,14 @@ class SensorFeed:
 
     def _inject(self, q: _Plan, x: np.ndarray, last: np.ndarray, c0: int, c1: int) -> None:
         lo, hi = max(q.k0, c0), min(q.k1, c1 - 1)
-        j = slice(lo - c0, hi + 1 - c0)
-        kind, std = q.episode.kind, self._plant.noise[q.e, q.f]
-        mag, sign = q.episode.magnitude, q.episode.direction
-        if kind in ("spike", "level_shift"):
-            x[q.e, j, q.f] += sign * mag * std  # type: ignore[operator]
-        elif kind == "drift":
-            x[q.e, j, q.f] += sign * mag * std * (np.arange(lo, hi + 1) - q.k0 + 1) / (q.k1 - q.k0 + 1)  # type: ignore[operator]
-        elif kind == "noise_burst":
-            assert q.rng is not None and mag is not None
-            x[q.e, j, q.f] += math.sqrt(mag**2 - 1) * std * q.rng.standard_normal(hi + 1 - lo)
-        elif kind == "stuck":
-            if q.k0 >= c0:  # the last value before the episode: in this block, or the previous one's last
-                q.stuck_value = float(np.round(x[q.e, q.k0 - c0 - 1, q.f] if q.k0 > c0 else last[q.e, q.f], 3))
-            x[q.e, j, q.f] = q.stuck_value
-        elif kind == "dead":
-            x[q.e, j, q.f] = np.nan
+        kind, std = q.episode.kind, float(self._plant.noise[q.e, q.f])
+        col = x[q.e, lo - c0 : hi + 1 - c0, q.f]
+        if kind == "broken_correlation":  # decoupled before the noise (blocks())
+            return
+        if kind == "stuck" and q.k0 >= c0:  # the last value before the episode: in this block, or the previous one's last
+            q.stuck_value = float(np.round(x[q.e, q.k0 - c0 - 1, q.f] if q.k0 > c0 else last[q.e, q.f], 3))
+        inject(kind, col, std, q.episode.magnitude or 0.0, q.episode.direction, step=lo - q.k0, steps=q.k1 - q.k0 + 1,
+               rng=q.rng, value=q.stuck_value)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole feed at once: ts (N, T) and values (N, T, F), NaN = null (for tests and plots)."""

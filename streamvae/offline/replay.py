@@ -9,11 +9,12 @@ rest), score (blank while the entity has no full window yet), threshold, flag, a
 kind.
 
 With a :class:`ReplayRetrainer` (``--retrain``) replay back-tests the retraining loop:
-the pipeline's normal windows go into a NormalBuffer, confirmed episodes into an
-AnomalyBank, the RetrainTrigger is asked after every batch (time = the batch's last
-reading), and a due retrain runs synchronously between two batches, exactly where the
-daemon would swap; a candidate that passes the gate is swapped in with thresholds
-recalibrated on its scores of recent normal windows it was not trained on.
+it drives the same :class:`~streamvae.lifecycle.loop.Lifecycle` as the daemon's retrain
+worker (buffers, trigger, training-window choice, gate, recalibration windows), asked
+after every batch with time = the batch's last reading; a due retrain runs
+synchronously between two batches, where the daemon would swap, and a candidate that
+passes the gate is swapped in with thresholds recalibrated as the daemon's hot swap does
+(:mod:`streamvae.lifecycle.recalibrate`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from streamvae.core.buffer import AnomalyBank, NormalBuffer
-from streamvae.core.drift import RetrainTrigger
-from streamvae.config import Config
+from streamvae.config import Config, RetrainConfig
 from streamvae.core.compose import build_pipeline
 from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.scaler import Scaler
 from streamvae.core.windows import sliding_windows, typical_interval
 from streamvae.errors import ConfigError, DataError, StreamvaeError
+from streamvae.lifecycle.loop import Lifecycle
+from streamvae.lifecycle.recalibrate import install, recalibration_scores
 from streamvae.offline.csvio import Table
 
 log = logging.getLogger(__name__)
@@ -152,57 +153,49 @@ class ReplayRetrainer:
     ----------
     rcfg : the ``[retrain]`` settings (buffer size, sampling, margin, trigger, epochs, tolerance).
     window, n_features : the model's W and F.
-    seed : buffer sampling and candidate training.
+    seed : buffer sampling; candidate ``k`` trains with ``seed + k`` (as the daemon's).
     """
 
-    def __init__(self, rcfg: Any, window: int, n_features: int, seed: int = 0) -> None:
-        self.rcfg = rcfg
-        self.seed = seed
-        self.buffer = NormalBuffer(rcfg.max_windows, window, n_features, rcfg.sample_every, rcfg.margin, seed=seed,
-                                   fleet_share=rcfg.fleet_share, min_windows=rcfg.min_windows, shift_span=rcfg.shift_span)
-        self.bank = AnomalyBank(rcfg.max_anomalies, window, n_features, seed=seed)
-        self.trigger = RetrainTrigger.from_config(rcfg)
+    def __init__(self, rcfg: RetrainConfig, window: int, n_features: int, seed: int = 0) -> None:
+        self.lifecycle = Lifecycle(rcfg, window, n_features, seed)
         self.events: list[RetrainEvent] = []
 
+    @property
+    def buffer(self) -> Any:
+        return self.lifecycle.buffer
+
+    @property
+    def bank(self) -> Any:
+        return self.lifecycle.bank
+
     def after_batch(self, pipe: StreamPipeline, res: BatchResult, now: float) -> None:
-        """Feed one batch's result to the buffers and the trigger; retrain if due."""
-        fleet = self.buffer.counts_.fleet_shift
-        added = self.buffer.observe(res)
-        if res.scored:
-            self.bank.observe(res)
-        self.trigger.windows_added(len(added), self.buffer.counts_.fleet_shift - fleet)
-        normal = {(w.entity, w.end_ts) for w in res.normal}
-        self.trigger.observe_scores(s.score for s in res.scored if (s.entity, s.end_ts) in normal)
-        reason = self.trigger.due(now, len(self.buffer))
+        """Feed one batch's result to the lifecycle; retrain if due."""
+        self.lifecycle.observe(res)
+        reason = self.lifecycle.due(now)
         if reason is not None:
             self.run(pipe, reason, now)
 
     def run(self, pipe: StreamPipeline, reason: str, now: float) -> RetrainEvent:
         """Retrain synchronously; swap the model in on a pass."""
-        from streamvae.registry.retrain import retrain, split_holdout
-
-        self.trigger.started(now)
+        lc = self.lifecycle
+        seed = lc.started(now)
         t0 = time.perf_counter()
-        x, ents = self.buffer.training_windows(self.rcfg.min_windows)
-        anomalies = self.bank.snapshot()[0]
-        current: Any = pipe.scorer
-        k = len(self.events) + 1
+        data = lc.training_set()
         version: str | None = None
         try:
-            cand, rep = retrain(current, x, anomalies, self.rcfg, seed=self.seed + k, entities=ents)
+            cand, rep = lc.candidate(pipe.scorer, seed, data)
             passed, reasons = rep.passed, list(rep.reasons)
             if passed:
-                version = f"{pipe.model_version.split('+retrain-')[0]}+retrain-{k}"
+                version = f"{pipe.model_version.split('+retrain-')[0]}+retrain-{lc.attempts_}"
                 cand.version_ = version
-                # recalibrate on windows the candidate never trained on: its early-stopping
-                # split and the gate's held-out part (the newest buffered windows)
-                held = split_holdout(x)[1]
-                recent = np.concatenate([cand.heldout_scores_, cand.score_samples(held)])
-                pipe.swap_model(cand, version, recent)
+                install(pipe, cand, version, recalibration_scores(cand, lc.recalibration_windows()))
         except (StreamvaeError, ValueError) as e:  # NotCalibratedError, DataError, ConfigError
             passed, version, reasons = False, None, [f"retrain failed: {e}"]
-        self.trigger.finished(now, passed)
-        ev = RetrainEvent(now, reason, passed, version, reasons, time.perf_counter() - t0, len(x), len(anomalies))
+        lc.finished(now, passed)
+        if passed:
+            lc.model_swapped()
+        ev = RetrainEvent(now, reason, passed, version, reasons, time.perf_counter() - t0, len(data.normals),
+                          len(data.anomalies))
         log.info("%s", ev.summary())
         self.events.append(ev)
         return ev

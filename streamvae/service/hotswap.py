@@ -6,16 +6,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from streamvae.config import Config
-from streamvae.core.pipeline import StreamPipeline
+from streamvae.core.clock import SYSTEM, Clock
+from streamvae.core.pipeline import BatchResult, StreamPipeline
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.control import ControlError, ControlListener
+from streamvae.kafka.control import ACTIONS, ControlError, ControlListener
+from streamvae.lifecycle.recalibrate import RecalibrationWindows, install, recalibration_scores
 from streamvae.registry import Registry
 from streamvae.service.metrics import Metrics
 
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 # Hot swap. A swap costs one artifact load + warm-up + one scoring call over the recent
 # normal windows, all in a background thread; the loop only polls the control topic
 # (~0.4 ms a call, so at most every CONTROL_POLL_S) and swaps two references.
-RECENT_NORMAL = 2_000  # recent normal windows the new model scores to recalibrate thresholds
 CONTROL_POLL_S = 0.25
 CURRENT_CHECK_S = 30.0  # re-read the registry's CURRENT: a lost event or a start-up race heals
 LISTENER_RETRY_S = 30.0
@@ -36,7 +34,7 @@ class _Load:
 
     version: str
     requested_at: float  # unix time of the promotion (the event's "at"), for the delay metric
-    windows: Any  # (N, W, F) snapshot of the recent normal windows, or None
+    windows: Any  # (N, W, F) snapshot of the recalibration windows, or None
     thread: threading.Thread | None = None
     det: Any = None
     scores: Any = None
@@ -51,22 +49,25 @@ class HotSwap:
 
     The daemon calls :meth:`note_batch` with every batch's result and
     :meth:`tick` between batches. A requested version is loaded in a background thread
-    (artifact checks, warm-up, scoring of the recent normal windows); only when that is
+    (artifact checks, warm-up, scoring of the recalibration windows, chosen by
+    :mod:`streamvae.lifecycle.recalibrate`'s rule, replay's too); only when that is
     complete does :meth:`tick` hand it to ``pipeline.swap_model``, so no record is ever
     scored by a half-loaded model. A version that fails to load, or whose features or
     window differ, leaves the old model serving; the failure is logged and counted in
     ``model_swap_failures_total{reason}``. Only the latest request counts: a rollback
-    that arrives while a promotion loads supersedes it.
+    that arrives while a promotion loads supersedes it. The control topic is polled at
+    most every ``CONTROL_POLL_S`` and the registry's CURRENT re-read every
+    ``CURRENT_CHECK_S`` seconds of ``clock``.
     """
 
-    def __init__(self, cfg: Config, registry: Registry, metrics: Metrics, det: Any) -> None:
+    def __init__(self, cfg: Config, registry: Registry, metrics: Metrics, det: Any, clock: Clock = SYSTEM) -> None:
         self.cfg = cfg
         self.registry = registry
         self.metrics = metrics
+        self.clock = clock
         self.names = list(det.names)
         self.window, self.stride = det.config.window, det.config.stride
-        self.recent: deque[Any] = deque(maxlen=RECENT_NORMAL)
-        self.fleet_shift = False
+        self.recent = RecalibrationWindows()
         self.listener: ControlListener | None = None
         self.loading: _Load | None = None
         self.wanted: str | None = None
@@ -76,21 +77,11 @@ class HotSwap:
         self._next_poll = 0.0
         self._next_check = 0.0
 
-    def note_batch(self, res: Any, fleet_shift: bool) -> None:
-        """Keep a batch's windows for the next recalibration: those judged normal; while
-        most of the fleet alarms together (a new operating point, see
-        ``NormalBuffer.fleet_share``), every window, and none from before the shift: the
-        old model's "normal" then is the old operating point, which a model retrained on
-        the new one scores high, and thresholds came out too high (drift test, offline:
-        14 of 20 faults caught after the swap with the old point's windows, 20 with the
-        new one's)."""
-        if fleet_shift and res.windows is not None:
-            if not self.fleet_shift:
-                self.recent.clear()
-            self.recent.extend(res.windows)
-        elif res.normal:
-            self.recent.extend(w.values for w in res.normal)
-        self.fleet_shift = fleet_shift
+    def note_batch(self, res: BatchResult, fleet_shift: bool) -> None:
+        """Keep a batch's windows for the next recalibration (``fleet_shift``: most of the
+        fleet alarms together after this batch; see
+        :class:`~streamvae.lifecycle.recalibrate.RecalibrationWindows`)."""
+        self.recent.observe(res, fleet_shift)
 
     def close(self) -> None:
         if self.listener is not None:
@@ -115,17 +106,15 @@ class HotSwap:
     def tick(self, pipeline: StreamPipeline) -> Any | None:
         """Between two batches: read control events, start or finish a load; the new
         detector when the pipeline has just switched to it, else None."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self.listener is None and now >= self._next_listen:
             self._listen(now)
         if self.listener is not None and now >= self._next_poll:
             self._next_poll = now + CONTROL_POLL_S
             for ev in self.listener.poll():
-                if ev.get("type") in ("promote", "rollback") and isinstance(ev.get("version"), str):
-                    self.failed.discard(ev["version"])
-                    at = ev.get("at")
-                    self._request(ev["version"], float(at) if isinstance(at, (int, float)) else time.time(),
-                                  f"{ev['type']} event")
+                if ev.type in ACTIONS:
+                    self.failed.discard(ev.version)
+                    self._request(ev.version, ev.at or self.clock.time(), f"{ev.type} event")
                 else:
                     log.debug("control event ignored: %s", ev)
         if now >= self._next_check:
@@ -150,10 +139,10 @@ class HotSwap:
             return
         busy = self.loading.version if self.loading is not None else None
         if cur and cur != serving and cur not in self.failed and cur not in (self.wanted, busy):
-            self._request(cur, time.time(), f"registry CURRENT is {cur}, no control event seen")
+            self._request(cur, self.clock.time(), f"registry CURRENT is {cur}, no control event seen")
 
     def _start(self, version: str, at: float) -> None:
-        windows = np.stack(self.recent) if self.recent else None  # snapshot: the loop keeps appending
+        windows = self.recent.windows()  # a snapshot: the loop keeps appending
         job = _Load(version, at, windows)
         job.thread = threading.Thread(target=self._load, args=(job,), name=f"load-{version}", daemon=True)
         self.loading = job
@@ -173,13 +162,8 @@ class HotSwap:
                              f"{self.names} window {self.window}/{self.stride}; restart the daemons to change them")
                 return
             det.warmup(self.cfg.group.max_poll_records)
-            scores = det.score_samples(job.windows) if job.windows is not None else np.empty(0)
-            job.info["recent"] = len(scores)
-            # with the new model's held-out windows: the newest of ITS training buffer, which
-            # after a fleet-wide shift holds the new operating point (as the recent windows
-            # do then, see note_batch)
-            scores = np.concatenate([np.asarray(det.heldout_scores_, dtype=np.float64), scores])
-            job.det, job.scores = det, scores
+            job.info["recent"] = 0 if job.windows is None else len(job.windows)
+            job.det, job.scores = det, recalibration_scores(det, job.windows)
         except StreamvaeError as e:
             job.reason, job.error = "load", str(e)
         except Exception as e:  # a failing TensorFlow or NumPy call must not take the daemon down: old model serves on
@@ -198,7 +182,7 @@ class HotSwap:
         old = pipeline.model_version
         if job.error is None:
             try:
-                pipeline.swap_model(job.det, job.version, job.scores)
+                install(pipeline, job.det, job.version, job.scores)
             except (StreamvaeError, ValueError) as e:  # swap_model changes nothing when it raises
                 job.reason, job.error = "recalibrate", f"thresholds cannot be recalibrated on its scores: {e}"
         if job.error is not None:
@@ -206,15 +190,13 @@ class HotSwap:
             self.metrics.inc("model_swap_failures_total", reason=job.reason)
             log.error("model %s NOT loaded, still serving %s: %s", job.version, old, job.error)
             return None
-        if pipeline.rules is not None:
-            pipeline.rules.varies = job.det.feature_varies()
-        delay = max(0.0, time.time() - job.requested_at)
+        delay = max(0.0, self.clock.time() - job.requested_at)
         self.metrics.set("model_info", 0, version=old)
         self.metrics.set("model_info", 1, version=job.version)
         self.metrics.inc("model_swaps_total")
         self.metrics.set("model_swap_load_seconds", job.seconds)
         self.metrics.set("model_swap_delay_seconds", delay)
         log.info("now serving model %s (was %s): loaded in %.2fs, %.2fs after the promotion; thresholds recalibrated "
-                 "on its held-out training windows and %d recent normal windows", job.version, old, job.seconds, delay,
+                 "on its held-out training windows and %d recent windows", job.version, old, job.seconds, delay,
                  job.info.get("recent", 0))
         return job.det

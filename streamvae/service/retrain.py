@@ -1,188 +1,119 @@
-"""The retrain job: buffer snapshot -> train -> gate -> registry -> control event.
+"""Retraining in the service: the ``streamvae retrain`` job and the daemon's worker that
+runs it in a child process.
 
-:func:`retrain_once` is the whole job, used by ``streamvae retrain --config FILE`` (cron,
-a Kubernetes CronJob) and by the daemon's background worker. The candidate is always
-saved into the registry (so a rejected one can be inspected), but CURRENT moves only
-when the gate passes; then a ``promote`` event on ``topics.control`` tells every daemon
-to load it. A rejection is logged, counted, and published as a ``rejected`` event with
-the gate's reasons (daemons ignore it; operators and dashboards read it).
+``streamvae retrain --config FILE`` (cron, a Kubernetes CronJob, or the worker's child)
+rebuilds the training set from the buffer the daemons left (``retrain.buffer``: the
+files exported to ``retrain.state_dir``, or the ``topics.samples`` topic), runs one
+retrain against the registry (:func:`streamvae.lifecycle.job.retrain_once`) and
+publishes a control event: ``promote`` when the gate passed (every daemon then loads the
+version), ``rejected`` with the gate's reasons otherwise. With ``--result FILE`` it also
+writes its verdict as JSON (atomic): that file, not its log, is what the worker reads.
+
+:class:`RetrainWorker` is what one daemon does for retraining, between and after its
+batches: it drives a :class:`~streamvae.lifecycle.loop.Lifecycle` (the same object
+``streamvae replay --retrain`` drives) and, when a retrain is due, exports the buffer
+and starts the job as a CHILD PROCESS on one thread at nice +10: training never holds
+the scoring loop or its core, and a crash in training cannot take the daemon down. The
+child promotes through the registry and the control topic, so this daemon (and every
+other one in the group) swaps models exactly as after ``streamvae models promote``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from streamvae.config import Config, load_config
-from streamvae.core.buffer import AnomalyBank, NormalBuffer, stack
+from streamvae.core.clock import SYSTEM, Clock
+from streamvae.core.pipeline import BatchResult
 from streamvae.errors import ConfigError, DataError, StreamvaeError
-from streamvae.registry.gate import GateReport
+from streamvae.files import write_atomic
+from streamvae.lifecycle.job import RetrainReport, retrain_once
+from streamvae.lifecycle.loop import NORMAL_FILE, Lifecycle, TrainingSet
+from streamvae.lifecycle.samples import fill_from_samples
+from streamvae.registry.store import Registry
+from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-NORMAL_FILE = "normal.npz"  # in retrain.state_dir: the local NormalBuffer
-ANOMALY_FILE = "anomalies.npz"  # in retrain.state_dir: the local AnomalyBank
+RESULT_FILE = "retrain-result.json"  # the child's verdict, next to its log
+VERDICTS = ("promoted", "rejected", "failed")
 
 
-@dataclass
-class RetrainCounters:
-    """Outcomes since start (the daemon exports them as metrics)."""
+# -- the job ------------------------------------------------------------------------------
+def training_set(cfg: Config, window: int, n_features: int) -> TrainingSet:
+    """What ``[retrain] buffer`` names, as a training set: the samples topic, or the files
+    a daemon exported to ``retrain.state_dir``."""
+    r = cfg.retrain
+    lc = Lifecycle(r, window, n_features, trigger=False, recalibrate=False)
+    if r.buffer == "kafka":
+        from streamvae.kafka.samples import read_samples
 
-    promoted: int = 0
-    rejected: int = 0
-    failed: int = 0
-
-
-@dataclass
-class RetrainReport:
-    promoted: bool
-    version: str
-    previous: str | None
-    reason: str  # why the retrain ran
-    gate: GateReport
-    normals: int
-    anomalies: int
-    seconds: float
-    published: bool = False
-    pruned: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line: what happened and why."""
-        head = (f"promoted {self.version} (was {self.previous})" if self.promoted
-                else f"rejected {self.version} (serving {self.previous})")
-        return (f"{head} after training on {self.normals} normal windows ({self.anomalies} confirmed anomalies) "
-                f"in {self.seconds:.1f}s [{self.reason}]: " + "; ".join(self.gate.reasons))
+        fill_from_samples(lc.buffer, lc.bank, read_samples(cfg.kafka, cfg.topics.samples))
+        return lc.training_set()
+    if not r.state_dir:
+        raise ConfigError("retrain.buffer = 'local' needs retrain.state_dir (where the daemon exports its buffer); "
+                          "or set retrain.buffer = 'kafka'")
+    d = Path(r.state_dir)
+    if not (d / NORMAL_FILE).is_file():
+        raise DataError(f"no exported normal buffer {d / NORMAL_FILE}; has a daemon with retrain.state_dir = {d} retrained?")
+    return lc.load(d).training_set()
 
 
-def _as_arrays(normals: NormalBuffer | tuple[np.ndarray, Sequence[str]] | np.ndarray,
-               min_windows: int = 200) -> tuple[np.ndarray, list[str] | None]:
-    if isinstance(normals, NormalBuffer):
-        return normals.training_windows(min_windows)
-    if isinstance(normals, tuple):
-        return np.asarray(normals[0], np.float32), list(normals[1])
-    return np.asarray(normals, np.float32), None
+def retrain_and_publish(cfg: Config, data: TrainingSet, registry: Registry, reason: str = "manual", seed: int = 0,
+                        publish: Callable[[Mapping[str, Any]], None] | None = None) -> RetrainReport:
+    """One retrain (:func:`~streamvae.lifecycle.job.retrain_once`), then its control event:
+    ``publish(event)`` (default: on ``cfg.topics.control``). A failure to publish is logged
+    and reported (``published=False``): CURRENT already moved, and daemons that re-read
+    the registry still find it."""
+    from streamvae.kafka.control import control_event, publish_control
 
-
-def retrain_once(cfg: Config, normals: NormalBuffer | tuple[np.ndarray, Sequence[str]] | np.ndarray,
-                 anomalies: AnomalyBank | np.ndarray | None = None,
-                 publish: Callable[[Mapping[str, Any]], None] | None = None, registry: Any = None,
-                 reason: str = "manual", seed: int = 0, counters: RetrainCounters | None = None) -> RetrainReport:
-    """Train a candidate on ``normals``, gate it against CURRENT, promote it if it passes.
-
-    ``cfg.model.path`` is the registry; ``publish(event)`` sends a control event (default:
-    ``publish_control`` on ``cfg.topics.control``); a failure to publish is logged and
-    reported (``published=False``), since CURRENT already moved and daemons that poll
-    the registry will still find it. ``registry``: a Registry-like object (tests).
-    """
-    from streamvae.model import artifact
-    from streamvae.registry.retrain import retrain
-    from streamvae.registry.store import Registry, RegistryError
-
-    t0 = time.perf_counter()
-    reg = registry if registry is not None else Registry(cfg.model.path)
-    if publish is None:
-        from streamvae.kafka.control import publish_control
-
-        def publish(event: Mapping[str, Any]) -> None:
-            publish_control(cfg.kafka, cfg.topics.control, event)
-
-    previous = reg.current()
-    if previous is None:
-        raise ConfigError(f"model.path {cfg.model.path} has no CURRENT model to retrain from; add and promote one first "
-                          "(streamvae models promote VERSION)")
-    current = artifact.load(reg.path(previous))
-    x, ents = _as_arrays(normals, cfg.retrain.min_windows)
-    a = anomalies.snapshot()[0] if isinstance(anomalies, AnomalyBank) else anomalies
-    try:
-        cand, report = retrain(current, x, a, cfg.retrain, seed=seed, entities=ents)
-        version = artifact.new_version_id()
-        cand.version_ = version
-        reg.add(cand, version)
-    except (StreamvaeError, ValueError, OSError):
-        if counters is not None:
-            counters.failed += 1
-        raise
-    published = False
-    if report.passed:
-        entry = reg.promote(version, reason=f"retrain: {reason}")
-        event = {"type": "promote", "version": version, "previous": entry.get("previous", previous),
-                 "at": entry.get("at", time.time()), "reason": f"retrain: {reason}; " + "; ".join(report.reasons)}
-        if counters is not None:
-            counters.promoted += 1
+    rep = retrain_once(cfg, data, registry, reason, seed)
+    if rep.promoted:
+        e = rep.entry
+        event = control_event("promote", rep.version, e.get("previous", rep.previous), f"retrain: {reason}; "
+                              + "; ".join(rep.gate.reasons), at=e.get("at"))
     else:
-        log.warning("retrain rejected candidate %s: %s", version, "; ".join(report.reasons))
-        event = {"type": "rejected", "version": version, "previous": previous, "at": time.time(),
-                 "reason": f"retrain: {reason}", "reasons": list(report.reasons)}
-        if counters is not None:
-            counters.rejected += 1
+        event = control_event("rejected", rep.version, rep.previous, f"retrain: {reason}", reasons=rep.gate.reasons)
     try:
-        publish(event)
-        published = True
+        (publish or (lambda ev: publish_control(cfg.kafka, cfg.topics.control, ev)))(event)
+        rep.published = True
     except StreamvaeError as e:
-        log.error("control event %s %s not published: %s", event["type"], version, e)
-    pruned: list[str] = []
-    try:
-        pruned = reg.prune(cfg.model.keep_versions)
-    except (RegistryError, OSError) as e:
-        log.warning("could not prune the registry: %s", e)
-    rep = RetrainReport(report.passed, version, previous, reason, report, int(len(x)), 0 if a is None else int(len(a)),
-                        time.perf_counter() - t0, published, pruned)
+        log.error("control event %s %s not published: %s", event["type"], rep.version, e)
     log.info("%s", rep.summary())
     return rep
 
 
-def buffers_from_samples(records: Sequence[Mapping[str, Any]], window: int, n_features: int, max_windows: int,
-                         max_anomalies: int, seed: int = 0) -> tuple[NormalBuffer, AnomalyBank]:
-    """Fill a NormalBuffer and an AnomalyBank from sample records (already sampled and
-    margin-checked by the daemons that published them); stratified as usual."""
-    buf = NormalBuffer(max_windows, window, n_features, sample_every=1, margin=0.0, seed=seed)
-    bank = AnomalyBank(max_anomalies, window, n_features, seed=seed)
-    for r in sorted(records, key=lambda r: float(r["end_ts"])):
-        v = stack([r["window"]], window, n_features)[0]
-        if r["kind"] == "normal":
-            buf.add(str(r["entity"]), float(r["end_ts"]), v)
-        else:
-            bank.add(str(r.get("episode_id") or r["entity"]), float(r["end_ts"]), v)
-    return buf, bank
-
-
-def load_buffers(cfg: Config, window: int, n_features: int) -> tuple[NormalBuffer, AnomalyBank]:
-    """The buffers ``[retrain] buffer`` names: the samples topic, or the files in state_dir."""
-    r = cfg.retrain
-    if r.buffer == "kafka":
-        from streamvae.kafka.samples import read_samples
-
-        return buffers_from_samples(read_samples(cfg.kafka, cfg.topics.samples), window, n_features, r.max_windows,
-                                    r.max_anomalies)
-    if not r.state_dir:
-        raise ConfigError("retrain.buffer = 'local' needs retrain.state_dir (where the daemon saves its buffer); "
-                          "or set retrain.buffer = 'kafka'")
-    d = Path(r.state_dir)
-    if not (d / NORMAL_FILE).is_file():
-        raise DataError(f"no saved normal buffer {d / NORMAL_FILE}; has a daemon with retrain.state_dir = {d} run?")
-    buf = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin, min_windows=r.min_windows,
-                       shift_span=r.shift_span).load(d / NORMAL_FILE)
-    bank = AnomalyBank(r.max_anomalies, window, n_features)
-    if (d / ANOMALY_FILE).is_file():
-        bank.load(d / ANOMALY_FILE)
-    return buf, bank
-
-
 def retrain_cmd(args: argparse.Namespace) -> int:
     """``streamvae retrain --config FILE``: one retrain, a one-line summary, exit 0 whether
-    the candidate was promoted or rejected (the reasons are printed); errors exit 2."""
+    the candidate was promoted or rejected; errors exit 2 (``--result``: ``failed``)."""
+    result = getattr(args, "result", None)
+    try:
+        rep = _retrain(args)
+    except (StreamvaeError, OSError) as e:
+        if result:
+            write_atomic(result, json.dumps({"result": "failed", "error": str(e)}).encode())
+        if isinstance(e, OSError):
+            raise DataError(f"retrain failed: {e}") from e
+        raise
+    if result:
+        write_atomic(result, json.dumps(rep.to_dict()).encode())
+    print(("promoted" if rep.promoted else "rejected") + ": " + rep.summary()
+          + ("" if rep.published else " (control event NOT published)"))
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> RetrainReport:
     from streamvae.model import artifact, configure_threads
-    from streamvae.registry.store import Registry
 
     cfg = load_config(args.config)
     configure_threads(getattr(args, "threads", None) or 2)
@@ -192,173 +123,159 @@ def retrain_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"model.path {cfg.model.path} is not a registry with a CURRENT model; "
                           "add and promote one first (streamvae models promote VERSION)")
     m = artifact.read_manifest(reg.path(cur))
-    window, n_features = int(m["config"]["window"]), int(m["config"]["n_features"])
-    buf, bank = load_buffers(cfg, window, n_features)
+    data = training_set(cfg, int(m["config"]["window"]), int(m["config"]["n_features"]))
+    return retrain_and_publish(cfg, data, reg, getattr(args, "reason", None) or "streamvae retrain",
+                               getattr(args, "seed", 0) or 0)
+
+
+def read_verdict(path: Path) -> dict[str, Any] | None:
+    """The child's ``--result`` file, or None when it is missing or not a verdict."""
     try:
-        rep = retrain_once(cfg, buf, bank, reason=getattr(args, "reason", None) or "streamvae retrain")
-    except OSError as e:
-        raise DataError(f"retrain failed: {e}") from e
-    print(("promoted" if rep.promoted else "rejected") + ": " + rep.summary()
-          + ("" if rep.published else " (control event NOT published)"))
-    return 0
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("result") in VERDICTS else None
 
 
 # -- the daemon's side ----------------------------------------------------------------------
-SAVE_EVERY_S = 60.0  # the local buffer is written to retrain.state_dir this often (and on exit)
-
-
 class RetrainWorker:
-    """What one daemon does for retraining, between and after its batches.
+    """The daemon's retraining: a Lifecycle fed by confirmed batches, a child per retrain.
 
-    Every batch: the windows judged normal go into a :class:`NormalBuffer` (and flagged
-    windows of opened episodes into an :class:`AnomalyBank`); with ``retrain.buffer =
-    "kafka"`` the accepted windows are also published on ``topics.samples``, so one
-    retrain job sees the whole group's data; with ``retrain.state_dir`` the buffers are
-    saved there every minute and on exit. With ``retrain.enabled``, a
-    :class:`RetrainTrigger` watches the scores of normal windows and the buffer, and when
-    a retrain is due it runs ``streamvae retrain --config FILE`` as a CHILD PROCESS, on
-    one thread at nice +10: training never holds the scoring loop or its core, and a
-    crash in training cannot take the daemon down. The child promotes through the
-    registry and the control topic, so this daemon (and every other one in the group)
-    swaps models exactly as after a manual ``streamvae models promote``.
+    Every batch whose delivery is confirmed goes to :meth:`observe`: normal windows into
+    the buffer, flagged windows of opened episodes into the bank; with ``retrain.buffer =
+    "kafka"`` the windows that entered are returned as sample records for the daemon to
+    publish on ``topics.samples``, so one retrain job sees the whole group's data. With
+    ``retrain.enabled`` (and a config file to hand the child), :meth:`tick` starts the
+    child when the trigger says a retrain is due and reads its verdict when it ends. The
+    buffers are saved with the daemon's checkpoint (:meth:`state`), and exported to
+    ``retrain.state_dir`` right before a child starts.
     """
 
-    def __init__(self, cfg: Config, config_path: str | None, window: int, n_features: int, metrics: Any) -> None:
-        from streamvae.core.drift import RetrainTrigger
-
+    def __init__(self, cfg: Config, config_path: str | None, window: int, n_features: int, metrics: Metrics,
+                 clock: Clock = SYSTEM) -> None:
         r = cfg.retrain
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = metrics
-        self.buffer = NormalBuffer(r.max_windows, window, n_features, r.sample_every, r.margin, fleet_share=r.fleet_share,
-                                   min_windows=r.min_windows, shift_span=r.shift_span)
-        self.bank = AnomalyBank(r.max_anomalies, window, n_features)
-        self.state_dir = Path(r.state_dir) if r.state_dir else None
-        self._restore()
-        self.trigger = RetrainTrigger.from_config(r, start=time.time()) if r.enabled else None
-        if self.trigger is not None and config_path is None:
+        self.clock = clock
+        self.enabled = r.enabled and config_path is not None
+        if r.enabled and config_path is None:
             log.warning("retrain.enabled, but the daemon was not started from a config file: no retrain worker")
-            self.trigger = None
+        self.lifecycle = Lifecycle(r, window, n_features, trigger=self.enabled, recalibrate=False)
+        self.state_dir = Path(r.state_dir) if r.state_dir else None
         self.publish = r.buffer == "kafka"
         self.child: Any = None
         self.child_log: Path | None = None
+        self.child_result: Path | None = None
         self.child_reason = ""
-        self.last_saved = time.monotonic()
 
-    def _restore(self) -> None:
-        d = self.state_dir
-        if d is None:
-            return
-        for obj, name in ((self.buffer, NORMAL_FILE), (self.bank, ANOMALY_FILE)):
-            p = d / name
-            if p.is_file():
-                try:
-                    obj.load(p)
-                    log.info("restored %d windows from %s", len(obj), p)
-                except (StreamvaeError, OSError, ValueError, KeyError) as e:
-                    log.warning("cannot restore %s (%s); starting it empty", p, e)
+    @property
+    def buffer(self) -> Any:
+        """The normal buffer (:class:`~streamvae.lifecycle.normal.NormalBuffer`)."""
+        return self.lifecycle.buffer
 
-    # -- every batch ----------------------------------------------------------------------
-    def after_batch(self, res: Any, producer: Any, model_version: str) -> None:
+    @property
+    def fleet_shift_on(self) -> bool:
+        """Most of the fleet alarms together now (a new operating point)."""
+        return self.lifecycle.fleet_shift_on
+
+    # -- every confirmed batch ------------------------------------------------------------
+    def observe(self, res: BatchResult, model_version: str) -> list[tuple[str, bytes, bytes]]:
+        """Take a batch whose delivery is confirmed; the (topic, key, value) sample records
+        to publish (none unless ``retrain.buffer = "kafka"``: a lost one costs nothing)."""
+        seen = self.lifecycle.observe(res)
+        self.metrics.set("retrain_buffer_windows", len(self.lifecycle.buffer))
+        self.metrics.set("retrain_anomaly_windows", len(self.lifecycle.bank))
+        if not self.publish:
+            return []
+        from streamvae.kafka.samples import encode_sample
+
+        topic, fleet = self.cfg.topics.samples, seen.fleet.to_dict()
+        out = [(topic, e.encode(), encode_sample("normal", e, t, model_version, v, fleet=fleet)) for e, t, v in seen.normal]
+        out += [(topic, ep.encode(), encode_sample("anomaly", "", t, model_version, v, episode_id=ep))
+                for ep, t, v in seen.anomalies]
+        return out
+
+    def after_batch(self, res: BatchResult, producer: Any, model_version: str) -> None:
+        """Deprecated (the daemon calls :meth:`observe` once the batch is delivered, and
+        sends the records itself): :meth:`observe`, its records sent with ``producer``."""
         if not res.scored:
             return
-        fleet = self.buffer.counts_.fleet_shift
-        added = self.buffer.observe(res)
-        confirmed: list[tuple[str, float, np.ndarray]] | None = [] if self.publish else None
-        self.bank.observe(res, added=confirmed)
-        if self.publish and producer is not None:
-            from streamvae.kafka.samples import encode_sample
-
-            topic = self.cfg.topics.samples
-            for entity, end_ts, values in added:  # fire and forget: a lost sample costs nothing
-                producer.send(topic, key=entity.encode(), value=encode_sample("normal", entity, end_ts, model_version, None, values))
-            for episode, end_ts, values in confirmed or ():
-                producer.send(topic, key=episode.encode(),
-                              value=encode_sample("anomaly", "", end_ts, model_version, None, values, episode_id=episode))
-        if self.trigger is not None:
-            if added:
-                self.trigger.windows_added(len(added), self.buffer.counts_.fleet_shift - fleet)
-            self.trigger.observe_scores(s.score for s in res.scored if not s.flagged)
-        self.metrics.set("retrain_buffer_windows", len(self.buffer))
-        self.metrics.set("retrain_anomaly_windows", len(self.bank))
+        for topic, key, value in self.observe(res, model_version):
+            producer.send(topic, key=key, value=value)
 
     # -- between batches --------------------------------------------------------------------
-    def tick(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        if self.state_dir is not None and time.monotonic() - self.last_saved >= SAVE_EVERY_S:
-            self.save()
-        if self.trigger is None:
+    def tick(self) -> None:
+        """Start a due retrain; take the verdict of one that ended (time: the clock's)."""
+        if not self.enabled:
             return
-        if self.child is not None:
-            if self.child.poll() is not None:
-                self._child_done(now)
-            return
-        reason = self.trigger.due(now, len(self.buffer))
-        if reason is not None:
+        now = self.clock.time()
+        if self.child is None:
+            reason = self.lifecycle.due(now)
+            if reason is None:
+                return
             self._start(now, reason)
+        if self.child is not None and self.child.poll() is not None:
+            self._child_done(now)
 
     def model_swapped(self) -> None:
         """A new model serves: its scores are on a new scale, so drift starts over."""
-        if self.trigger is not None and self.trigger.detector_ is not None:
-            self.trigger.detector_.reset()
+        self.lifecycle.model_swapped()
 
-    def save(self) -> None:
-        if self.state_dir is None:
-            return
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            self.buffer.save(self.state_dir / NORMAL_FILE)
-            self.bank.save(self.state_dir / ANOMALY_FILE)
-        except OSError as e:
-            log.warning("cannot save the retrain buffers to %s (%s)", self.state_dir, e)
-        self.last_saved = time.monotonic()
+    def state(self) -> dict[str, np.ndarray]:
+        """Buffers and trigger, for the daemon's checkpoint (see ``Lifecycle.state``)."""
+        return self.lifecycle.state()
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.lifecycle.restore(state)
+        self.metrics.set("retrain_buffer_windows", len(self.lifecycle.buffer))
+        self.metrics.set("retrain_anomaly_windows", len(self.lifecycle.bank))
+
+    def close(self) -> None:
+        """On shutdown: a running retrain is left to finish (it promotes through the
+        registry and the control topic, which do not need this process)."""
+        if self.child is not None and self.child.poll() is None:
+            log.info("retrain child pid %d still running; it finishes on its own", self.child.pid)
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], out: Any) -> Any:
+        """Start the child (a ``subprocess.Popen``-like object: ``poll``, ``returncode``, ``pid``)."""
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                preexec_fn=lambda: os.nice(10))  # noqa: PLW1509 (no threads start before exec)
 
     def _start(self, now: float, reason: str) -> None:
-        assert self.trigger is not None and self.config_path is not None
-        env = dict(os.environ)
-        if self.cfg.retrain.buffer == "local":
-            if self.state_dir is None:  # no configured place: a private one for this retrain
-                self.state_dir = Path(tempfile.mkdtemp(prefix="streamvae-retrain-"))
-                env["STREAMVAE_RETRAIN__STATE_DIR"] = str(self.state_dir)
-            self.save()
-        log_dir = self.state_dir or Path(tempfile.gettempdir())
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.child_log = log_dir / "retrain.log"
-        cmd = [sys.executable, "-m", "streamvae", "retrain", "--config", self.config_path, "--reason", reason, "--threads", "1"]
+        assert self.config_path is not None
+        seed = self.lifecycle.started(now)
+        if self.state_dir is None:  # no configured place: a private one for this daemon's retrains
+            self.state_dir = Path(tempfile.mkdtemp(prefix="streamvae-retrain-"))
+        env = dict(os.environ, STREAMVAE_RETRAIN__STATE_DIR=str(self.state_dir))
+        self.child_log, self.child_result = self.state_dir / "retrain.log", self.state_dir / RESULT_FILE
+        cmd = [sys.executable, "-m", "streamvae", "retrain", "--config", self.config_path, "--reason", reason,
+               "--threads", "1", "--seed", str(seed), "--result", str(self.child_result)]
         try:
+            if self.cfg.retrain.buffer == "local":
+                self.lifecycle.export(self.state_dir)
+            self.child_result.unlink(missing_ok=True)
             with self.child_log.open("a") as out:  # every retrain of this daemon, one after the other
-                self.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                              preexec_fn=lambda: os.nice(10))  # noqa: PLW1509 (no threads start before exec)
-        except OSError as e:
+                self.child = self._spawn(cmd, env, out)
+        except (OSError, StreamvaeError) as e:
             log.error("cannot start the retrain job (%s)", e)
             self.metrics.inc("retrains_total", result="failed")
-            self.trigger.started(now)
-            self.trigger.finished(now, ok=False)
+            self.lifecycle.finished(now, ok=False)
             return
-        self.trigger.started(now)
         self.child_reason = reason
         self.metrics.set("retrain_running", 1)
         log.info("retrain started (pid %d): %s; %d normal windows, %d confirmed-anomaly windows; log %s",
-                 self.child.pid, reason, len(self.buffer), len(self.bank), self.child_log)
+                 self.child.pid, reason, len(self.lifecycle.buffer), len(self.lifecycle.bank), self.child_log)
 
     def _child_done(self, now: float) -> None:
-        assert self.trigger is not None and self.child is not None
+        assert self.child is not None and self.child_result is not None
         rc = self.child.returncode
-        tail = ""
-        if self.child_log is not None:
-            try:
-                lines = [ln for ln in self.child_log.read_text(errors="replace").splitlines() if ln.strip()]
-                tail = lines[-1] if lines else ""
-            except OSError:
-                pass
-        result = "failed" if rc != 0 else ("promoted" if tail.startswith("promoted") else "rejected")
-        self.trigger.finished(now, ok=result == "promoted")
+        verdict = read_verdict(self.child_result)
+        result = verdict["result"] if rc == 0 and verdict is not None else "failed"
+        self.lifecycle.finished(now, ok=result == "promoted")
         self.metrics.inc("retrains_total", result=result)
         self.metrics.set("retrain_running", 0)
-        (log.info if result != "failed" else log.error)("retrain %s (exit %d, %s): %s", result, rc, self.child_reason, tail[:2000])
+        why = (verdict or {}).get("summary") or (verdict or {}).get("error") or f"no verdict in {self.child_result}"
+        (log.info if result != "failed" else log.error)("retrain %s (exit %d, %s): %s; log %s", result, rc,
+                                                         self.child_reason, str(why)[:2000], self.child_log)
         self.child = None
-
-    def close(self) -> None:
-        """On shutdown: save the buffers; a running retrain is left to finish (it promotes
-        through the registry and the control topic, which do not need this process)."""
-        self.save()

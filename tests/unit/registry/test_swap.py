@@ -16,22 +16,26 @@ import numpy as np
 import pytest
 
 from streamvae.config import load_config
+from streamvae.core.clock import FakeClock
 from streamvae.core.pipeline import StreamPipeline
+from streamvae.kafka.control import ControlEvent
 from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector
 from streamvae.registry import Registry
 from streamvae.core.compose import build_pipeline
-from streamvae.service.hotswap import HotSwap
+from streamvae.service.hotswap import CONTROL_POLL_S, CURRENT_CHECK_S, HotSwap
 from streamvae.service.metrics import Metrics
 
 
 class StubListener:
+    """Events as the control topic's listener hands them over (parsed; other types dropped)."""
+
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self) -> list[ControlEvent]:
         out, self.events = self.events, []
-        return out
+        return [ControlEvent.from_dict(e) for e in out if e["type"] in ("promote", "rollback", "rejected")]
 
     def close(self) -> None:
         pass
@@ -47,7 +51,7 @@ def setup(detector: VAEDetector, heldout_windows: np.ndarray,
     cfg = load_config(None, env={"STREAMVAE_MODEL__PATH": str(reg.root)})
     det = artifact.load(artifact.resolve(reg.root))
     metrics = Metrics()
-    swap = HotSwap(cfg, reg, metrics, det)
+    swap = HotSwap(cfg, reg, metrics, det, clock=FakeClock(1_700_000_000.0))
     stub = StubListener()
     swap.listener = stub  # type: ignore[assignment]
     swap.note_batch(SimpleNamespace(normal=[SimpleNamespace(values=w) for w in heldout_windows], windows=None), fleet_shift=False)
@@ -56,7 +60,8 @@ def setup(detector: VAEDetector, heldout_windows: np.ndarray,
 
 def _settle(swap: HotSwap, pipeline: StreamPipeline) -> Any:
     """Ticks until the background load (if any) has been taken in; the last tick's result."""
-    swap._next_poll = 0.0  # the loop reads the control topic at most every 0.25 s
+    assert isinstance(swap.clock, FakeClock)
+    swap.clock.advance(CONTROL_POLL_S)  # the loop reads the control topic at most every 0.25 s
     out = swap.tick(pipeline)
     while swap.loading is not None:
         assert swap.loading.thread is not None
@@ -93,7 +98,7 @@ def test_broken_or_incompatible_version_leaves_the_old_one_serving(setup: Any) -
     assert metrics.get("model_swap_failures_total", reason="load") == 1
     # CURRENT names the broken version: the periodic re-read does not retry it forever
     (reg.root / "CURRENT").write_text("v2\n")
-    swap._next_check = 0.0
+    swap.clock.advance(CURRENT_CHECK_S)  # type: ignore[attr-defined]
     assert _settle(swap, pipeline) is None and swap.loading is None
     assert metrics.get("model_swap_failures_total", reason="load") == 1
 
@@ -115,9 +120,22 @@ def test_latest_request_wins(setup: Any) -> None:
     stub.events += [{"type": "promote", "version": "v2"}, {"type": "promote", "version": "v3"}]
     assert _settle(swap, pipeline).version_ == "v3"
     stub.events += [{"type": "promote", "version": "v2"}]
-    swap._next_poll = 0.0
+    swap.clock.advance(CONTROL_POLL_S)  # type: ignore[attr-defined]
     swap.tick(pipeline)  # v2 starts loading ...
     stub.events += [{"type": "rollback", "version": "v3"}, {"type": "retrain_rejected", "reason": "gate"}]
     assert _settle(swap, pipeline) is None  # ... and is discarded: v3 is wanted again
     assert pipeline.model_version == "v3"
     assert metrics.get("model_swaps_total") == 1
+
+
+def test_the_control_topic_is_read_at_most_every_poll_interval_of_the_clock(setup: Any) -> None:
+    reg, swap, pipeline, stub, metrics = setup
+    swap.tick(pipeline)  # the first tick reads it
+    stub.events.append({"type": "promote", "version": "v2"})
+    swap.clock.advance(CONTROL_POLL_S / 2)
+    swap.tick(pipeline)
+    assert swap.loading is None and stub.events  # not read yet: the clock has not moved far enough
+    swap.clock.advance(CONTROL_POLL_S / 2)
+    swap.tick(pipeline)
+    assert swap.loading is not None and swap.loading.version == "v2"
+    assert _settle(swap, pipeline).version_ == "v2"

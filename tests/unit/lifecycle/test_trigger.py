@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamvae.config import RetrainConfig
-from streamvae.core.drift import RetrainTrigger, ScoreDrift
+from streamvae.lifecycle.trigger import RetrainTrigger, ScoreDrift
 from streamvae.errors import ConfigError
 
 

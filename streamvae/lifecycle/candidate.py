@@ -1,12 +1,18 @@
-"""Train a candidate model on buffered normal windows and validate it against the current one.
+"""Candidate training: a new model on the chosen training windows, judged by the gate.
 
-Used by the retrain job (``streamvae retrain``, the daemon's worker) and by
-``streamvae replay --retrain``; nothing here writes to the registry: the caller saves and
-promotes only what the gate passed.
+The only lifecycle module that trains, so the only one that loads TensorFlow (through
+:mod:`streamvae.model`, lazily, when a candidate is actually trained). Nothing here
+writes to the registry: the caller keeps and promotes only what the gate passed.
 
-The buffer snapshot is in time order. Its newest ``holdout`` share is kept out of
+The training windows are in time order. Their newest ``holdout`` share is kept out of
 training for the gate (recent normal behaviour, never seen by the candidate); the rest
-is trained on, and :meth:`VAEDetector.fit` holds out ITS newest part for early stopping.
+is trained on, and ``VAEDetector.fit`` holds out ITS newest part for early stopping.
+
+Examples
+--------
+>>> train, held = split_holdout(np.zeros((300, 4, 2), np.float32))
+>>> len(train), len(held)
+(240, 60)
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from streamvae.errors import DataError
-from streamvae.model.detector import VAEDetector
-from streamvae.model.vae import VAEConfig
-from streamvae.registry.gate import GateReport, validate
+from streamvae.lifecycle.gate import GateReport, validate
+
+if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
+    from streamvae.model.detector import VAEDetector
+    from streamvae.model.vae import VAEConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,8 @@ def train_candidate(current: VAEDetector | None, windows: npt.ArrayLike, epochs:
     from scratch with ``config`` (or the current model's settings) and a scaler fitted
     on ``windows``. ``overrides``: other VAEConfig settings (e.g. ``patience``).
     """
+    from streamvae.model.detector import VAEDetector
+
     x = np.asarray(windows, dtype=np.float32)
     warm = can_warm_start(current, config, feature_names)
     base = config if config is not None else (current.config if current is not None else None)
@@ -90,7 +100,7 @@ def retrain(current: VAEDetector | None, normals: npt.ArrayLike, anomalies: npt.
             feature_names: Sequence[str] | None = None, **overrides: Any) -> tuple[VAEDetector, GateReport]:
     """Train a candidate on the older part of ``normals`` and gate it on the newest part.
 
-    ``normals``: buffered normal windows (N, W, F), oldest first (``NormalBuffer.snapshot``);
+    ``normals``: the chosen training windows (N, W, F), oldest first;
     ``entities``: their entities (the gate screens per entity); ``anomalies``: windows of
     confirmed alert episodes (may be None); ``cfg``: the ``[retrain]`` settings
     (``epochs``, ``tolerance``, ``min_windows``). Returns the candidate (not saved) and

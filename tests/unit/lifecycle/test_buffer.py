@@ -1,4 +1,4 @@
-"""NormalBuffer and AnomalyBank: stratified, bounded, margin around episodes, saved as .npz."""
+"""NormalBuffer, FleetShift and AnomalyBank: stratified, bounded, margin around episodes, state as arrays."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamvae.core.buffer import FLEET_SAMPLE_EVERY, AnomalyBank, NormalBuffer, StratifiedReservoir
+from streamvae.lifecycle.bank import AnomalyBank
+from streamvae.lifecycle.normal import FLEET_SAMPLE_EVERY, NormalBuffer
+from streamvae.lifecycle.reservoir import StratifiedReservoir
 from streamvae.core.episodes import Alert
 from streamvae.core.pipeline import BatchResult, ScoredWindow
 from streamvae.core.windows import Window
@@ -121,7 +123,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         buf.add("ab"[t % 2], float(t), v)
     path = buf.save(tmp_path / "b.npz")
     with np.load(path, allow_pickle=False) as z:  # nothing in it needs pickle
-        assert z["windows"].dtype == np.float32
+        assert z["store.values"].dtype == np.float32
     back = NormalBuffer(max_windows=50, window=W, n_features=F).load(path)
     for got, want in zip(back.snapshot(), buf.snapshot()):
         if isinstance(want, np.ndarray):
@@ -176,14 +178,14 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     assert old > 0 and not buf.fleet_shift_on
     # the whole fleet alarms at once: a new operating point; flagged windows are sampled too
     buf.observe(fleet_batch(fleet, range(100, 160), flagged=True, alerts=[alert("open", e, 100.0) for e in fleet]))
-    assert buf.fleet_shift_on and buf.fleet_starts_ == [100.0] and np.isnan(buf.fleet_ends_[0])
+    assert buf.fleet_shift_on and buf.fleet_.starts_ == [100.0] and np.isnan(buf.fleet_.ends_[0])
     since_first = len(buf) - old
     assert since_first >= 4 * (60 // FLEET_SAMPLE_EVERY - 1) > 4 * 60 // 10  # more than 1 in sample_every
     # a swap closes every episode; minutes later the still-moving plant alarms again
     buf.observe(fleet_batch(fleet, range(160, 170), flagged=False, alerts=[alert("close", e, 160.0) for e in fleet]))
-    assert not buf.fleet_shift_on and buf.fleet_ends_ == [160.0]
+    assert not buf.fleet_shift_on and buf.fleet_.ends_ == [160.0]
     buf.observe(fleet_batch(fleet, range(170, 180), flagged=True, alerts=[alert("open", e, 170.0) for e in fleet]))
-    assert buf.fleet_starts_ == [100.0, 170.0] and buf.fleet_ends_[0] == 160.0 and np.isnan(buf.fleet_ends_[1])
+    assert buf.fleet_.starts_ == [100.0, 170.0] and buf.fleet_.ends_[0] == 160.0 and np.isnan(buf.fleet_.ends_[1])
     _, _, ts = buf.snapshot()
     # mid-move: the newest 30 s of it, whichever shift they were sampled in; never the old point
     x, ents = learnt(buf, min_windows=10, span=30.0)
@@ -192,7 +194,7 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     assert x[:, 0, 0].min() >= cut and x[:, 0, 0].max() == ts[-1]
     # the plant settles (the next model fits it): every settled window is learnt, the move no more
     buf.observe(fleet_batch(fleet, range(180, 190), flagged=False, alerts=[alert("close", e, 180.0) for e in fleet]))
-    assert buf.fleet_ends_ == [160.0, 180.0]
+    assert buf.fleet_.ends_ == [160.0, 180.0]
     buf.observe(fleet_batch(fleet, range(190, 400), flagged=False))
     _, _, ts = buf.snapshot()
     assert ((ts >= 180) & (ts < 190)).any()  # the fleet's episodes closing are no faults: no margin after them
@@ -213,5 +215,5 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     assert buf.span(12) == pytest.approx(12 * 10 / 4, rel=0.01)
     np.testing.assert_array_equal(buf.training_windows(12)[0], learnt(buf, 12, span=buf.span(12))[0])
     back = NormalBuffer(max_windows=10_000, window=W, n_features=F).load(buf.save(tmp_path / "n.npz"))
-    assert back.fleet_starts_ == [100.0, 170.0] and back.fleet_ends_ == [160.0, 180.0]  # the retrain job reads the file
+    assert back.fleet_.starts_ == [100.0, 170.0] and back.fleet_.ends_ == [160.0, 180.0]  # the retrain job reads the file
     np.testing.assert_array_equal(back.training_windows(12)[0], buf.training_windows(12)[0])

@@ -1,20 +1,27 @@
-"""When to retrain: on a schedule, after N new buffered windows, or when scores drift.
+"""When to retrain: a drift of the normal windows' scores, a new operating point, N new
+buffered windows, or a schedule; one retrain at a time.
 
 :class:`RetrainTrigger` is asked ``due(now)`` between batches and answers a human reason
-("schedule", "after 5000 windows", "drift: adwin ...") or None. Time is passed in (the
-stream's time in replay, the clock in the daemon), so a test drives it without sleeping.
+or None. Time is passed in (the stream's time in replay, the daemon's clock), so a test
+drives it without sleeping. The reasons, in the order they are checked:
 
-Drift is watched on the scores of NORMAL windows (higher = more anomalous): when the
-plant moves to a new operating point, the stale model finds the new normal a little
-less probable, and the scores of the windows it still calls normal creep up well before
-the false alarms pile up. Scores of two models are not on one scale, so the detector
-is reset whenever the model changes, and scores are standardised on a reference taken
-from the first ``warmup`` normal scores of each model (median and MAD, robust to the odd
-high score) and clipped to +/- ``clip`` before river's ADWIN or Page-Hinkley sees them.
+1. ``drift: ...``: :class:`ScoreDrift` saw the scores of normal windows rise;
+2. ``new operating point: ...``: ``max(50, min_windows / 4)`` windows were buffered while
+   most of the fleet alarmed at once (:mod:`streamvae.lifecycle.fleet`);
+3. ``after N new windows``: ``after_windows`` new buffered windows (0: never);
+4. ``schedule``: ``schedule`` seconds since the last successful retrain (0: never).
+
+Drift is watched on the scores of the windows the pipeline judged NORMAL (``res.normal``:
+below threshold and outside any episode; higher = more anomalous): when the plant moves
+to a new operating point, the stale model finds the new normal a little less probable,
+and those scores creep up well before the false alarms pile up. Scores of two models are
+not on one scale, so the detector is reset whenever the model changes, and scores are
+standardised on a reference taken from the first ``warmup`` normal scores of each model
+(median and MAD, robust to the odd high score) and clipped to +/- ``clip`` before river's
+ADWIN or Page-Hinkley sees them.
 
 Examples
 --------
->>> import numpy as np
 >>> trig = RetrainTrigger(after_windows=100, min_interval=60.0, drift="none", min_windows=10)
 >>> trig.windows_added(150)
 >>> trig.due(now=1000.0, buffered=150)
@@ -34,10 +41,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from streamvae.errors import ConfigError
+from streamvae.lifecycle.state import State, from_json, to_json
 
 log = logging.getLogger(__name__)
 
 DRIFT_KINDS = ("adwin", "page_hinkley", "none")
+_PH_FIELDS = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
 
 
 class ScoreDrift:
@@ -119,9 +128,48 @@ class ScoreDrift:
             return True
         return False
 
+    def state(self) -> State:
+        """The reference, the counters and river's detector. ADWIN's window travels as the
+        bytes its Rust core serialises itself to (plain data, no pickle); Page-Hinkley's as
+        its running sums. Should either fail to load (another river version), the detector
+        starts empty on the restored reference (see :meth:`restore`)."""
+        d = self.detector_
+        meta: dict[str, Any] = {"ref": self._ref, "center": self.center_, "scale": self.scale_, "n": self.n_,
+                                "detected": self.detected_, "drift_detected": bool(d.drift_detected)}
+        raw = np.empty(0, np.uint8)
+        if self.kind == "adwin":
+            raw = np.frombuffer(d._helper.__getstate__(), dtype=np.uint8).copy()
+        else:
+            meta["ph"] = {k: float(getattr(d, k)) for k in _PH_FIELDS}
+            meta["ph_mean"] = [float(d._x_mean.n), float(d._x_mean.get())]
+        return {"meta": to_json(meta), "river": raw}
+
+    def restore(self, state: State) -> None:
+        """Continue from :meth:`state`; a river detector that cannot be loaded restarts empty
+        (drift then needs the usual ~30 standardised scores of evidence again)."""
+        self.reset()
+        m = from_json(state["meta"])
+        self._ref = [float(s) for s in m["ref"]]
+        self.center_, self.scale_, self.n_, self.detected_ = m["center"], m["scale"], int(m["n"]), m["detected"]
+        d = self.detector_
+        try:
+            if self.kind == "adwin":
+                d._helper.__setstate__(state["river"].astype(np.uint8).tobytes())
+            else:
+                for k, v in m["ph"].items():
+                    setattr(d, k, float(v))
+                n, mean = m["ph_mean"]
+                d._x_mean.n, d._x_mean._mean = n, mean
+            d._drift_detected = bool(m["drift_detected"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            log.warning("the %s drift detector could not be restored (%r); it starts empty on the saved reference", self.kind, e)
+            ref, center, scale, n, detected = self._ref, self.center_, self.scale_, self.n_, self.detected_
+            self.reset()
+            self._ref, self.center_, self.scale_, self.n_, self.detected_ = ref, center, scale, n, detected
+
 
 class RetrainTrigger:
-    """Decides when a retrain is due; at most one runs at a time.
+    """Decides when a retrain is due; at most one runs at a time (see the module doc).
 
     Parameters
     ----------
@@ -132,7 +180,8 @@ class RetrainTrigger:
     drift_delta : see :class:`ScoreDrift`.
     min_interval : seconds between the start of one retrain and the next.
     min_windows : buffered windows needed before any retrain.
-    start : time the trigger starts counting from (the schedule's origin).
+    start : time the trigger starts counting from (the schedule's origin; None: the
+        first ``due``).
 
     Use: ``observe_scores`` and ``windows_added`` per batch, ``due(now, buffered)``
     between batches; ``started(now)`` when a retrain begins and ``finished(now, ok)``
@@ -141,6 +190,9 @@ class RetrainTrigger:
     so the next try comes after ``min_interval`` AND ``min_windows / 2`` new buffered
     windows: retrying on the same buffer would only repeat the rejection.
     """
+
+    _COUNTERS = ("new_windows_", "running_", "last_start_", "last_success_", "_origin", "retrains_", "failures_",
+                 "last_failed_", "windows_at_start_", "fleet_windows_")
 
     def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
                  min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
@@ -176,7 +228,7 @@ class RetrainTrigger:
 
     def windows_added(self, n: int, fleet: int = 0) -> None:
         """``n`` new buffered windows, of which ``fleet`` were sampled while most of the
-        fleet alarmed (a new operating point: see NormalBuffer's ``fleet_share``)."""
+        fleet alarmed (a new operating point)."""
         self.new_windows_ += n
         self.fleet_windows_ += fleet
 
@@ -230,3 +282,23 @@ class RetrainTrigger:
                 self.detector_.reset()
         else:
             self.failures_ += 1
+
+    def state(self) -> State:
+        """Counters and times; the drift detector under ``drift.``. A retrain running when
+        the state was taken is not running after :meth:`restore` (its process did not
+        survive a restart of the daemon), and counts as failed."""
+        out: State = {"meta": to_json({k: getattr(self, k) for k in self._COUNTERS})}
+        if self.detector_ is not None:
+            out.update({f"drift.{k}": v for k, v in self.detector_.state().items()})
+        return out
+
+    def restore(self, state: State) -> None:
+        for k, v in from_json(state["meta"]).items():
+            if k in self._COUNTERS:
+                setattr(self, k, v)
+        if self.running_:
+            self.running_, self.last_failed_ = False, True
+            self.failures_ += 1
+        drift = {k[len("drift."):]: v for k, v in state.items() if k.startswith("drift.")}
+        if self.detector_ is not None and drift:
+            self.detector_.restore(drift)

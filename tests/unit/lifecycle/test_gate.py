@@ -21,8 +21,9 @@ from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector
 from streamvae.model.vae import VAEConfig
 from streamvae.offline.feed import FEATURES, SensorFeed
-from streamvae.registry.gate import SYNTHETIC_KINDS, roc_auc, screen, synthetic_anomalies, validate
-from streamvae.registry.retrain import can_warm_start, retrain, train_candidate
+from streamvae.lifecycle.candidate import can_warm_start, retrain, train_candidate
+from streamvae.lifecycle.gate import SYNTHETIC_KINDS, roc_auc, screen, synthetic_anomalies, validate
+from streamvae.lifecycle.loop import TrainingSet
 
 W = 12
 FAULTS = "spike:4,level_shift:4,drift:4,noise_burst:4,broken_correlation:4,duration=120"
@@ -187,7 +188,7 @@ def test_rejected_retrain_once_leaves_the_serving_model_unchanged(current: VAEDe
                                                                   poisoned: tuple[np.ndarray, list[str]],
                                                                   bank: np.ndarray) -> None:
     from streamvae.registry.store import Registry
-    from streamvae.service.retrain import RetrainCounters, retrain_once
+    from streamvae.service.retrain import retrain_and_publish
 
     reg = Registry(tmp_path / "models")
     v0 = reg.add(current, "v0")
@@ -198,15 +199,15 @@ def test_rejected_retrain_once_leaves_the_serving_model_unchanged(current: VAEDe
 
     before = digest()
     events: list[dict[str, Any]] = []
-    counters = RetrainCounters()
     cfg = Config(model=ModelConfig(path=str(reg.root)), retrain=RCFG)
-    rep = retrain_once(cfg, poisoned, bank, publish=events.append, reason="test", counters=counters)
-    assert not rep.promoted and reg.current() == v0
+    data = TrainingSet(poisoned[0], poisoned[1], bank)
+    rep = retrain_and_publish(cfg, data, reg, reason="test", publish=events.append)
+    assert not rep.promoted and reg.current() == v0 and rep.published
     assert digest() == before
     assert rep.version in [v.version for v in reg.versions()]  # kept for inspection, not CURRENT
-    assert counters.rejected == 1 and counters.promoted == 0
     assert [e["type"] for e in events] == ["rejected"]
     assert events[0]["version"] == rep.version and any("contaminated" in r for r in events[0]["reasons"])
+    assert rep.to_dict()["result"] == "rejected" and rep.to_dict()["gate"]["passed"] is False
     loaded = artifact.load(reg.path(reg.current()))
     np.testing.assert_allclose(loaded.score_samples(bank[:50]), current.score_samples(bank[:50]), rtol=1e-5)
 
@@ -216,11 +217,14 @@ def test_streamvae_retrain_from_a_local_buffer_promotes(current: VAEDetector, tm
                                                         capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """`streamvae retrain --config`: the saved buffer of a daemon -> promote; then a bad config -> exit 2, one line."""
+    import json
+
     from streamvae.cli import main
-    from streamvae.core.buffer import NormalBuffer
     from streamvae.kafka.samples import decode_sample, encode_sample
+    from streamvae.lifecycle.loop import NORMAL_FILE, Lifecycle
+    from streamvae.lifecycle.normal import NormalBuffer
+    from streamvae.lifecycle.samples import fill_from_samples
     from streamvae.registry.store import Registry
-    from streamvae.service.retrain import NORMAL_FILE, buffers_from_samples
 
     reg = Registry(tmp_path / "models")
     reg.promote(reg.add(current, "v0"))
@@ -236,18 +240,24 @@ def test_streamvae_retrain_from_a_local_buffer_promotes(current: VAEDetector, tm
     import streamvae.kafka.control as control
 
     monkeypatch.setattr(control, "publish_control", lambda k, topic, event, timeout_s=30.0: sent.append((topic, dict(event))))
-    code = main(["retrain", "--config", str(cfg)])  # no broker in unit tests: the control event is captured
+    verdict = tmp_path / "verdict.json"
+    code = main(["retrain", "--config", str(cfg), "--result", str(verdict)])  # no broker: the control event is captured
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("promoted"), out
     assert reg.current() != "v0" and sent and sent[0][1]["type"] == "promote" and sent[0][1]["previous"] == "v0"
+    got = json.loads(verdict.read_text())  # the verdict as data, for the daemon's worker
+    assert got["result"] == "promoted" and got["version"] == reg.current() and got["gate"]["passed"] is True
     # the samples topic's records fill the same buffers
-    recs = [decode_sample(encode_sample("normal", e, float(i), "v0", 1.0, x)) for i, (x, e) in enumerate(zip(*drifted))]
-    nb, bank = buffers_from_samples(recs[:300], W, 8, 1000, 10)
-    np.testing.assert_allclose(nb.snapshot()[0], drifted[0][:300], rtol=1e-6)
+    recs = [decode_sample(encode_sample("normal", e, float(i), "v0", x)) for i, (x, e) in enumerate(zip(*drifted))]
+    lc = Lifecycle(RetrainConfig(max_windows=1000, max_anomalies=10), W, 8, trigger=False)
+    fill_from_samples(lc.buffer, lc.bank, recs[:300])
+    np.testing.assert_allclose(lc.buffer.snapshot()[0], drifted[0][:300], rtol=1e-6)
     cfg.write_text(f'[model]\npath = "{reg.root}"\n[retrain]\nbuffer = "local"\n')
-    assert main(["retrain", "--config", str(cfg)]) == 2
+    assert main(["retrain", "--config", str(cfg), "--result", str(verdict)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "retrain.state_dir" in err[0]
+    failed = json.loads(verdict.read_text())
+    assert failed["result"] == "failed" and "retrain.state_dir" in failed["error"]
 
 
 def test_a_stale_current_model_is_judged_by_auc_not_by_its_own_threshold(current: VAEDetector, bank: np.ndarray) -> None:
