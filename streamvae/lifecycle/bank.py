@@ -27,7 +27,7 @@ from streamvae.errors import DataError
 from streamvae.lifecycle.reservoir import StratifiedReservoir
 from streamvae.lifecycle.state import State, from_json, load_npz, nest, part, save_npz, to_json, windows_or_empty
 
-Sample = tuple[str, float, npt.NDArray[np.float32]]  # (episode id, end_ts, values)
+Sample = tuple[str, str, float, npt.NDArray[np.float32]]  # (entity, episode id, end_ts, values)
 
 
 class AnomalyBank:
@@ -51,7 +51,7 @@ class AnomalyBank:
     def observe(self, result: BatchResult,
                 windows: Sequence[npt.ArrayLike] | npt.NDArray[np.float32] | None = None) -> list[Sample]:
         """Keep the flagged windows of episodes that opened; return those offered
-        (episode id, end_ts, values). ``windows``: the values of ``result.scored`` in order
+        (entity, episode id, end_ts, values). ``windows``: the values of ``result.scored`` in order
         (default ``result.windows``)."""
         if windows is None:
             windows = result.windows if result.windows is not None else np.empty((0, self.window, self.n_features), np.float32)
@@ -79,7 +79,7 @@ class AnomalyBank:
             if ep:
                 for t, w in self._streak.pop(ent, []):
                     self.add(ep, t, w)
-                    out.append((ep, t, w))
+                    out.append((ent, ep, t, w))
             elif not s.flagged or ep == "":
                 self._streak.pop(ent, None)
         return out

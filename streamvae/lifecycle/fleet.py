@@ -70,7 +70,7 @@ class FleetShift:
         for s in result.scored:
             if s.end_ts > now.get(s.entity, -math.inf):
                 now[s.entity] = s.end_ts
-            first = min(first, s.end_ts)
+            first = min(first, float(s.end_ts))
         self._last_ts.update(now)
         if now:
             n, t0, t1 = self.scored_

@@ -49,8 +49,8 @@ class FleetHistory:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; NaN becomes null."""
-        return {"starts": list(self.starts), "ends": [None if e != e else e for e in self.ends],
-                "rate": None if self.rate != self.rate else self.rate}
+        return {"starts": [float(s) for s in self.starts], "ends": [None if e != e else float(e) for e in self.ends],
+                "rate": None if self.rate != self.rate else float(self.rate)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FleetHistory":

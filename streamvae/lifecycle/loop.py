@@ -33,6 +33,7 @@ import numpy.typing as npt
 from streamvae.config import RetrainConfig
 from streamvae.core.pipeline import BatchResult
 from streamvae.lifecycle.bank import AnomalyBank
+from streamvae.lifecycle.bank import Sample as BankSample
 from streamvae.lifecycle.learn import FleetHistory
 from streamvae.lifecycle.normal import NormalBuffer, Sample
 from streamvae.lifecycle.recalibrate import RecalibrationWindows
@@ -49,11 +50,11 @@ ANOMALY_FILE = "anomalies.npz"  # in retrain.state_dir: the exported anomaly ban
 @dataclass(frozen=True)
 class Observed:
     """What one batch put into the buffers: (entity, end_ts, values) normal windows,
-    (episode id, end_ts, values) anomaly windows, and the fleet history the training-window
-    choice now uses (every published normal sample carries it)."""
+    (entity, episode id, end_ts, values) anomaly windows, and the fleet history the
+    training-window choice now uses (every published normal sample carries it)."""
 
     normal: list[Sample] = field(default_factory=list)
-    anomalies: list[Sample] = field(default_factory=list)
+    anomalies: list[BankSample] = field(default_factory=list)
     fleet: FleetHistory = FleetHistory()
 
 

@@ -192,8 +192,8 @@ class RetrainWorker:
 
         topic, fleet = self.cfg.topics.samples, seen.fleet.to_dict()
         out = [(topic, e.encode(), encode_sample("normal", e, t, model_version, v, fleet=fleet)) for e, t, v in seen.normal]
-        out += [(topic, ep.encode(), encode_sample("anomaly", "", t, model_version, v, episode_id=ep))
-                for ep, t, v in seen.anomalies]
+        out += [(topic, ep.encode(), encode_sample("anomaly", e, t, model_version, v, episode_id=ep))
+                for e, ep, t, v in seen.anomalies]
         return out
 
     def after_batch(self, res: BatchResult, producer: Any, model_version: str) -> None:

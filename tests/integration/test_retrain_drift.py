@@ -23,6 +23,11 @@ one reading per pump per second, one timeline of event time) goes through
    Asserted: every alert carries a version other than the stale one, at most
    ``MAX_FALSE_PER_EH`` false episodes per entity-hour, recall >= ``MIN_RECALL``.
 
+The test runs twice, once per ``retrain.buffer``: ``"local"`` (the retrain child reads the
+buffer the daemon exports to ``retrain.state_dir``) and ``"kafka"`` (it rebuilds the buffer
+from ``topics.samples``, whose normal samples carry the fleet-shift history, so it learns
+the same windows after the shift as ``"local"``; issue 15, item 6).
+
 The test waits until the daemon's committed ``scored_to`` reaches the end offsets before
 it reads the alerts. Scoring (harness.score_span) follows scripts/demo.py: an injected
 episode is caught by an ``open`` alert of its entity with ``window_end`` in ``[start, end +
@@ -60,6 +65,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +131,10 @@ def settle(d: DaemonProc, reg: Registry, timeout: float) -> str:
     raise AssertionError(f"the daemon did not settle in {timeout}s: {healthz(d)}, CURRENT {reg.current()}\n{d.log_tail(30)}")
 
 
+@pytest.mark.parametrize("buffer", ["local", "kafka"])
 def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, plant_model: Path, tmp_path: Path,  # noqa: F811
                                                                  daemons: list[DaemonProc],  # noqa: F811
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                                 capsys: pytest.CaptureFixture[str], buffer: str) -> None:
     t_test = time.monotonic()
     reg = Registry(tmp_path / "registry")
     v0 = reg.add(plant_model)
@@ -138,7 +145,8 @@ def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, pl
                          threshold__kind="spot", threshold__per_entity=False, threshold__q=1e-3,
                          episodes__open_after=10, episodes__close_after=60,
                          retrain__enabled=True, retrain__state_dir=str(tmp_path / "retrain"),
-                         retrain__min_windows=500, retrain__min_interval=20.0)
+                         retrain__min_windows=500, retrain__min_interval=20.0, retrain__buffer=buffer,
+                         topics__samples=f"samples-{uuid.uuid4().hex[:8]}")
         d = DaemonProc(cfg, tmp_path / "daemon.log")
         daemons.append(d)
         assert healthz(d)["model_version"] == v0
@@ -190,7 +198,7 @@ def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, pl
         (tmp_path / "alerts.json").write_text(json.dumps({"episodes": episodes, "alerts": alerts}))
         child = retrain_log.read_text(errors="replace")[-3000:] if retrain_log.exists() else "(no retrain.log)"
         with capsys.disabled():
-            print(f"\nbefore the drift: {_figure(before)} false episodes per entity-hour (scored in {t_before:.1f}s); "
+            print(f"\n[retrain.buffer = {buffer}] before the drift: {_figure(before)} false episodes per entity-hour (scored in {t_before:.1f}s); "
                   f"retrains then: {retrains_before or 'none'}; serving {v_drift}" + (" (initial)" if v_drift == v0 else ""))
             print(f"drift, model {v_drift} until {stale_to - drift_at:.0f}s into the drift: {_figure(drift)} "
                   f"(sent at x{DRIFT_SPEEDUP:g} and scored in {t_drift:.1f}s)")

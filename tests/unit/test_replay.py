@@ -74,3 +74,31 @@ def test_replay_bad_train_first(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["replay", "--csv", str(src), "--entity-column", "entity", "--out", str(tmp_path / "o.csv"), "--train-first", spec, *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--train-first" in err[0]
+
+
+def test_replay_builds_the_daemons_pipeline_stride_and_sensor_rules(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The model's stride and the config's [rules] hold in replay as in the daemon: with
+    --stride 2 every second reading ends a window, a dead sensor opens a rule episode, and
+    with [rules] dead_sensor = false it does not."""
+    a, b = make_series(600, seed=21), make_series(600, seed=22)
+    b[450:500, 0] = np.nan  # pump-2's sensor a goes dead for 50 readings
+    src = _write(tmp_path / "feed.csv", {"pump-1": a, "pump-2": b})
+    conf = tmp_path / "streamvae.toml"
+
+    def run(rules: str) -> tuple[list[dict[str, str]], list[dict[str, object]]]:
+        conf.write_text(f"[rules]\ndead_sensor = {rules}\n[episodes]\nopen_after = 3\n")
+        out, alerts = tmp_path / "scores.csv", tmp_path / "alerts.jsonl"
+        code = main(["replay", "--csv", str(src), "--entity-column", "entity", "--train-first", "0.5", "--config",
+                     str(conf), "--out", str(out), "--alerts", str(alerts), "--stride", "2", *TINY])
+        assert code == 0, capsys.readouterr().err
+        return list(csv.DictReader(out.open())), [json.loads(x) for x in alerts.read_text().splitlines()]
+
+    rows, alerts = run("true")
+    live = [r for r in rows[600:] if r["entity"] == "pump-1"]
+    scored = [i for i, r in enumerate(live) if r["score"]]
+    assert scored and set(np.diff(scored).tolist()) == {2}  # stride 2: a window every second reading
+    dead = [x for x in alerts if x["kind"] == "open" and x["reason"] == "dead_sensor"]
+    assert dead and dead[0]["entity"] == "pump-2"
+    _, alerts = run("false")
+    assert not any(x["reason"] == "dead_sensor" for x in alerts)
