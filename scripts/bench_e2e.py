@@ -78,18 +78,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -101,16 +97,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from kafka.admin import NewTopic  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
 
 from streamvae.config import Config, load_config  # noqa: E402
 from streamvae.kafka.clients import make_consumer, make_producer  # noqa: E402
+from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
+from streamvae.testing.procs import DaemonProc, cpu_seconds, run_cmd, streamvae_cmd, write_config  # noqa: E402
+from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 
 FEATURES = tuple(f"s{i}" for i in range(8))
 WINDOW = 32
 T0 = 1_700_000_000.0
-STREAMVAE = ROOT / ".venv" / "bin" / "streamvae"
 
 # Runs the unmodified daemon with two outside wrappers; see the module docstring, (e).
 _SHIM = r"""
@@ -210,144 +207,26 @@ def train_model(work: Path, epochs: int) -> tuple[Path, float]:
     return out, time.perf_counter() - t0
 
 
-def streamvae_cmd() -> list[str]:
-    return [str(STREAMVAE)] if STREAMVAE.exists() else [sys.executable, "-m", "streamvae"]
-
-
 # ----------------------------------------------------------------------------------------
 # Kafka helpers
 # ----------------------------------------------------------------------------------------
 
 
-def load_broker_module() -> Any:
-    spec = importlib.util.spec_from_file_location("streamvae_kafka_broker", ROOT / "deploy" / "kafka" / "broker.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def bench_topics(bootstrap: str, partitions: int, tag: str, append_time: bool = False) -> Topics:
+    """uuid-named ``bench-<tag>-sensors-<uuid>`` and its alerts / dead-letter topics.
+
+    ``append_time``: record timestamps are the broker's append time (LogAppendTime)."""
+    conf = {"message.timestamp.type": "LogAppendTime"} if append_time else None
+    return Topics(bootstrap, partitions, prefix=f"bench-{tag}-", input_configs=conf)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Topics:
-    """uuid-named input / alerts / dead-letter topics and a config file for one daemon run."""
-
-    def __init__(self, bootstrap: str, partitions: int, tag: str, append_time: bool = False) -> None:
-        u = uuid.uuid4().hex[:8]
-        self.bootstrap = bootstrap
-        self.input, self.alerts, self.dlq, self.control = (f"bench-{tag}-{n}-{u}" for n in ("sensors", "alerts", "dlq", "control"))
-        # append_time: record timestamps are the broker's append time (LogAppendTime)
-        conf = {"message.timestamp.type": "LogAppendTime"} if append_time else {}
-        adm = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            adm.create_topics([NewTopic(self.input, partitions, 1, topic_configs=conf), NewTopic(self.alerts, 1, 1),
-                               NewTopic(self.dlq, 1, 1)])
-        finally:
-            adm.close()
-        self.partitions = partitions
-        self._wait_metadata()
-
-    def _wait_metadata(self) -> None:
-        c = KafkaConsumer(bootstrap_servers=self.bootstrap)
-        try:
-            deadline = time.monotonic() + 30
-            while len(c.partitions_for_topic(self.input) or ()) < self.partitions:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"topic {self.input} has no metadata after 30 s")
-                time.sleep(0.1)
-                c.topics()  # refresh
-        finally:
-            c.close()
-
-    def config(self, path: Path, model: Path, group: str, max_poll_records: int) -> Path:
-        sections: dict[str, dict[str, Any]] = {
-            "kafka": {"bootstrap_servers": self.bootstrap, "client_id": "streamvae-bench"},
-            "topics": {"input": self.input, "alerts": self.alerts, "dead_letter": self.dlq, "control": self.control},
-            "group": {"id": group, "max_poll_records": max_poll_records},
-            "model": {"path": str(model)},
-            "http": {"port": 0},
-        }
-        lines = []
-        for sec, kv in sections.items():
-            lines.append(f"[{sec}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in kv.items()]
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def end_offsets(self) -> dict[int, int]:
-        c = KafkaConsumer(bootstrap_servers=self.bootstrap)
-        try:
-            tps = [TopicPartition(self.input, p) for p in range(self.partitions)]
-            return {tp.partition: off for tp, off in c.end_offsets(tps).items()}
-        finally:
-            c.close()
-
-
-def scored_to(adm: KafkaAdminClient, group: str, topic: str) -> dict[int, int]:
-    got = adm.list_group_offsets(group).get(group, {})
-    out = {}
-    for tp, om in got.items():
-        if tp.topic == topic:
-            try:
-                out[tp.partition] = int(json.loads(om.metadata or "{}").get("scored_to", 0))
-            except ValueError:
-                out[tp.partition] = 0
-    return out
-
-
-class DaemonProc:
-    """The daemon as a subprocess (``streamvae run`` or the shim), its log in a file."""
-
-    def __init__(self, cmd: list[str], log: Path) -> None:
-        self.http_port = free_port()
-        env = {**os.environ, "STREAMVAE_HTTP__PORT": str(self.http_port)}
-        self.log = log
-        self._fh = log.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1).read()
-                return time.perf_counter()
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"daemon not ready in {timeout}s\n{self.log_tail()}")
-
-    def metrics(self) -> dict[str, float]:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5).read().decode()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("streamvae_"):
-                name = line.split("{", 1)[0].split(" ", 1)[0][len("streamvae_"):]
-                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-        return out
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {self.proc.returncode}\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._fh.close()
-        return self.proc.returncode
-
-    def log_tail(self, n: int = 40) -> str:
-        self._fh.flush()
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+def bench_config(topics: Topics, path: Path, model: Path, group: str, max_poll_records: int) -> Path:
+    """The daemon's config for one run: these topics, ``group``, the model; defaults otherwise."""
+    sections = topics.config_sections(group)
+    sections["kafka"]["client_id"] = "streamvae-bench"
+    sections["group"]["max_poll_records"] = max_poll_records
+    sections.update({"model": {"path": str(model)}, "http": {"port": 0}})
+    return write_config(path, sections)
 
 
 def produce_bulk(bootstrap: str, topic: str, keys: list[bytes], values: list[bytes]) -> float:
@@ -508,16 +387,16 @@ def measure_model_only(det: Any, data: np.ndarray, batch: int, seconds: float, n
 def measure_e2e(cfg_path: Path, topics: Topics, group: str, n_records: int, log: Path) -> dict[str, Any]:
     ends = topics.end_offsets()
     assert sum(ends.values()) == n_records, (ends, n_records)
-    d = DaemonProc([*streamvae_cmd(), "run", "--config", str(cfg_path)], log)
-    adm = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    d = DaemonProc(run_cmd(cfg_path), log, cwd=ROOT)
+    k = Cluster(topics.bootstrap)
     try:
-        t_ready = d.wait_ready()
+        t_ready = d.wait_ready(120.0)
         t_first = None
         n_first = 0
         deadline = time.monotonic() + 600
         while True:
             d.check_alive()
-            done = scored_to(adm, group, topics.input)
+            done = k.scored_to(group, topics.input)
             now = time.perf_counter()
             total = sum(min(done.get(p, 0), e) for p, e in ends.items())
             if t_first is None and total > 0:
@@ -528,9 +407,9 @@ def measure_e2e(cfg_path: Path, topics: Topics, group: str, n_records: int, log:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"daemon scored {total} of {n_records} in 600 s\n{d.log_tail()}")
             time.sleep(0.2)
-        m = d.metrics()
+        m = d.totals()
     finally:
-        adm.close()
+        k.close()
         rc = d.stop()
     if rc != 0:
         raise RuntimeError(f"daemon exited with {rc}\n{d.log_tail()}")
@@ -601,7 +480,7 @@ def java_load_generator(work: Path) -> list[str]:
     """Compile scripts/loadgen/PacedProducer.java against the Kafka jars the local broker
     runs from (fetched once into the cache by deploy/kafka/broker.py); the command that
     runs it."""
-    libs = load_broker_module().fetch_jars()
+    libs = kafka_jars()
     out = work / "loadgen"
     out.mkdir(exist_ok=True)
     cp = f"{libs}/*"
@@ -612,15 +491,6 @@ def java_load_generator(work: Path) -> list[str]:
     # a small heap, the serial collector and the C1 compiler only: the generator should
     # take as little of the 2 cores as it can
     return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{out}{os.pathsep}{cp}", "PacedProducer"]
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc), NaN if unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, TypeError):
-        return float("nan")
 
 
 class OtherLoad:
@@ -682,10 +552,9 @@ def measure_latency(cfg_path: Path, topics: Topics, group: str, rate: float, sec
         with open(msg_file, "wb") as fh:
             for key, part, value in paced_messages(list(range(topics.partitions)), rate, seconds + warmup, n_entities):
                 fh.write(struct.pack(">ii", part, len(key)) + key + struct.pack(">i", len(value)) + value)
-    d = DaemonProc([sys.executable, "-c", _SHIM, str(out), str(cfg_path)], log)
-    adm = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    d = DaemonProc([sys.executable, "-c", _SHIM, str(out), str(cfg_path)], log, cwd=ROOT)
     try:
-        d.wait_ready()
+        d.wait_ready(120.0)
         # One reading per entity, then wait until the daemon has joined and committed them:
         # the paced run starts with the consumer assigned and polling.
         prod = KafkaProducer(bootstrap_servers=topics.bootstrap, acks="all")
@@ -695,12 +564,7 @@ def measure_latency(cfg_path: Path, topics: Topics, group: str, rate: float, sec
                 {"entity": entity_name(e), "ts": T0, "values": dict(zip(FEATURES, series(1, rng)[0].round(4).tolist()))}))
         prod.flush(30)
         prod.close(10)
-        deadline = time.monotonic() + 120
-        while sum(scored_to(adm, group, topics.input).values()) < n_entities:
-            d.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not consume the priming records\n{d.log_tail()}")
-            time.sleep(0.05)
+        topics.wait_caught_up(120.0, d, group, poll=0.05)
         code = ("import sys; sys.path.insert(0, sys.argv[1]); import bench_e2e as b; "
                 "b.paced_produce(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))")
         if java is not None:
@@ -714,18 +578,8 @@ def measure_latency(cfg_path: Path, topics: Topics, group: str, rate: float, sec
             raise RuntimeError(f"paced producer failed:\n{r.stderr[-3000:]}")
         cpu1 = (cpu_seconds(d.proc.pid), cpu_seconds(broker_pid), time.perf_counter())
         info = json.loads(r.stdout.strip().splitlines()[-1])
-        ends = topics.end_offsets()
-        deadline = time.monotonic() + 120
-        while True:
-            done = scored_to(adm, group, topics.input)
-            if all(done.get(p, 0) >= e for p, e in ends.items()):
-                break
-            d.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not catch up after the latency run\n{d.log_tail()}")
-            time.sleep(0.1)
+        topics.wait_caught_up(120.0, d, group, poll=0.1)
     finally:
-        adm.close()
         rc = d.stop()
     if rc != 0:
         raise RuntimeError(f"latency daemon exited with {rc}\n{d.log_tail()}")
@@ -798,23 +652,17 @@ def main() -> None:
             model, train_s = Path(args.model), 0.0
         else:
             model, train_s = train_model(work, args.epochs)
-        # broker
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-        else:
-            bm = load_broker_module()
-            broker = bm.LocalBroker()
-            broker.start()
-            bootstrap = broker.bootstrap
+        bootstrap, broker = use_broker(args.bootstrap)
         keys, values, data = make_records(args.records, args.entities, seed=2026)
-        topics = Topics(bootstrap, args.partitions, "e2e")
+        topics = bench_topics(bootstrap, args.partitions, "e2e")
         produce_s = produce_bulk(bootstrap, topics.input, keys, values)
         ends = topics.end_offsets()
         if sum(ends.values()) != args.records:
             sys.exit(f"topic holds {sum(ends.values())} records, expected {args.records}")
 
         group = f"bench-e2e-{uuid.uuid4().hex[:8]}"
-        cfg_path = topics.config(work / "e2e.toml", model, group, args.max_poll_records or Config().group.max_poll_records)
+        cfg_path = bench_config(topics, work / "e2e.toml", model, group,
+                                args.max_poll_records or Config().group.max_poll_records)
         cfg = load_config(cfg_path)
         bs = cfg.group.max_poll_records
 
@@ -843,9 +691,9 @@ def main() -> None:
         lat = None
         if not args.skip_latency:
             rate = args.latency_rate or 0.5 * e2e["per_s"]
-            lt = Topics(bootstrap, args.partitions, "lat", append_time=True)
+            lt = bench_topics(bootstrap, args.partitions, "lat", append_time=True)
             lgroup = f"bench-lat-{uuid.uuid4().hex[:8]}"
-            lcfg = lt.config(work / "lat.toml", model, lgroup, bs)
+            lcfg = bench_config(lt, work / "lat.toml", model, lgroup, bs)
             java = java_load_generator(work) if args.load_generator == "java" else None
             other.start()
             lat = measure_latency(lcfg, lt, lgroup, rate, args.latency_seconds, args.latency_warmup, args.entities,

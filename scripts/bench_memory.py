@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_e2e as e2e  # noqa: E402  (the shared Kafka and daemon helpers)
+import bench_e2e as e2e  # noqa: E402  (its records, model and topics)
+
+from streamvae.testing.broker import use_broker  # noqa: E402
+from streamvae.testing.procs import DaemonProc, memory_mb, run_cmd  # noqa: E402
 
 FEATURES, T0 = e2e.FEATURES, e2e.T0
 
@@ -76,48 +77,23 @@ def hostile_records(now: float) -> list[tuple[bytes | None, bytes]]:
     return out
 
 
-def status(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            out[k] = float(v.split()[0]) / 1024  # MiB
-    return out
-
-
-def done(adm: KafkaAdminClient, group: str, topic: str, ends: dict[int, int]) -> int:
-    try:
-        got = e2e.scored_to(adm, group, topic)
-    except KafkaError:  # the group's coordinator not known yet (a fresh broker)
-        return 0
-    return sum(min(got.get(p, 0), e) for p, e in ends.items())
-
-
 def one_run(bootstrap: str, model: Path, work: Path, records: list[tuple[bytes | None, bytes]], tag: str,
             settle: float) -> dict[str, Any]:
-    topics = e2e.Topics(bootstrap, 4, tag)
+    topics = e2e.bench_topics(bootstrap, 4, tag)
     e2e.produce_bulk(bootstrap, topics.input, [k for k, _ in records], [v for _, v in records])  # type: ignore[misc]
-    ends = topics.end_offsets()
     group = f"bench-mem-{uuid.uuid4().hex[:8]}"
-    cfg = topics.config(work / f"{tag}.toml", model, group, 2000)
-    d = e2e.DaemonProc([*e2e.streamvae_cmd(), "run", "--config", str(cfg)], work / f"{tag}.log")
-    adm = KafkaAdminClient(bootstrap_servers=bootstrap)
+    cfg = e2e.bench_config(topics, work / f"{tag}.toml", model, group, 2000)
+    d = DaemonProc(run_cmd(cfg), work / f"{tag}.log", cwd=e2e.ROOT)
     try:
-        d.wait_ready()
-        deadline = time.monotonic() + 600
-        while done(adm, group, topics.input, ends) < sum(ends.values()):
-            d.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{tag}: not drained in 600 s\n{d.log_tail()}")
-            time.sleep(0.2)
+        d.wait_ready(120.0)
+        topics.wait_caught_up(600.0, d, group, poll=0.2)
         time.sleep(settle)
         d.check_alive()
-        mem = status(d.proc.pid)
-        m = d.metrics()
+        mem = memory_mb(d.proc.pid)
+        m = d.totals()
     finally:
-        adm.close()
         rc = d.stop()
-    return {"rss_mb": mem["VmRSS"], "peak_mb": mem["VmHWM"], "records": m.get("records_total", 0),
+    return {"rss_mb": mem["rss"], "peak_mb": mem["peak"], "records": m.get("records_total", 0),
             "windows": m.get("windows_scored_total", 0), "dead_letters": m.get("dead_letters_total", 0),
             "alerts": m.get("alerts_total", 0), "exit": rc}
 
@@ -137,12 +113,7 @@ def main() -> None:
     broker = None
     try:
         model = Path(args.model) if args.model else e2e.train_model(work, args.epochs)[0]
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-        else:
-            broker = e2e.load_broker_module().LocalBroker()
-            broker.start()
-            bootstrap = broker.bootstrap
+        bootstrap, broker = use_broker(args.bootstrap)
         keys, values, _ = e2e.make_records(args.records, args.entities, seed=2026)
         good: list[tuple[bytes | None, bytes]] = list(zip(keys, values))
         bad = hostile_records(time.time())

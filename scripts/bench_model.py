@@ -14,25 +14,20 @@ peak_gflops, ratio, p99_ms_batch1, and the per-batch figures.
 
 from __future__ import annotations
 
-import os
-
-# One thread everywhere, set before NumPy / TensorFlow load their thread pools.
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = "1"
-
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvae.model import configure_threads  # noqa: E402
+from streamvae.testing.threads import one_thread  # noqa: E402
 
-configure_threads(1)
+one_thread()  # before NumPy and TensorFlow load their thread pools
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from streamvae.core.scaler import Scaler  # noqa: E402
 from streamvae.model.detector import VAEDetector  # noqa: E402

@@ -46,6 +46,7 @@ from streamvae.core.episodes import EpisodeTracker  # noqa: E402
 from streamvae.core.bank import ThresholdBank  # noqa: E402
 from streamvae.core.thresholds import SPOT, make_threshold  # noqa: E402
 from streamvae.core.windows import WindowAssembler  # noqa: E402
+from streamvae.testing.procs import memory_mb  # noqa: E402
 
 KINDS: list[tuple[str, str, dict[str, Any]]] = [
     ("fixed", "fixed", {"value": 12.0}),
@@ -54,15 +55,6 @@ KINDS: list[tuple[str, str, dict[str, Any]]] = [
     ("spot", "spot", {"q": 1e-3}),
     ("dspot", "dspot", {"q": 1e-3}),
 ]
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MiB (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
 
 
 def timed(loop: Callable[[], None]) -> float:
@@ -129,7 +121,7 @@ def build_entities(n_entities: int, min_history: int, seed: int) -> tuple[Any, .
     asm = WindowAssembler(size=w, stride=1, n_features=f, max_entities=n_entities)
     bank = ThresholdBank("spot", {"q": 1e-3}, min_history=min_history, max_entities=n_entities)
     bank.warm_start(rng.gamma(4.0, size=10_000))
-    episodes = EpisodeTracker(open_after=1, close_after=60.0, max_entities=n_entities)
+    episodes = EpisodeTracker(open_after=1, close_after=60, max_entities=n_entities)
     for e in range(n_entities):
         ent = f"entity-{e:05d}"
         rows = rng.standard_normal((w, f)).astype(np.float32)
@@ -145,11 +137,11 @@ def build_entities(n_entities: int, min_history: int, seed: int) -> tuple[Any, .
 def measure(which: str, n_entities: int, min_history: int, seed: int) -> dict[str, float]:
     """One memory figure, in THIS process: call it in a fresh interpreter (see memory())."""
     gc.collect()
-    before = rss_mb()
+    before = memory_mb()["rss"]
     if which == "entities":
         asm, bank, episodes = build_entities(n_entities, min_history, seed)
         gc.collect()
-        after = rss_mb()
+        after = memory_mb()["rss"]
         assert len(asm) == n_entities and episodes.open_count() == (n_entities + 9) // 10
         own = sum(bank.has_own(f"entity-{e:05d}") for e in range(n_entities))
         assert own == n_entities, f"only {own} of {n_entities} entities have their own tracker"
@@ -162,7 +154,7 @@ def measure(which: str, n_entities: int, min_history: int, seed: int) -> dict[st
     trackers = [SPOT(q=1e-3, max_peaks=max_peaks).warm_start(rng.gamma(4.0, size=int(max_peaks / 0.02)))
                 for _ in range(n_entities)]
     gc.collect()
-    after = rss_mb()
+    after = memory_mb()["rss"]
     peaks = sum(len(t.to_state()["peaks"]) for t in trackers) / n_entities
     return {"mb": after - before, "peaks": peaks}
 
