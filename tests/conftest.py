@@ -76,3 +76,24 @@ def artifact_dir(tmp_path: Path) -> Callable[[str], Path]:
         return p
 
     return make
+
+
+def state_diff(a: object, b: object, path: str = "", rel: float = 1e-5, tol: float = 1e-4) -> str | None:
+    """Where two saved states differ (None: nowhere). Floats within ``rel`` or ``tol``: a
+    window's score (float32, ~7 digits) may move in its last digit with the size of the
+    model call it was scored in (BLAS blocks a matrix product by its shape), so two runs
+    over the same feed, cut into different batches, learn the same state up to that;
+    everything else exactly."""
+    import math
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return f"{path}: keys {sorted(set(a) ^ set(b))[:5]}"
+        return next((d for k in a if (d := state_diff(a[k], b[k], f"{path}.{k}", rel, tol))), None)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: len {len(a)} != {len(b)}"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := state_diff(x, y, f"{path}[{i}]", rel, tol))), None)
+    if isinstance(a, float) and isinstance(b, float):
+        return None if math.isclose(a, b, rel_tol=rel, abs_tol=tol) else f"{path}: {a!r} != {b!r}"
+    return None if a == b else f"{path}: {a!r} != {b!r}"

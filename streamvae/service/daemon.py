@@ -41,7 +41,7 @@ from streamvae.service.batch import BatchOutcome
 from streamvae.service.compose import assemble
 from streamvae.service.emit import Emitter
 from streamvae.service.metrics import Metrics
-from streamvae.service.partitions import Partitions
+from streamvae.service.partitions import Partitions, key
 from streamvae.service.runtime import BIG_BATCH_BYTES, TRIM_EVERY_S, give_back_memory, settle_runtime
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,10 @@ class Daemon:
             meta = encode_metadata(self.partitions.marks[tp].emitted_to, self.parts.checkpoints.lineage)
             self.commits.stage(tp, OffsetAndMetadata(pos, meta, -1))
         now = self.clock.monotonic()
-        if now - self.last_checkpoint >= self.cfg.threshold.save_every:
-            self._checkpoint()
+        latest = self.parts.checkpoints.latest
+        new_partition = latest is None or any(key(tp) not in latest.positions for tp in out.positions)
+        if new_partition or now - self.last_checkpoint >= self.cfg.threshold.save_every:
+            self._checkpoint()  # a partition's first commit comes after a checkpoint that holds it
         if now - self.last_commit >= self.cfg.group.commit_interval_ms / 1000.0:
             self.last_commit = now
             self.commits.commit(consumer, wait=False, now=now)
@@ -208,7 +210,7 @@ class Daemon:
 
     def _resume(self, consumer: Any, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
         """Set the marks of partitions seen for the first time; a partition that must be
-        read from further back is sought there and left out of this batch."""
+        read from elsewhere is sought there and left out of this batch."""
         fresh = [tp for tp in batch if tp in self.partitions.fresh]
         for tp in fresh:
             try:
@@ -220,7 +222,7 @@ class Daemon:
                 self.commits.committed[tp] = om.offset
             first = batch[tp][0].offset
             read_from = self.partitions.resume(tp, om, first, self.parts.checkpoints.loaded)
-            if read_from < first:
+            if read_from != first:
                 consumer.seek(tp, read_from)
                 batch = {k: v for k, v in batch.items() if k != tp}
         return batch

@@ -52,7 +52,8 @@ class Partitions:
         if saved is not None and (committed is None or meta.get("ck") == ck.lineage):  # type: ignore[union-attr]
             pos, learned = saved
             marks = Marks(learned, learned, max(scored, learned))
-            read_from = min(read_from, pos)
+            # a checkpoint at or after the commit holds all of it: read from its position
+            read_from = pos if learned >= scored else min(read_from, pos)
         else:
             marks = Marks(scored, scored, scored)
         self.marks[tp] = marks

@@ -11,14 +11,13 @@ first part already emitted, and together emit exactly what the straight run emit
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 
-from conftest import FEATURE_NAMES, make_series
+from conftest import FEATURE_NAMES, make_series, state_diff
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.episodes import EpisodeTracker
 from streamvae.core.pipeline import StreamPipeline
@@ -117,7 +116,7 @@ def test_back_to_a_checkpoint_nothing_is_learned_twice_or_emitted_twice(detector
     second = step(detector, warm)
     second.pipeline.restore(json.loads(json.dumps(state)))  # as written to disk and read back
     ids_c, dead_c, outs_c = run(second, recs[read_from:], Marks(learned_to=cut, observed_to=cut, emitted_to=crash))
-    assert _diff(second.pipeline.state(), straight.pipeline.state()) is None
+    assert state_diff(second.pipeline.state(), straight.pipeline.state()) is None
     assert ids_a + ids_b + ids_c == all_ids  # each alert emitted once, in order
     assert dead_b + dead_c == [BAD] and BAD < crash and dead_c == []
     rebuilt = sum(o.rebuilt for o in outs_c)
@@ -135,26 +134,3 @@ def test_the_lifecycle_sees_nothing_again_after_a_failed_delivery(detector: Any,
     out = s.process({TOPIC: recs[2 * BATCH : 4 * BATCH]}, {TOPIC: Marks(2 * BATCH, 4 * BATCH, 4 * BATCH)}, now=NOW)
     assert out.result.scored and not out.learn.scored and not out.alerts and not out.dead_letters
 
-
-def _diff(a: Any, b: Any, path: str = "") -> str | None:
-    """Where two states differ: floats within 1e-5 (a window's score may move in its 7th
-    digit with the size of the model call it was in), everything else exactly."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return f"{path}: keys {sorted(set(a) ^ set(b))[:5]}"
-        for k in a:
-            d = _diff(a[k], b[k], f"{path}.{k}")
-            if d:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return f"{path}: len {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _diff(x, y, f"{path}[{i}]")
-            if d:
-                return d
-        return None
-    if isinstance(a, float) and isinstance(b, float):
-        return None if math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) else f"{path}: {a!r} != {b!r}"
-    return None if a == b else f"{path}: {a!r} != {b!r}"

@@ -74,7 +74,7 @@ def test_a_partition_resumes_from_the_checkpoint_its_lineage_committed() -> None
 def test_a_checkpoint_newer_than_the_commit_counts_as_emitted() -> None:
     parts = Partitions()
     committed = OffsetAndMetadata(60, encode_metadata(70, "L1"), -1)  # the commit after the checkpoint never landed
-    assert parts.resume(P0, committed, first=60, ck=_ck()) == 60
+    assert parts.resume(P0, committed, first=60, ck=_ck()) == 80  # the windows are rebuilt from its position
     assert parts.marks[P0] == Marks(100, 100, 100)
 
 
@@ -87,7 +87,7 @@ def test_a_partition_another_process_committed_ignores_this_checkpoint() -> None
 
 def test_without_a_commit_the_checkpoint_alone_decides() -> None:
     parts = Partitions()
-    assert parts.resume(P0, None, first=0, ck=_ck()) == 0  # the consumer already starts at 0 < 80
+    assert parts.resume(P0, None, first=0, ck=_ck()) == 80  # the checkpoint holds everything before
     assert parts.marks[P0] == Marks(100, 100, 100)
     fresh = Partitions()
     assert fresh.resume(P0, None, first=0, ck=None) == 0 and fresh.marks[P0] == Marks(-1, -1, -1)
