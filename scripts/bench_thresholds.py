@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvae.core.episodes import EpisodeTracker  # noqa: E402
 from streamvae.core.bank import ThresholdBank  # noqa: E402
-from streamvae.core.thresholds import SPOT, make_threshold  # noqa: E402
+from streamvae.core.spot import SPOT  # noqa: E402
+from streamvae.core.trackers import make_threshold  # noqa: E402
 from streamvae.core.windows import WindowAssembler  # noqa: E402
 from streamvae.testing.procs import memory_mb  # noqa: E402
 

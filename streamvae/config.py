@@ -221,7 +221,7 @@ class ThresholdConfig(_Section):
                   f'kind = "dspot", per_entity = true and min_history = {self.min_history}')
 
     def tracker_params(self) -> dict[str, Any]:
-        """The settings the tracker of ``kind`` takes (``core.thresholds.make_threshold``)."""
+        """The settings the tracker of ``kind`` takes (``core.trackers.make_threshold``)."""
         return {key: getattr(self, key) for key in TRACKER_PARAMS[self.kind]}
 
 

@@ -24,7 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from streamvae.config import ThresholdConfig
-from streamvae.core.thresholds import Decision, Threshold, make_threshold, threshold_from_state
+from streamvae.core.thresholds import Decision, Threshold
+from streamvae.core.trackers import make_threshold, threshold_from_state
 from streamvae.errors import NotCalibratedError, check
 
 

@@ -17,7 +17,7 @@ import pytest
 from streamvae.core.episodes import EpisodeTracker
 from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.bank import ThresholdBank
-from streamvae.core.thresholds import SPOT
+from streamvae.core.spot import SPOT
 from conftest import FEATURE_NAMES, make_series
 from streamvae.core.windows import WindowAssembler, sliding_windows
 

@@ -12,14 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamvae.core.thresholds import (
-    DSPOT,
-    SPOT,
-    THRESHOLD_KINDS,
-    QuantileThreshold,
-    make_threshold,
-    threshold_from_state,
-)
+from streamvae.core.spot import DSPOT, SPOT
+from streamvae.core.thresholds import QuantileThreshold
+from streamvae.core.trackers import THRESHOLD_KINDS, make_threshold, threshold_from_state
 from streamvae.core.bank import ThresholdBank
 from streamvae.errors import ConfigError
 
