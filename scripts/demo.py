@@ -16,7 +16,8 @@ alerts on screen, then the score card against the injected ground truth.
    partition's end offset: the score card, a per-kind table, one entity's plot, and the
    figures as ONE JSON line (the last line of output).
 
-Scoring rules (event time; W = window length in seconds = window x reading interval):
+Scoring rules (streamvae/testing/truth.py, as in the integration tests; event time; W = window
+length in seconds = window x reading interval):
 
 - an injected episode is *caught* if an ``open`` alert of the same entity has ``window_end``
   in ``[start_ts, end_ts + W + MATCH_MARGIN_S]`` (the last window that still holds an
@@ -68,22 +69,26 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / ".venv" / "bin"
+sys.path.insert(0, str(ROOT))
+
+from kafka.errors import TopicAlreadyExistsError  # noqa: E402
+
+from streamvae.testing.net import free_port  # noqa: E402
+from streamvae.testing.procs import DaemonError, DaemonProc, run_cmd, stop, streamvae_cmd, tail  # noqa: E402
+from streamvae.testing.topics import Cluster  # noqa: E402
+from streamvae.testing.truth import MATCH_MARGIN_S, Score, Truth  # noqa: E402
+
 CONFIG = ROOT / "deploy" / "streamvae.toml"
 MARKER = ".streamvae-demo"
-MATCH_MARGIN_S = 30.0
 INPUT_PARTITIONS = 4
 T0 = float(os.environ.get("STREAMVAE_DEMO_T0", time.time()))  # set by scripts/demo: its own start
 
@@ -120,12 +125,6 @@ class DemoError(Exception):
 # -- small helpers ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def prepare_out(out: Path) -> None:
     if out.exists():
         if not (out / MARKER).exists() and any(out.iterdir()):
@@ -133,13 +132,6 @@ def prepare_out(out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("scripts/demo output; removed by the next run\n")
-
-
-def tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 @contextlib.contextmanager
@@ -157,144 +149,20 @@ def quiet_stderr() -> Iterator[None]:
         os.close(null)
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def metrics(port: int) -> dict[str, float]:
+def metrics(daemon: DaemonProc) -> dict[str, float]:
     """The daemon's /metrics as {name{labels}: value}; {} if it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
+        return daemon.samples()
     except OSError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, v = line.rpartition(" ")
-            try:
-                out[name] = float(v)
-            except ValueError:
-                pass
-    return out
 
 
-def stop(proc: subprocess.Popen[Any] | None, name: str, timeout: float = 30.0) -> int | None:
-    """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            say(f"{name} did not stop within {timeout:.0f}s of SIGTERM; killing it")
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+def stop_daemon(daemon: DaemonProc) -> int:
+    """SIGTERM, then SIGKILL after 30 s; the exit code."""
+    return daemon.stop(30.0, on_kill=lambda: say("the daemon did not stop within 30s of SIGTERM; killing it"))
 
 
-# -- Kafka ------------------------------------------------------------------------------
-
-
-class Kafka:
-    """Admin, end offsets and the group's committed scored_to (kafka-python)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        from kafka import KafkaAdminClient, KafkaConsumer
-
-        self.bootstrap = bootstrap
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamvae-demo")
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                      client_id="streamvae-demo")
-
-    def create(self, topics: dict[str, int]) -> None:
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
-        for name, parts in topics.items():
-            try:
-                self.admin.create_topics([NewTopic(name, parts, 1)])
-            except TopicAlreadyExistsError:
-                raise DemoError(f"topic {name!r} already exists on {self.bootstrap}; the demo needs fresh topics") from None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if all(len(self.consumer.partitions_for_topic(t) or ()) == n for t, n in topics.items()):
-                return
-            time.sleep(0.2)
-        raise DemoError(f"topics {sorted(topics)} did not appear on {self.bootstrap} within 30 s")
-
-    def ends(self, topic: str) -> dict[int, int]:
-        from kafka import TopicPartition
-
-        tps = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
-        return {tp.partition: off for tp, off in self.consumer.end_offsets(tps).items()}
-
-    def scored_to(self, group: str, topic: str) -> dict[int, int]:
-        from streamvae.kafka.offsets import decode_metadata
-
-        got = self.admin.list_group_offsets({group: None}).get(group, {})
-        return {tp.partition: int(decode_metadata(om.metadata).get("scored_to", om.offset))
-                for tp, om in got.items() if tp.topic == topic}
-
-    def close(self) -> None:
-        self.consumer.close()
-        self.admin.close()
-
-
-# -- ground truth and matching ----------------------------------------------------------
-
-
-class Truth:
-    def __init__(self, d: dict[str, Any], window: int) -> None:
-        self.d = d
-        f = d["feed"]
-        self.entities: list[str] = f["entities"]
-        self.interval = float(f["interval"])
-        self.duration = float(f["duration"])
-        self.start_ts = float(f["start_ts"])
-        self.episodes: list[dict[str, Any]] = d["episodes"]
-        self.window_s = window * self.interval
-
-    def matches(self, alert: dict[str, Any]) -> list[dict[str, Any]]:
-        """The injected episodes an ``open`` alert counts for."""
-        t = alert.get("window_end")
-        return [e for e in self.episodes if e["entity"] == alert.get("entity")
-                and e["start_ts"] <= t <= e["end_ts"] + self.window_s + MATCH_MARGIN_S]
-
-    def normal_entity_hours(self) -> float:
-        anomalous = sum(e["end_ts"] - e["start_ts"] + self.interval for e in self.episodes)
-        return float(len(self.entities) * self.duration - anomalous) / 3600.0
-
-    def score(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
-        opens = [a for a in alerts if a.get("kind") == "open"]
-        first: dict[str, float] = {}
-        false = []
-        for a in opens:
-            m = self.matches(a)
-            if not m:
-                false.append(a)
-            for e in m:
-                first[e["id"]] = min(first.get(e["id"], float("inf")), a["window_end"])
-        kinds: dict[str, dict[str, Any]] = {}
-        for e in self.episodes:
-            k = kinds.setdefault(e["kind"], {"injected": 0, "caught": 0, "delays": []})
-            k["injected"] += 1
-            if e["id"] in first:
-                k["caught"] += 1
-                k["delays"].append(first[e["id"]] - e["start_ts"])
-        caught = sum(k["caught"] for k in kinds.values())
-        n = len(self.episodes)
-        eh = self.normal_entity_hours()
-        return {"caught": caught, "missed": n - caught, "episodes": n, "recall": caught / n if n else float("nan"),
-                "false": false, "false_per_eh": len(false) / eh, "entity_hours": eh, "kinds": kinds,
-                "missed_list": [e for e in self.episodes if e["id"] not in first]}
-
-
-def describe(e: dict[str, Any]) -> str:
+def describe(e: Mapping[str, Any]) -> str:
     return f"{e['kind']} on {'/'.join(e['features'])} ({e['id']})"
 
 
@@ -312,40 +180,27 @@ def train(out: Path, entities: int, train_s: tuple[float, float]) -> Path:
     part_b = write_training_csvs(out / "train" / "b", seconds=b_s, seed=TRAIN_SEEDS[1],
                                  start_ts=DEFAULT_START - b_s, **common)  # type: ignore[arg-type]
     model = out / "model"
-    cmd = [str(BIN / "streamvae"), "train", *(x for p in part_a + part_b for x in ("--csv", str(p))),
+    cmd = [*streamvae_cmd(), "train", *(x for p in part_a + part_b for x in ("--csv", str(p))),
            "--out", str(model), "--seed", "1"]
     say(f"training data: {entities} pumps x ({a_s / 60:.0f} + {b_s / 60:.1f}) min of normal readings (plant {PLANT}, "
         f"seeds {TRAIN_SEEDS}), written in {time.monotonic() - t:.1f}s; training (every model default: window {WINDOW})...")
     with open(out / "train.log", "w") as log:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     if r.returncode != 0:
-        raise DemoError(f"streamvae train failed (exit {r.returncode}):\n{tail(out / 'train.log')}")
+        raise DemoError(f"streamvae train failed (exit {r.returncode}):\n{tail(out / 'train.log', 15)}")
     say(f"  {r.stdout.strip().splitlines()[-1]}")
     return model
 
 
-def start_daemon(out: Path, env: dict[str, str], port: int) -> subprocess.Popen[Any]:
+def start_daemon(out: Path, env: dict[str, str], port: int) -> DaemonProc:
     shown = " ".join(f"{k}={v}" for k, v in env.items())
     say(f"daemon: streamvae run --config deploy/streamvae.toml with {shown}")
-    log = open(out / "daemon.log", "w")
-    proc = subprocess.Popen([str(BIN / "streamvae"), "run", "--config", str(CONFIG)], env={**os.environ, **env},
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    (out / "daemon.pid").write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"the daemon exited with {proc.returncode} while starting:\n{tail(out / 'daemon.log')}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.3)
-    else:
-        raise DemoError(f"the daemon did not answer /healthz within 180 s:\n{tail(out / 'daemon.log')}")
-    say(f"  daemon up (pid {proc.pid}, model loaded, metrics on http://127.0.0.1:{port}/metrics, log {out / 'daemon.log'})")
-    return proc
+    daemon = DaemonProc(run_cmd(CONFIG), out / "daemon.log", http_port=port, env=env)
+    (out / "daemon.pid").write_text(f"{daemon.proc.pid}\n")
+    daemon.wait_ready(180.0)
+    say(f"  daemon up (pid {daemon.proc.pid}, model loaded, metrics on http://127.0.0.1:{port}/metrics, "
+        f"log {out / 'daemon.log'})")
+    return daemon
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -360,11 +215,18 @@ def run_demo(args: argparse.Namespace) -> int:
     say(f"broker {args.bootstrap}{'' if args.fresh_broker else ' (already running: run-tagged topics)'}; "
         f"{'--quick' if args.quick else 'full'} run, output in {out}")
 
-    kafka = Kafka(args.bootstrap)
-    daemon = sim = None
+    kafka = Cluster(args.bootstrap, client_id="streamvae-demo")
+    daemon: DaemonProc | None = None
+    sim: subprocess.Popen[str] | None = None
     reader = None
     try:
-        kafka.create({topics["input"]: INPUT_PARTITIONS, topics["alerts"]: 1, topics["dead_letter"]: 1})
+        try:
+            kafka.create({topics["input"]: INPUT_PARTITIONS, topics["alerts"]: 1, topics["dead_letter"]: 1})
+        except TopicAlreadyExistsError:
+            raise DemoError(f"a topic of {sorted(topics.values())} already exists on {args.bootstrap}; the demo needs "
+                            "fresh topics") from None
+        except TimeoutError as e:
+            raise DemoError(str(e)) from None
         say(f"topics: {topics['input']} ({INPUT_PARTITIONS} partitions), {topics['alerts']}, {topics['dead_letter']}")
 
         model = train(out, entities, mode.train_s)
@@ -388,19 +250,19 @@ def run_demo(args: argparse.Namespace) -> int:
         from streamvae.offline.feed import DEFAULT_START
 
         start = DEFAULT_START  # where the training data ends: the same feed every run (event time)
-        cmd = [str(BIN / "streamvae"), "simulate", "--bootstrap", args.bootstrap, "--topic", topics["input"],
+        cmd = [*streamvae_cmd(), "simulate", "--bootstrap", args.bootstrap, "--topic", topics["input"],
                "--entities", str(entities), "--rate", f"{entities / INTERVAL_S:g}", "--duration", f"{duration:g}",
                "--anomalies", mode.anomalies, "--truth", str(truth_path), "--seed", str(args.seed),
                "--plant", str(PLANT), "--period", f"{PERIOD_S:g}", "--speedup", f"{speedup:g}", "--start", f"{start:.0f}"]
         say(f"feed: {entities} pumps x {duration / 60:.0f} min of event time, 1 reading/s each, at x{speedup:g} "
             f"({duration / speedup:.0f}s), anomalies {mode.anomalies!r}, seed {args.seed}")
-        cpu0 = cpu_seconds(daemon.pid)
+        cpu0 = daemon.cpu_seconds()
         t_feed = time.monotonic()
         sim_log = open(out / "simulate.log", "w")
         sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sim_log, text=True, stdin=subprocess.DEVNULL)
         while not truth_path.exists():
             if sim.poll() is not None:
-                raise DemoError(f"streamvae simulate exited with {sim.returncode}:\n{tail(out / 'simulate.log')}")
+                raise DemoError(f"streamvae simulate exited with {sim.returncode}:\n{tail(out / 'simulate.log', 15)}")
             time.sleep(0.1)
         time.sleep(0.2)
         truth = Truth(json.loads(truth_path.read_text()), WINDOW)
@@ -435,14 +297,13 @@ def run_demo(args: argparse.Namespace) -> int:
         ends: dict[int, int] = {}
         while True:
             drain(0.5)
-            if daemon.poll() is not None:
-                raise DemoError(f"the daemon exited with {daemon.returncode} during the feed:\n{tail(out / 'daemon.log')}")
+            daemon.check_alive()
             if sim is not None and sim.poll() is not None:
                 sim_out = (sim.stdout.read() if sim.stdout else "").strip()
                 if sim.returncode != 0:
-                    raise DemoError(f"streamvae simulate exited with {sim.returncode}:\n{tail(out / 'simulate.log')}")
+                    raise DemoError(f"streamvae simulate exited with {sim.returncode}:\n{tail(out / 'simulate.log', 15)}")
                 say(sim_out.splitlines()[-1] if sim_out else "simulate: done")
-                ends = kafka.ends(topics["input"])
+                ends = kafka.end_offsets(topics["input"])
                 sim = None
             if sim is None:
                 done = kafka.scored_to(group, topics["input"])
@@ -453,12 +314,12 @@ def run_demo(args: argparse.Namespace) -> int:
                     raise DemoError(f"the daemon did not catch up within 300 s of the feed's end (scored_to {done}, ends {ends})")
             if time.monotonic() >= next_note:
                 next_note = time.monotonic() + 20
-                m = metrics(port)
-                sent = sum(kafka.ends(topics["input"]).values())
+                m = metrics(daemon)
+                sent = sum(kafka.end_offsets(topics["input"]).values())
                 say(f"  ... {sent} records produced, {m.get('streamvae_records_total', 0):.0f} processed by the daemon, "
                     f"{sum(1 for a in alerts if a.get('kind') == 'open')} episodes opened")
-        cpu = cpu_seconds(daemon.pid) - cpu0
-        m = metrics(port)
+        cpu = daemon.cpu_seconds() - cpu0
+        m = metrics(daemon)
         records = m.get("streamvae_records_total", 0.0)
         windows = m.get("streamvae_windows_scored_total", 0.0)
         dead_letters = sum(v for k, v in m.items() if k.startswith("streamvae_dead_letters_total"))
@@ -468,7 +329,7 @@ def run_demo(args: argparse.Namespace) -> int:
         while not reader.caught_up(a_ends):
             drain(0.5)
         drain(0.2)
-        rc = stop(daemon, "the daemon")
+        rc = stop_daemon(daemon)
         say(f"daemon caught up: {records:.0f} records, {windows:.0f} windows scored, {dead_letters:.0f} dead letters, "
             f"in {wall:.1f}s of wall time; stopped with SIGTERM (exit {rc})")
         daemon = None
@@ -479,16 +340,16 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         if sim is not None:
-            stop(sim, "simulate", 10)
+            stop(sim, 10, on_kill=lambda: say("simulate did not stop within 10s of SIGTERM; killing it"))
         if daemon is not None:
-            stop(daemon, "the daemon")
+            stop_daemon(daemon)
         if reader is not None:
             reader.close()
         kafka.close()
 
 
 def replay_and_plot(out: Path, model: Path, env: dict[str, str], truth: Truth, alerts: list[dict[str, Any]],
-                    card: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+                    card: Score) -> tuple[Path, dict[str, Any]]:
     """The same feed through the same pipeline offline (scores are not published): per-window
     score and threshold of one pump, plotted with its injected anomalies and its alerts."""
     t = time.monotonic()
@@ -505,7 +366,7 @@ def replay_and_plot(out: Path, model: Path, env: dict[str, str], truth: Truth, a
     from streamvae.offline.feed import SensorFeed
     from streamvae.core.compose import build_pipeline
 
-    f, spec = truth.d["feed"], truth.d["anomalies"]["spec"]
+    f, spec = truth.raw["feed"], truth.raw["anomalies"]["spec"]
     feed = SensorFeed(len(f["entities"]), f["rate"], f["duration"], spec, seed=f["seed"], plant=f["plant"],
                       period=f["period"], start_ts=f["start_ts"])
     if [e.to_dict() for e in feed.episodes] != truth.episodes:
@@ -550,7 +411,7 @@ def replay_and_plot(out: Path, model: Path, env: dict[str, str], truth: Truth, a
                              gridspec_kw={"height_ratios": [1] * len(names) + [2.6]})
     eps = [e for e in truth.episodes if e["entity"] == ent]
     mine = [a for a in alerts if a.get("entity") == ent]
-    missed = {e["id"] for e in card["missed_list"]}
+    missed = {e["id"] for e in card.missed}
     for i, ax in enumerate(axes):
         for e in eps:
             ax.axvspan((e["start_ts"] - x0) / 60, (e["end_ts"] - x0) / 60, color="orange", alpha=0.35, lw=0)
@@ -589,14 +450,14 @@ def replay_and_plot(out: Path, model: Path, env: dict[str, str], truth: Truth, a
     return path, info
 
 
-def summary(args: argparse.Namespace, truth: Truth, card: dict[str, Any], alerts: list[dict[str, Any]], records: float,
+def summary(args: argparse.Namespace, truth: Truth, card: Score, alerts: list[dict[str, Any]], records: float,
             wall: float, cpu: float, windows: float, offline: dict[str, Any], plot: Path, mode: Mode,
             speedup: float) -> None:
     print()
     print("=" * 100)
     n_ent = len(truth.entities)
     print(f"feed      {n_ent} pumps x {truth.duration / 60:.0f} min of event time (1 reading/s each) at x{speedup:g}, "
-          f"{truth.d['feed']['records']} records, anomalies {mode.anomalies!r}, seed {args.seed}")
+          f"{truth.raw['feed']['records']} records, anomalies {mode.anomalies!r}, seed {args.seed}")
     rps = records / wall if wall > 0 else float("nan")
     cps = records / cpu if cpu > 0 else float("nan")
     print(f"daemon    {records:.0f} records, {windows:.0f} windows in {wall:.1f}s wall = {rps:.0f} records/s (paced by the "
@@ -605,35 +466,35 @@ def summary(args: argparse.Namespace, truth: Truth, card: dict[str, Any], alerts
           f"match: open alert within [start, end + {truth.window_s:g}s + {MATCH_MARGIN_S:g}s]")
     print()
     print(f"{'kind':<20} {'injected':>8} {'caught':>7} {'missed':>7} {'median delay':>13}")
-    for kind in sorted(card["kinds"]):
-        k = card["kinds"][kind]
-        d = sorted(k["delays"])
+    for kind in sorted(card.kinds):
+        k = card.kinds[kind]
+        d = sorted(k.delays)
         med = f"{d[len(d) // 2]:.0f}s" if d else "-"
-        print(f"{kind:<20} {k['injected']:>8} {k['caught']:>7} {k['injected'] - k['caught']:>7} {med:>13}")
-    print(f"{'all':<20} {card['episodes']:>8} {card['caught']:>7} {card['missed']:>7}")
-    for e in card["missed_list"]:
+        print(f"{kind:<20} {k.injected:>8} {k.caught:>7} {k.injected - k.caught:>7} {med:>13}")
+    print(f"{'all':<20} {card.episodes:>8} {card.caught:>7} {len(card.missed):>7}")
+    for e in card.missed:
         print(f"  missed: {e['entity']} {describe(e)} at +{(e['start_ts'] - truth.start_ts) / 60:.1f} min")
-    for a in card["false"]:
+    for a in card.false:
         feats = ", ".join(f.get("name", "?") for f in (a.get("features") or [])[:2])
         print(f"  false episode: {a['entity']} at +{(a['window_end'] - truth.start_ts) / 60:.1f} min, "
               f"score {a['score']:.2f} > threshold {a['threshold']:.2f} ({feats})")
     print()
-    ok_r = card["recall"] >= 0.90
-    ok_f = card["false_per_eh"] <= 1.0
-    print(f"recall         {card['recall']:.3f} ({card['caught']}/{card['episodes']} injected episodes alerted)   "
+    ok_r = card.recall >= 0.90
+    ok_f = card.false_per_eh <= 1.0
+    print(f"recall         {card.recall:.3f} ({card.caught}/{card.episodes} injected episodes alerted)   "
           f"target >= 0.90: {'met' if ok_r else 'NOT MET'}")
-    print(f"false episodes {len(card['false'])} in {card['entity_hours']:.2f} normal entity-hours = "
-          f"{card['false_per_eh']:.2f} per entity-hour   target <= 1: {'met' if ok_f else 'NOT MET'}")
+    print(f"false episodes {len(card.false)} in {card.entity_hours:.2f} normal entity-hours = "
+          f"{card.false_per_eh:.2f} per entity-hour   target <= 1: {'met' if ok_f else 'NOT MET'}")
     print(f"offline check  the same feed through the same pipeline offline: {offline['alerts']} alerts, "
           f"{offline['same']} of them with the same id as the daemon's {len(alerts)} ({offline['seconds']:.1f}s)")
     print(f"plot           {plot} ({offline['entity']}: features, score, threshold, injected spans, alerts)")
     print("=" * 100)
-    by_kind = {k: {"injected": v["injected"], "caught": v["caught"]} for k, v in sorted(card["kinds"].items())}
+    by_kind = {k: {"injected": v.injected, "caught": v.caught} for k, v in sorted(card.kinds.items())}
     line = json.dumps({
-        "recall": round(card["recall"], 4), "false_episodes_per_entity_hour": round(card["false_per_eh"], 3),
-        "records_per_s": round(rps, 1), "caught": card["caught"], "missed": card["missed"],
-        "false_episodes": len(card["false"]), "entities": n_ent, "duration_s": truth.duration,
-        "episodes": card["episodes"], "normal_entity_hours": round(card["entity_hours"], 3), "records": int(records),
+        "recall": round(card.recall, 4), "false_episodes_per_entity_hour": round(card.false_per_eh, 3),
+        "records_per_s": round(rps, 1), "caught": card.caught, "missed": len(card.missed),
+        "false_episodes": len(card.false), "entities": n_ent, "duration_s": truth.duration,
+        "episodes": card.episodes, "normal_entity_hours": round(card.entity_hours, 3), "records": int(records),
         "records_per_cpu_s": round(cps, 1), "daemon_cpu_s": round(cpu, 1), "speedup": speedup, "by_kind": by_kind,
         "targets_met": bool(ok_r and ok_f), "mode": "quick" if args.quick else "full", "plot": str(plot),
         "wall_s": round(time.time() - T0, 1),
@@ -657,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return run_demo(args)
-    except DemoError as e:
+    except (DemoError, DaemonError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
