@@ -40,9 +40,9 @@ from streamvae.service import failpoints, instance
 from streamvae.service.batch import BatchOutcome
 from streamvae.service.compose import assemble
 from streamvae.service.emit import Emitter
-from streamvae.service.metrics import Metrics
+from streamvae.service.metrics import Metrics, batch_metrics
 from streamvae.service.partitions import Partitions, key
-from streamvae.service.runtime import BIG_BATCH_BYTES, TRIM_EVERY_S, give_back_memory, settle_runtime
+from streamvae.service.runtime import MemoryTrim, settle_runtime
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ class Daemon:
         self.stop_event = threading.Event()
         self.consumer: Any = None
         self.last_batch_at = clock.time()
-        self.last_checkpoint = self.last_trim = clock.monotonic()
+        self.last_checkpoint = clock.monotonic()
         self.last_commit = float("-inf")  # the first delivered batch commits at once
-        self.untrimmed = False  # batches ran since memory was last given back
+        self.trim = MemoryTrim(clock)
         self.metrics.set("model_info", 1, version=self.pipeline.model_version)
         self._checkpoint(write=False)  # the state to go back to should the first delivery fail
 
@@ -203,10 +203,10 @@ class Daemon:
         if now - self.last_commit >= self.cfg.group.commit_interval_ms / 1000.0:
             self.last_commit = now
             self.commits.commit(consumer, wait=False, now=now)
-        self._count(out, self.clock.monotonic() - t0)
-        self.untrimmed = True
-        if out.bytes > BIG_BATCH_BYTES:
-            self._trim()
+        self.last_batch_at = self.clock.time()
+        batch_metrics(self.metrics, out, self.pipeline, self.clock.monotonic() - t0,
+                      unknown_values=self.parts.decoder.unknown_total_, commit_failures=self.commits.failures_)
+        self.trim.after_batch(out.bytes)
 
     def _resume(self, consumer: Any, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
         """Set the marks of partitions seen for the first time; a partition that must be
@@ -231,8 +231,8 @@ class Daemon:
         """A delivered batch: the lifecycle observes what is new to it."""
         learn, retrainer, swapper = out.learn, self.parts.retrainer, self.parts.swapper
         if retrainer is not None:
-            for topic, key, value in retrainer.observe(learn, self.pipeline.model_version):
-                producer.send(topic, key=key, value=value)  # fire and forget: a lost sample costs nothing
+            for topic, k, v in retrainer.observe(learn, self.pipeline.model_version):
+                producer.send(topic, key=k, value=v)  # fire and forget: a lost sample costs nothing
         if swapper is not None:
             swapper.note_batch(learn, retrainer is not None and retrainer.fleet_shift_on)
 
@@ -245,8 +245,7 @@ class Daemon:
             self.last_commit = now
             if self.commits.commit(consumer):
                 failpoints.reach("after_commit")
-        if self.untrimmed:
-            self._trim()
+        self.trim.quiet()
 
     def _checkpoint(self, write: bool = True) -> None:
         """Save the learned state with the positions it is as of (only ever between delivered batches)."""
@@ -293,26 +292,3 @@ class Daemon:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-
-    def _count(self, out: BatchOutcome, seconds: float) -> None:
-        m, p = self.metrics, self.pipeline
-        self.last_batch_at = self.clock.time()
-        m.inc("records_total", out.records)
-        m.inc("records_rebuilt_total", out.rebuilt)
-        m.inc("windows_scored_total", len(out.result.scored))
-        m.inc("batches_total")
-        m.set("last_batch_seconds", seconds)
-        m.set("live_entities", len(p.assembler))
-        m.set("open_episodes", p.episodes.open_count())
-        m.set("changes_accepted", p.accepted_)  # since start: persisting changes made an entity's new normal
-        m.set("clock_resets", p.assembler.clock_resets_)  # since start: steps back that began a new sequence
-        m.set("unknown_feature_values", self.parts.decoder.unknown_total_)  # since start: values of features the model lacks
-        m.set("commit_failures", self.commits.failures_)
-
-    def _trim(self) -> None:
-        """Give freed memory back (see :func:`give_back_memory`) after a batch of huge
-        records and when the feed goes quiet, at most every ``TRIM_EVERY_S``."""
-        if self.clock.monotonic() - self.last_trim >= TRIM_EVERY_S:
-            self.last_trim = self.clock.monotonic()
-            self.untrimmed = False
-            give_back_memory()

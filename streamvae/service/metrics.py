@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from typing import Any
 
 
 class Metrics:
@@ -38,3 +39,18 @@ class Metrics:
             lab = ",".join(f'{k}="{v}"' for k, v in labels)
             lines.append(f"streamvae_{name}{{{lab}}} {value:g}" if lab else f"streamvae_{name} {value:g}")
         return "\n".join(lines) + "\n"
+
+
+def batch_metrics(m: Metrics, out: Any, pipeline: Any, seconds: float, unknown_values: int, commit_failures: int) -> None:
+    """The counters and gauges one batch moves (``out``: its ``BatchOutcome``)."""
+    m.inc("records_total", out.records)
+    m.inc("records_rebuilt_total", out.rebuilt)
+    m.inc("windows_scored_total", len(out.result.scored))
+    m.inc("batches_total")
+    m.set("last_batch_seconds", seconds)
+    m.set("live_entities", len(pipeline.assembler))
+    m.set("open_episodes", pipeline.episodes.open_count())
+    m.set("changes_accepted", pipeline.accepted_)  # since start: persisting changes made an entity's new normal
+    m.set("clock_resets", pipeline.assembler.clock_resets_)  # since start: steps back that began a new sequence
+    m.set("unknown_feature_values", unknown_values)  # since start: values of features the model lacks
+    m.set("commit_failures", commit_failures)

@@ -8,6 +8,8 @@ import gc
 import sys
 from typing import Any
 
+from streamvae.core.clock import Clock
+
 
 def settle_runtime() -> None:
     """The interpreter's settings for the batch loop; call once start-up is done.
@@ -52,3 +54,29 @@ def give_back_memory() -> None:
     stays at the biggest batch it ever saw (scripts/bench_memory.py)."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+class MemoryTrim:
+    """When to give memory back: after a batch of more than ``BIG_BATCH_BYTES``, and when
+    the feed goes quiet after batches ran, at most every ``TRIM_EVERY_S`` (the call takes a
+    few milliseconds on a big heap)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.last = clock.monotonic()
+        self.due = False  # batches ran since memory was last given back
+
+    def after_batch(self, nbytes: int) -> None:
+        self.due = True
+        if nbytes > BIG_BATCH_BYTES:
+            self.now()
+
+    def quiet(self) -> None:
+        if self.due:
+            self.now()
+
+    def now(self) -> None:
+        if self.clock.monotonic() - self.last >= TRIM_EVERY_S:
+            self.last = self.clock.monotonic()
+            self.due = False
+            give_back_memory()
