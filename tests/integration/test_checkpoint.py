@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import state_diff
 from harness import T0, Env, series
-from harness import broker, broker_mod, model_dir  # noqa: F401  (pytest fixtures)
+from harness import broker, broker_mod, daemons, model_dir  # noqa: F401  (pytest fixtures)
 
 from streamvae.service.checkpoint import Checkpoint
 from streamvae.testing.procs import DaemonProc, run_cmd
@@ -45,13 +45,6 @@ def envs(broker: Any) -> Iterator[list[Env]]:  # noqa: F811
     for e in made:
         e.close()
 
-
-@pytest.fixture
-def procs() -> Iterator[list[DaemonProc]]:
-    started: list[DaemonProc] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 def start(env: Env, model: Path, tmp: Path, name: str, failpoint: str | None = None,
@@ -83,7 +76,8 @@ POINTS = [("after_delivery:20", 600.0, 0), ("after_checkpoint:2", 0.3, 600_000),
 @pytest.mark.parametrize("point, save_every, commit_ms", POINTS)
 def test_a_crash_at_any_point_leaves_the_state_an_uninterrupted_run_has(envs: list[Env], model_dir: Path,  # noqa: F811
                                                                        tmp_path: Path, point: str, save_every: float,
-                                                                       commit_ms: int, procs: list[DaemonProc]) -> None:
+                                                                       commit_ms: int, daemons: list[DaemonProc]) -> None:  # noqa: F811
+    procs = daemons  # closed at the end, whatever happens
     straight, crashed = envs
     for env in envs:
         produce(env)
