@@ -87,8 +87,9 @@ def save(det: "VAEDetector", out: str | Path, version: str | None = None) -> Pat
             "history": det.fit_info_.get("history", {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        np.savez(tmp / "weights.npz", **det.vae_.get_weights())
-        np.savez(tmp / "scaler.npz", **det.scaler_.to_arrays())
+        # allow_pickle given (its default) so that mypy does not check the **dict of arrays against it
+        np.savez(tmp / "weights.npz", allow_pickle=True, **det.vae_.get_weights())
+        np.savez(tmp / "scaler.npz", allow_pickle=True, **det.scaler_.to_arrays())
         np.save(tmp / "heldout.npy", np.asarray(det.heldout_scores_, dtype=np.float64))
         sums = "".join(f"{_sha256(tmp / name)}  {name}\n" for name in FILES)
         (tmp / CHECKSUM).write_text(sums)

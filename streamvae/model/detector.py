@@ -91,7 +91,7 @@ class VAEDetector:
         self.scaler_: Scaler | None = None
         self.vae_: VAE | None = None
         self.threshold_: float | None = None
-        self.train_scores_: dict[str, float] = {}
+        self.train_scores_: dict[str, dict[str, float]] = {}
         self.heldout_scores_: np.ndarray = np.empty(0)
         self.constant_seen_: np.ndarray | None = None  # (F,) a training window held the feature constant
         self.fit_info_: dict[str, Any] = {}

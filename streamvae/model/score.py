@@ -143,4 +143,5 @@ class GraphScorer:
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decoder mean at z = E[q(z|x)], in scaled units (B, W*F)."""
-        return self._mean(tf.convert_to_tensor(x, tf.float32)).numpy()
+        mean: np.ndarray = self._mean(tf.convert_to_tensor(x, tf.float32)).numpy()
+        return mean

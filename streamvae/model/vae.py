@@ -107,7 +107,9 @@ class VAEConfig:
         return cls(**d)
 
 
-class PerDimension(keras.layers.Layer):
+# keras ships no type information (no py.typed), so mypy sees Layer as Any and refuses
+# a subclass of it under --strict (disallow_subclassing_any).
+class PerDimension(keras.layers.Layer):  # type: ignore[misc]
     """A learned vector (one value per input dimension) broadcast over the batch."""
 
     def __init__(self, units: int, **kwargs: Any) -> None:
@@ -315,7 +317,8 @@ class VAE:
 
 
 def _weight_key(v: tf.Variable) -> str:
-    return v.path.replace("/", ".")
+    path: str = v.path  # keras 3 variable path, e.g. "enc_0/kernel" (keras is untyped)
+    return path.replace("/", ".")
 
 
 @dataclass

@@ -97,12 +97,15 @@ def score(args: argparse.Namespace) -> int:
     wins = sliding_windows(table.values, cfg.window, 1, table.ts, cfg.max_gap)
     out = det.score(wins.values)
     thr = det.threshold_ if args.threshold is None else args.threshold
+    if thr is None:
+        raise DataError(f"model {args.model} has no threshold value; pass --threshold")
     n = len(table.values)
     row_score = np.full(n, np.nan)
     row_score[wins.end] = out.score
     flags = np.zeros(n, dtype=bool)
     flags[wins.end] = out.score > thr
     top = [""] * n
+    assert out.shares is not None  # scored with detail
     for j, e in enumerate(wins.end):
         if flags[e]:
             top[e] = _top(out.shares[j], names)

@@ -32,6 +32,7 @@ def evaluate_file(path: Path, cfg: VAEConfig, q: float, margin: float) -> FileRe
     train_out = det.score(train.values)
     thr = det.threshold_
     assert thr is not None
+    assert out.mse is not None and train_out.mse is not None  # scored with detail
     mse_thr = default_threshold(train_out.mse, q, margin)
     pred = skab_rule(out.score > thr, len(x), w)
     mse_pred = skab_rule(out.mse > mse_thr, len(x), w)
@@ -87,6 +88,7 @@ def evaluate_file_streaming(path: Path, cfg: VAEConfig, det_cfg: Config, batch: 
     wflags[ends - w + 1] = r.flag[ends] > 0
     wscores[ends - w + 1] = r.score[ends]
     pred = skab_rule(wflags, len(x), w)
+    assert train_out.mse is not None  # scored with detail
     mse_thr = default_threshold(train_out.mse)
     return FileResult(
         f"{path.parent.name}/{path.name}", table, labels, wscores, np.full_like(wscores, np.nan), np.nan, mse_thr,
