@@ -14,6 +14,7 @@ The one helper every package uses for that (stdlib only, so any layer may import
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import IO, Callable
 
@@ -26,7 +27,7 @@ def write_atomic(path: str | Path, content: bytes | Callable[[IO[bytes]], object
     the data to disk before the rename (for state a restart depends on). Raises
     :class:`DataError` (the temporary file removed) when it cannot be written."""
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique on a shared filesystem too
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as fh:

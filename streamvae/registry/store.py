@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from streamvae.files import write_atomic
 from streamvae.errors import ArtifactError, StreamvaeError
 
 if TYPE_CHECKING:
@@ -244,16 +245,8 @@ class Registry:
         return version
 
     def _write_current(self, version: str) -> None:
-        """Readers see the old name or the new one, never a partial file: tmp + os.replace."""
-        tmp = self.root / f".{CURRENT}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with tmp.open("w") as fh:
-                fh.write(version + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.root / CURRENT)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Readers see the old name or the new one, never a partial file."""
+        write_atomic(self.root / CURRENT, (version + "\n").encode(), fsync=True)
         _fsync_dir(self.root)
 
     def _append_history(self, entry: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from streamvae.cli import main
 from streamvae.errors import ArtifactError
 from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector
+from streamvae.errors import DataError
 from streamvae.registry import Registry, RegistryError, is_registry
 
 
@@ -140,8 +141,8 @@ def test_current_is_replaced_atomically(reg: Registry, monkeypatch: pytest.Monke
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("streamvae.registry.store.os.replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr("streamvae.files.os.replace", crash)
+    with pytest.raises(DataError, match="disk full"):
         reg.promote("v2")
     monkeypatch.undo()
     # the crash happened before the rename: readers still see the old version whole,
