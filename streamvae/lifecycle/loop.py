@@ -8,10 +8,13 @@ daemon, in a child process that rebuilds the training set from :meth:`~Lifecycle
 :meth:`~Lifecycle.finished`; after a swap, :meth:`~Lifecycle.model_swapped`. What it
 knows travels as :meth:`~Lifecycle.state` / :meth:`~Lifecycle.restore`, arrays only.
 
-The drift trigger is fed the scores of the windows in ``res.normal`` (judged normal,
-outside any open episode): the windows the buffer learns from, and not the unflagged
-windows of an open episode, whose scores hover near the threshold while a fault lasts
-and would make every fault look like a drift of the plant.
+The drift trigger is fed the score of every window the pipeline did not flag, inside an
+open episode or not. When the whole plant moves, the entities in alarm are the ones
+whose scores rose most, and their unflagged windows carry that rise: fed only the
+windows of ``res.normal`` (outside any episode), the detector saw the move late (drift
+test: the first swap 880-1240 s into a 900 s ramp instead of ~600 s, and recall after it
+fell below the target). A fault's few unflagged windows hardly move the mean of ADWIN's
+window over the whole fleet.
 
 Examples
 --------
@@ -68,10 +71,9 @@ class TrainingSet:
     anomalies: npt.NDArray[np.float32]
 
 
-def normal_scores(res: BatchResult) -> list[float]:
-    """The scores of the windows in ``res.normal``, in stream order."""
-    normal = {(w.entity, w.end_index, w.end_ts) for w in res.normal}
-    return [s.score for s in res.scored if (s.entity, s.end_index, s.end_ts) in normal]
+def unflagged_scores(res: BatchResult) -> list[float]:
+    """The scores of the windows the pipeline did not flag, in stream order."""
+    return [s.score for s in res.scored if not s.flagged]
 
 
 class Lifecycle:
@@ -81,8 +83,8 @@ class Lifecycle:
     ----------
     rcfg : the ``[retrain]`` settings.
     window, n_features : the model's W and F.
-    seed : the reservoirs' randomness; candidate ``k`` (counted by :meth:`started`) is
-        trained with seed ``seed + k``.
+    seed : the reservoirs' randomness, and every candidate's training seed (one seed for
+        every retrain, as the daemon has always trained: a retry differs by its buffer).
     trigger : keep a :class:`~streamvae.lifecycle.trigger.RetrainTrigger` (False: buffers
         only, e.g. a daemon that publishes samples but does not retrain).
     recalibrate : keep the recalibration windows (the daemon's hot swap keeps its own).
@@ -110,7 +112,7 @@ class Lifecycle:
         if self.trigger is not None:
             if normal:
                 self.trigger.windows_added(len(normal), self.buffer.counts_.fleet_shift - fleet)
-            self.trigger.observe_scores(normal_scores(res))
+            self.trigger.observe_scores(unflagged_scores(res))
         if self.recent is not None:
             self.recent.observe(res, self.buffer.fleet_shift_on)
         return Observed(normal, anomalies, self.buffer.choice_)
@@ -129,7 +131,7 @@ class Lifecycle:
         if self.trigger is not None:
             self.trigger.started(now)
         self.attempts_ += 1
-        return self.seed + self.attempts_
+        return self.seed
 
     def finished(self, now: float, ok: bool) -> None:
         """It ended; ``ok``: a new model was promoted."""
@@ -153,8 +155,8 @@ class Lifecycle:
         from streamvae.lifecycle.candidate import retrain
 
         d = self.training_set() if data is None else data
-        return retrain(current, d.normals, d.anomalies, self.rcfg, seed=self.seed + self.attempts_ if seed is None
-                       else seed, entities=d.entities)
+        return retrain(current, d.normals, d.anomalies, self.rcfg, seed=self.seed if seed is None else seed,
+                       entities=d.entities)
 
     def recalibration_windows(self) -> npt.NDArray[np.float32] | None:
         """The windows a new model's thresholds are recalibrated on (see

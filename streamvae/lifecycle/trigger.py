@@ -5,16 +5,16 @@ buffered windows, or a schedule; one retrain at a time.
 or None. Time is passed in (the stream's time in replay, the daemon's clock), so a test
 drives it without sleeping. The reasons, in the order they are checked:
 
-1. ``drift: ...``: :class:`ScoreDrift` saw the scores of normal windows rise;
+1. ``drift: ...``: :class:`ScoreDrift` saw the scores of unflagged windows rise;
 2. ``new operating point: ...``: ``max(50, min_windows / 4)`` windows were buffered while
    most of the fleet alarmed at once (:mod:`streamvae.lifecycle.fleet`);
 3. ``after N new windows``: ``after_windows`` new buffered windows (0: never);
 4. ``schedule``: ``schedule`` seconds since the last successful retrain (0: never).
 
-Drift is watched on the scores of the windows the pipeline judged NORMAL (``res.normal``:
-below threshold and outside any episode; higher = more anomalous): when the plant moves
-to a new operating point, the stale model finds the new normal a little less probable,
-and those scores creep up well before the false alarms pile up. Scores of two models are
+Drift is watched on the scores of the windows the pipeline did not flag (higher = more
+anomalous; :mod:`streamvae.lifecycle.loop` says why those): when the plant moves to a new
+operating point, the stale model finds the new normal a little less probable, and those
+scores creep up well before the false alarms pile up. Scores of two models are
 not on one scale, so the detector is reset whenever the model changes, and scores are
 standardised on a reference taken from the first ``warmup`` normal scores of each model
 (median and MAD, robust to the odd high score) and clipped to +/- ``clip`` before river's
@@ -39,6 +39,7 @@ import math
 from typing import Any, Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from streamvae.errors import ConfigError
 from streamvae.lifecycle.state import State, from_json, to_json
@@ -134,7 +135,7 @@ class ScoreDrift:
         its running sums. Should either fail to load (another river version), the detector
         starts empty on the restored reference (see :meth:`restore`)."""
         d = self.detector_
-        meta: dict[str, Any] = {"ref": self._ref, "center": self.center_, "scale": self.scale_, "n": self.n_,
+        meta: dict[str, Any] = {"kind": self.kind, "ref": self._ref, "center": self.center_, "scale": self.scale_, "n": self.n_,
                                 "detected": self.detected_, "drift_detected": bool(d.drift_detected)}
         raw = np.empty(0, np.uint8)
         if self.kind == "adwin":
@@ -145,27 +146,43 @@ class ScoreDrift:
         return {"meta": to_json(meta), "river": raw}
 
     def restore(self, state: State) -> None:
-        """Continue from :meth:`state`; a river detector that cannot be loaded restarts empty
-        (drift then needs the usual ~30 standardised scores of evidence again)."""
+        """Continue from :meth:`state`; a river detector that cannot be loaded (another
+        kind, another river version) restarts empty on the saved reference: drift then
+        needs the usual ~30 standardised scores of evidence again."""
         self.reset()
         m = from_json(state["meta"])
+        if m.get("kind") != self.kind:
+            log.info("saved drift state is for %s, this detector is %s: it starts afresh", m.get("kind"), self.kind)
+            return
         self._ref = [float(s) for s in m["ref"]]
         self.center_, self.scale_, self.n_, self.detected_ = m["center"], m["scale"], int(m["n"]), m["detected"]
-        d = self.detector_
         try:
-            if self.kind == "adwin":
-                d._helper.__setstate__(state["river"].astype(np.uint8).tobytes())
-            else:
-                for k, v in m["ph"].items():
-                    setattr(d, k, float(v))
-                n, mean = m["ph_mean"]
-                d._x_mean.n, d._x_mean._mean = n, mean
-            d._drift_detected = bool(m["drift_detected"])
+            self._restore_river(m, state["river"])
         except (AttributeError, KeyError, TypeError, ValueError) as e:
-            log.warning("the %s drift detector could not be restored (%r); it starts empty on the saved reference", self.kind, e)
-            ref, center, scale, n, detected = self._ref, self.center_, self.scale_, self.n_, self.detected_
-            self.reset()
-            self._ref, self.center_, self.scale_, self.n_, self.detected_ = ref, center, scale, n, detected
+            self._fresh_river(e)
+        except BaseException as e:  # pyo3's PanicException (bytes it cannot read) derives from BaseException
+            if type(e).__name__ != "PanicException":
+                raise
+            self._fresh_river(e)
+
+    def _restore_river(self, m: dict[str, Any], raw: npt.NDArray[Any]) -> None:
+        d = self.detector_
+        if self.kind == "adwin":
+            if raw.size == 0:
+                raise ValueError("no saved ADWIN window")
+            d._helper.__setstate__(raw.astype(np.uint8).tobytes())
+        else:
+            for k, v in m["ph"].items():
+                setattr(d, k, float(v))
+            d._x_mean.n, d._x_mean._mean = m["ph_mean"]
+        d._drift_detected = bool(m["drift_detected"])
+
+    def _fresh_river(self, why: BaseException) -> None:
+        log.warning("the %s drift detector could not be restored (%r); it starts empty on the saved reference",
+                    self.kind, why)
+        ref, center, scale, n, detected = self._ref, self.center_, self.scale_, self.n_, self.detected_
+        self.reset()
+        self._ref, self.center_, self.scale_, self.n_, self.detected_ = ref, center, scale, n, detected
 
 
 class RetrainTrigger:

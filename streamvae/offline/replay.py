@@ -153,7 +153,7 @@ class ReplayRetrainer:
     ----------
     rcfg : the ``[retrain]`` settings (buffer size, sampling, margin, trigger, epochs, tolerance).
     window, n_features : the model's W and F.
-    seed : buffer sampling; candidate ``k`` trains with ``seed + k`` (as the daemon's).
+    seed : buffer sampling and candidate training (the daemon's: 0).
     """
 
     def __init__(self, rcfg: RetrainConfig, window: int, n_features: int, seed: int = 0) -> None:

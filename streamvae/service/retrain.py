@@ -39,6 +39,7 @@ from streamvae.errors import ConfigError, DataError, StreamvaeError
 from streamvae.files import write_atomic
 from streamvae.lifecycle.job import RetrainReport, retrain_once
 from streamvae.lifecycle.loop import NORMAL_FILE, Lifecycle, TrainingSet
+from streamvae.lifecycle.normal import NormalBuffer
 from streamvae.lifecycle.samples import fill_from_samples
 from streamvae.registry.store import Registry
 from streamvae.service.metrics import Metrics
@@ -170,8 +171,7 @@ class RetrainWorker:
         self.child_reason = ""
 
     @property
-    def buffer(self) -> Any:
-        """The normal buffer (:class:`~streamvae.lifecycle.normal.NormalBuffer`)."""
+    def buffer(self) -> NormalBuffer:
         return self.lifecycle.buffer
 
     @property
@@ -196,14 +196,6 @@ class RetrainWorker:
                 for e, ep, t, v in seen.anomalies]
         return out
 
-    def after_batch(self, res: BatchResult, producer: Any, model_version: str) -> None:
-        """Deprecated (the daemon calls :meth:`observe` once the batch is delivered, and
-        sends the records itself): :meth:`observe`, its records sent with ``producer``."""
-        if not res.scored:
-            return
-        for topic, key, value in self.observe(res, model_version):
-            producer.send(topic, key=key, value=value)
-
     # -- between batches --------------------------------------------------------------------
     def tick(self) -> None:
         """Start a due retrain; take the verdict of one that ended (time: the clock's)."""
@@ -227,7 +219,15 @@ class RetrainWorker:
         return self.lifecycle.state()
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        self.lifecycle.restore(state)
+        """Continue from :meth:`state`; a state this worker cannot take (another model's
+        window shape, a damaged file) is logged and the buffers start empty."""
+        try:
+            self.lifecycle.restore(state)
+        except (StreamvaeError, KeyError, ValueError, TypeError) as e:
+            log.warning("cannot restore the retraining state (%r); the buffers start empty", e)
+            r = self.cfg.retrain
+            self.lifecycle = Lifecycle(r, self.lifecycle.buffer.window, self.lifecycle.buffer.n_features,
+                                       trigger=self.enabled, recalibrate=False)
         self.metrics.set("retrain_buffer_windows", len(self.lifecycle.buffer))
         self.metrics.set("retrain_anomaly_windows", len(self.lifecycle.bank))
 

@@ -127,4 +127,20 @@ def test_a_retrain_running_at_the_checkpoint_counts_as_failed_after_a_restart() 
     back = Lifecycle(rcfg, W, F)
     back.restore(_npz(lc.state()))
     assert back.trigger is not None and not back.trigger.running_ and back.trigger.failures_ == 1
-    assert back.attempts_ == 1 and back.started(20.0) == 2  # the next candidate's seed moves on
+    assert back.attempts_ == 1 and back.started(20.0) == 0 and back.attempts_ == 2
+
+
+def test_a_drift_state_of_another_kind_or_damaged_restarts_the_detector() -> None:
+    from streamvae.lifecycle.trigger import ScoreDrift
+
+    adwin = ScoreDrift("adwin", warmup=20)
+    for s in np.random.default_rng(0).normal(100.0, 5.0, 200):
+        adwin.update(float(s))
+    state = adwin.state()
+    ph = ScoreDrift("page_hinkley", warmup=20)
+    ph.restore(state)  # another kind: afresh
+    assert ph.center_ is None and ph.n_ == 0
+    damaged = dict(state, river=np.frombuffer(b"not adwin", dtype=np.uint8))
+    back = ScoreDrift("adwin", warmup=20)
+    back.restore(damaged)  # the reference survives, river's window restarts
+    assert back.center_ == adwin.center_ and back.n_ == adwin.n_ and back.detector_.width == 0

@@ -100,7 +100,7 @@ def test_the_verdict_comes_from_the_result_file(tmp_path: Path, plan: Any, want:
     w.tick()
     assert w.child is not None and metrics.get("retrain_running") == 1
     cmd = w.cmds[0]
-    assert cmd[cmd.index("--seed") + 1] == "1" and cmd[cmd.index("--reason") + 1].startswith("after ")
+    assert cmd[cmd.index("--seed") + 1] == "0" and cmd[cmd.index("--reason") + 1].startswith("after ")
     assert (tmp_path / "state" / NORMAL_FILE).is_file()  # exported right before the child started
     for _ in range(5):
         clock.advance(1.0)
@@ -152,3 +152,15 @@ def test_without_a_config_file_the_worker_only_buffers(tmp_path: Path) -> None:
     w.observe(batch(0.0, 100), "v1")
     w.tick()
     assert w.child is None and len(w.lifecycle.buffer) > 0 and w.lifecycle.trigger is None
+
+
+def test_a_state_it_cannot_take_starts_the_buffers_empty(tmp_path: Path) -> None:
+    cfg, path = _cfg(tmp_path)
+    w = Worker(cfg, path, W, F, Metrics(), clock=FakeClock(0.0))
+    w.observe(batch(0.0, 100), "v1")
+    other = Worker(cfg, path, W + 1, F, Metrics(), clock=FakeClock(0.0))  # a model with another window
+    other.restore(w.state())
+    assert len(other.lifecycle.buffer) == 0 and other.lifecycle.trigger is not None
+    same = Worker(cfg, path, W, F, Metrics(), clock=FakeClock(0.0))
+    same.restore(w.state())
+    assert len(same.lifecycle.buffer) == len(w.lifecycle.buffer) > 0
