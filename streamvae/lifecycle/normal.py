@@ -29,7 +29,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,69 +144,69 @@ class NormalBuffer:
 
         ``result.normal`` holds the windows the pipeline judged normal outside any open
         episode; ``result.alerts`` says where episodes opened and closed; ``result.scored``
-        moves each entity's stream time forward.
+        moves each entity's stream time forward. The windows are taken one at a time, in
+        arrival order, each with the alerts of its own window, so the buffer ends the
+        same however the stream was cut into batches (a stretch read again after a
+        restart, in other polls, is learned as it was the first time).
         """
-        opens: dict[str, list[float]] = {}
+        events: dict[tuple[str, float], list[Any]] = {}
         for a in result.alerts:
-            st = self._state(a.entity)
-            if a.kind == "open":
-                opens.setdefault(a.entity, []).append(a.window_end)
-                # everything still waiting ended within the margin before this episode
-                keep = deque((t, v) for t, v in st.pending if t < a.window_end - self.margin)
-                self.counts_.dropped_near_episode += len(st.pending) - len(keep)
-                st.pending = keep
-            elif a.kind == "close" and not self.fleet_.on_:
-                # a fleet-wide alarm ending (the serving model swapped, or the plant
-                # settled) is the plant, not a fault: no margin after it, or the buffer
-                # would miss the first margin seconds of the new operating point
-                st.last_close = max(st.last_close, a.window_end)
-        ends = self.fleet_.ends_
-        settle_until = ends[-1] + self.span() if ends and ends[-1] == ends[-1] else -math.inf
-        for w in result.normal:
-            st = self._state(w.entity)
-            self.counts_.seen += 1
-            st.seen += 1
-            t = w.end_ts
-            if (st.seen - 1) % (FLEET_SAMPLE_EVERY if t < settle_until else self.sample_every):
-                continue
-            near_open = any(o - self.margin <= t <= o for o in opens.get(w.entity, ()))
-            if near_open or st.last_close <= t < st.last_close + self.margin:
-                self.counts_.dropped_near_episode += 1
-                continue
-            if len(st.pending) >= self.max_pending:
-                st.pending.popleft()
-                self.counts_.dropped_near_episode += 1
-            st.pending.append((t, w.values))
-        added = self._fleet_samples(result) if self.fleet_.update(result) else []
-        now: dict[str, float] = {}
-        for s in result.scored:
-            now[s.entity] = max(s.end_ts, now.get(s.entity, -math.inf))
-        for entity, t_now in now.items():
-            st_ = self._ent.get(entity)
-            while st_ is not None and st_.pending and st_.pending[0][0] <= t_now - self.margin:
-                t, v = st_.pending.popleft()
+            events.setdefault((a.entity, a.window_end), []).append(a)
+        normal = {(w.entity, w.end_index): w for w in result.normal}
+        windows = result.windows
+        added: list[Sample] = []
+        for j, s in enumerate(result.scored):
+            entity, t = s.entity, s.end_ts
+            st = self._state(entity)
+            kinds = set()
+            for a in events.pop((entity, t), ()):
+                kinds.add(a.kind)
+                if a.kind == "open":
+                    # everything still waiting ended within the margin before this episode
+                    keep = deque((tp, v) for tp, v in st.pending if tp < t - self.margin)
+                    self.counts_.dropped_near_episode += len(st.pending) - len(keep)
+                    st.pending = keep
+                elif a.kind == "close" and not self.fleet_.on_:
+                    # a fleet-wide alarm ending (the serving model swapped, or the plant
+                    # settled) is the plant, not a fault: no margin after it, or the buffer
+                    # would miss the first margin seconds of the new operating point
+                    st.last_close = max(st.last_close, t)
+            on = self.fleet_.see(entity, t, "open" in kinds, "close" in kinds)
+            w = normal.get((entity, s.end_index))
+            if w is not None:
+                self._offer(st, t, w.values)
+            elif on and windows is not None and (entity in self.fleet_.alarmed_ or s.flagged):
+                st.seen += 1
+                if (st.seen - 1) % FLEET_SAMPLE_EVERY == 0:
+                    self.counts_.fleet_shift += 1
+                    self._keep(entity, t, windows[j], added)
+            while st.pending and st.pending[0][0] <= t - self.margin:
+                tp, v = st.pending.popleft()
                 self.counts_.sampled += 1
-                if self.add(entity, t, v):
-                    added.append((entity, t, v))
-        if added:
-            self.choice_ = self.fleet_.history()
+                self._keep(entity, tp, v, added)
         return added
 
-    def _fleet_samples(self, result: BatchResult) -> list[Sample]:
-        """While most of the fleet alarms together: every entity's windows, flagged or not,
-        1 in ``FLEET_SAMPLE_EVERY``."""
-        assert result.windows is not None
-        out = []
-        for s, v in zip(result.scored, result.windows):
-            if s.entity in self.fleet_.alarmed_ or s.flagged:
-                st = self._state(s.entity)
-                st.seen += 1
-                if (st.seen - 1) % FLEET_SAMPLE_EVERY:
-                    continue
-                self.counts_.fleet_shift += 1
-                if self.add(s.entity, s.end_ts, v):
-                    out.append((s.entity, s.end_ts, v))
-        return out
+    def _offer(self, st: _Entity, t: float, values: npt.NDArray[np.float32]) -> None:
+        """A window judged normal: sampled 1 in N, it waits out the margin (or is dropped
+        within the margin after an episode)."""
+        self.counts_.seen += 1
+        st.seen += 1
+        ends = self.fleet_.ends_
+        settling = bool(ends) and ends[-1] == ends[-1] and t < ends[-1] + self.span()
+        if (st.seen - 1) % (FLEET_SAMPLE_EVERY if settling else self.sample_every):
+            return
+        if st.last_close <= t < st.last_close + self.margin:
+            self.counts_.dropped_near_episode += 1
+            return
+        if len(st.pending) >= self.max_pending:
+            st.pending.popleft()
+            self.counts_.dropped_near_episode += 1
+        st.pending.append((t, values))
+
+    def _keep(self, entity: str, t: float, values: npt.NDArray[np.float32], added: list[Sample]) -> None:
+        if self.add(entity, t, values):
+            added.append((entity, t, values))
+            self.choice_ = self.fleet_.history()
 
     @property
     def fleet_shift_on(self) -> bool:

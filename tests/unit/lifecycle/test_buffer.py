@@ -217,3 +217,51 @@ def test_fleet_shift_learns_the_plant_as_it_is_now_even_when_a_swap_interrupts_t
     back = NormalBuffer(max_windows=10_000, window=W, n_features=F).load(buf.save(tmp_path / "n.npz"))
     assert back.fleet_.starts_ == [100.0, 170.0] and back.fleet_.ends_ == [160.0, 180.0]  # the retrain job reads the file
     np.testing.assert_array_equal(back.training_windows(12)[0], buf.training_windows(12)[0])
+
+
+def _stream(seed: int = 3) -> list[tuple[ScoredWindow, Window | None, list[Alert]]]:
+    """Eight entities, 400 s: most of the fleet alarms from 150 s to 260 s (a shift), one
+    entity has a fault of its own at 320 s, and the buffer is small enough to evict."""
+    rng = np.random.default_rng(seed)
+    ents = [f"e{i}" for i in range(8)]
+    out: list[tuple[ScoredWindow, Window | None, list[Alert]]] = []
+    open_: set[str] = set()
+    for t in range(400):
+        for e in rng.permutation(ents).tolist():
+            fault = (150 <= t < 260 and e != "e7") or (e == "e3" and 320 <= t < 340)
+            alerts = []
+            if fault and e not in open_:
+                open_.add(e)
+                alerts.append(alert("open", e, float(t)))
+            elif not fault and e in open_:
+                open_.discard(e)
+                alerts.append(alert("close", e, float(t)))
+            normal = None if fault or e in open_ else win(e, float(t), float(rng.normal()))
+            out.append((scored(e, float(t), flagged=fault), normal, alerts))
+    return out
+
+
+def _batches(stream: list[tuple[ScoredWindow, Window | None, list[Alert]]], size: int) -> list[BatchResult]:
+    out = []
+    for lo in range(0, len(stream), size):
+        part = stream[lo : lo + size]
+        out.append(BatchResult(scored=[s for s, _, _ in part], alerts=[a for _, _, al in part for a in al],
+                               normal=[w for _, w, _ in part if w is not None],
+                               windows=np.stack([np.full((W, F), s.end_ts, np.float32) for s, _, _ in part])))
+    return out
+
+
+def test_the_buffer_ends_the_same_however_the_stream_is_cut_into_batches() -> None:
+    # a daemon reads a stretch again after a restart in other polls: it must learn it as it did
+    stream = _stream()
+    states = []
+    for sizes in (7, 64, 501):
+        buf = NormalBuffer(max_windows=300, window=W, n_features=F, sample_every=3, margin=20.0, fleet_min=4)
+        for b in _batches(stream, sizes):
+            buf.observe(b)
+        states.append(buf.state())
+        assert buf.fleet_.starts_ and buf.counts_.fleet_shift > 0 and buf.counts_.evicted > 0
+    for other in states[1:]:
+        assert set(other) == set(states[0])
+        for k, v in states[0].items():
+            assert np.array_equal(other[k], v), k
