@@ -96,4 +96,8 @@ def state_diff(a: object, b: object, path: str = "", rel: float = 1e-5, tol: flo
         return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := state_diff(x, y, f"{path}[{i}]", rel, tol))), None)
     if isinstance(a, float) and isinstance(b, float):
         return None if math.isclose(a, b, rel_tol=rel, abs_tol=tol) else f"{path}: {a!r} != {b!r}"
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        same = a.shape == b.shape and (np.allclose(a, b, rtol=rel, atol=tol, equal_nan=True) if a.dtype.kind == "f"
+                                       else np.array_equal(a, b))
+        return None if same else f"{path}: arrays differ ({a.shape} {b.shape})"
     return None if a == b else f"{path}: {a!r} != {b!r}"

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import Any, Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from streamvae.config import ThresholdConfig
 from streamvae.core.thresholds import Decision, Threshold
@@ -116,7 +117,7 @@ class ThresholdBank:
         self._lru[entity] = None
         self._lru.move_to_end(entity)
         if h is None:
-            h = self._hist[entity] = (np.empty(self.min_history, np.float32), [0, math.nan if ts is None else ts])
+            h = self._hist[entity] = (np.full(self.min_history, np.nan, np.float32), [0, math.nan if ts is None else ts])
             self._evict()
         buf, meta = h
         n = int(meta[0])
@@ -139,30 +140,56 @@ class ThresholdBank:
             self._hist.pop(victim, None)
             self.evicted_ += 1
 
-    def to_state(self) -> dict[str, Any]:
-        return {
+    def to_state(self, hist: bool = True) -> dict[str, Any]:
+        """What the bank learned, JSON-ready. ``hist=False``: without the entities' score
+        histories (up to ``min_history`` scores each: 80 MB of floats for 10,000 entities,
+        far too much for JSON), which :meth:`hist_arrays` gives as arrays instead."""
+        d = {
             "kind": self.kind, "params": self.params, "entity_params": self.entity_params, "min_history": self.min_history,
             "min_history_s": self.min_history_s,
             "max_entities": self.max_entities, "per_entity": self.per_entity, "global": self.global_.to_state(),
             "own": {e: t.to_state() for e, t in self._own.items()},
-            "hist": {e: {"scores": _in_order(buf, int(m[0])).tolist(), "n": int(m[0]),
-                         "first_ts": None if math.isnan(m[1]) else m[1]} for e, (buf, m) in self._hist.items()},
             "order": list(self._lru),
         }
+        if hist:
+            d["hist"] = {e: {"scores": _in_order(buf, int(m[0])).tolist(), "n": int(m[0]),
+                             "first_ts": None if math.isnan(m[1]) else m[1]} for e, (buf, m) in self._hist.items()}
+        return d
+
+    def hist_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The entities' score histories as arrays (a copy; see ``to_state``): each one's
+        scores oldest first, one after the other in ``hist_scores``, how many scores it
+        received in all and when its first one ended."""
+        keys = list(self._hist)
+        seqs = [_in_order(self._hist[e][0], int(self._hist[e][1][0])) for e in keys]
+        return {"hist_keys": np.asarray(keys, dtype=np.str_),
+                "hist_n": np.asarray([self._hist[e][1][0] for e in keys], dtype=np.int64),
+                "hist_first": np.asarray([self._hist[e][1][1] for e in keys], dtype=np.float64),
+                "hist_len": np.asarray([len(q) for q in seqs], dtype=np.int64),
+                "hist_scores": np.concatenate(seqs).astype(np.float32) if seqs else np.empty(0, np.float32)}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "ThresholdBank":
+    def from_state(cls, d: dict[str, Any], arrays: dict[str, npt.NDArray[Any]] | None = None) -> "ThresholdBank":
+        """The bank :meth:`to_state` described; its histories from ``d["hist"]`` or, when
+        saved apart, from ``arrays`` (:meth:`hist_arrays`)."""
         b = cls(d["kind"], d["params"], d["min_history"], d["max_entities"], d["per_entity"], d["entity_params"],
                 d.get("min_history_s", 0.0))
         b.global_ = threshold_from_state(d["global"])
         b._own = {e: threshold_from_state(s) for e, s in d["own"].items()}
-        for e, h in d["hist"].items():
+        hist: list[tuple[str, Any, int, Any]] = []  # (entity, scores oldest first, received, first end)
+        for e, h in d.get("hist", {}).items():
             vals = h["scores"] if isinstance(h, dict) else h  # a plain list: state written before the time span rule
-            n = int(h["n"]) if isinstance(h, dict) else len(vals)
-            first = h.get("first_ts") if isinstance(h, dict) else None
-            buf = np.empty(b.min_history, np.float32)
+            hist.append((e, vals, int(h["n"]) if isinstance(h, dict) else len(vals),
+                         h.get("first_ts") if isinstance(h, dict) else None))
+        if arrays is not None:
+            ends = np.cumsum(arrays["hist_len"])
+            for e, n, first, lo, hi in zip(arrays["hist_keys"].tolist(), arrays["hist_n"].tolist(),
+                                           arrays["hist_first"].tolist(), (ends - arrays["hist_len"]).tolist(), ends.tolist()):
+                hist.append((str(e), arrays["hist_scores"][lo:hi], int(n), first))
+        for e, vals, n, first in hist:
+            buf = np.full(b.min_history, np.nan, np.float32)
             k = len(vals)
-            buf[[(n - k + i) % b.min_history for i in range(k)]] = vals
+            buf[(n - k + np.arange(k)) % b.min_history] = vals
             b._hist[e] = (buf, [n, math.nan if first is None else float(first)])
         b._lru = OrderedDict.fromkeys(d["order"])
         return b

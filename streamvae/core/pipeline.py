@@ -342,19 +342,21 @@ class StreamPipeline:
                 shares[i] = out.shares[n] if np.isfinite(out.shares[n]).all() else self._extreme(done[i].values)
 
     def state(self) -> dict[str, Any]:
-        """What the pipeline has learned, JSON-ready: thresholds, accepted baselines,
-        episodes and the readings of open episodes kept for the acceptance check. Windows
-        in progress are not in it: they are rebuilt from the source (see
+        """What the pipeline has learned: thresholds, accepted baselines, episodes and the
+        readings of open episodes kept for the acceptance check, JSON-ready except
+        ``arrays`` (the entities' score histories, see ``ThresholdBank.hist_arrays``).
+        Windows in progress are not in it: they are rebuilt from the source (see
         streamvae/kafka/offsets.py)."""
         b = self.baselines
-        return {"model_version": self.model_version, "bank": self.thresholds.to_state(),
+        return {"model_version": self.model_version, "bank": self.thresholds.to_state(hist=False),
+                "arrays": self.thresholds.hist_arrays(),
                 "baselines": b.to_state() if b is not None else {}, "episodes": self.episodes.to_state(),
                 "episode_rows": {e: np.stack(rows).tolist() for e, rows in self._episode_rows.items() if rows},
                 "accepted": self.accepted_}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Go back to :meth:`state`'s output (taken with this model version)."""
-        self.thresholds = ThresholdBank.from_state(state["bank"])
+        self.thresholds = ThresholdBank.from_state(state["bank"], state.get("arrays"))
         if self.baselines is not None:
             self.baselines.load_state(state.get("baselines", {}))
         if "episodes" in state:  # (a threshold state written by an older version has none)

@@ -51,11 +51,14 @@ class Checkpoint:
     model_version: str
     positions: Positions
     pipeline_json: str  # the pipeline's state as JSON text: a copy nothing can change
+    pipeline_arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)  # ... and its arrays
     lifecycle: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
     @property
     def pipeline(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(self.pipeline_json)
+        if self.pipeline_arrays:
+            out["arrays"] = dict(self.pipeline_arrays)
         return out
 
     def to_bytes(self) -> bytes:
@@ -63,6 +66,7 @@ class Checkpoint:
                 "positions": [[t, p, a, b] for (t, p), (a, b) in sorted(self.positions.items())]}
         arrays: dict[str, npt.NDArray[Any]] = {"meta": np.asarray(json.dumps(meta)),
                                                "pipeline": np.asarray(self.pipeline_json)}
+        arrays.update({f"pipeline/{k}": v for k, v in self.pipeline_arrays.items()})
         arrays.update({f"lifecycle/{k}": v for k, v in self.lifecycle.items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -91,6 +95,7 @@ class Checkpoint:
             return cls(str(meta["lineage"]), int(meta["seq"]), str(meta["model_version"]),
                        {(str(t), int(q)): (int(a), int(b)) for t, q, a, b in meta["positions"]},
                        str(d["pipeline"]),
+                       {k.split("/", 1)[1]: v for k, v in d.items() if k.startswith("pipeline/")},
                        {k.split("/", 1)[1]: v for k, v in d.items() if k.startswith("lifecycle/")})
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
             raise DataError(f"cannot read the checkpoint {p}: {e}") from e
@@ -124,7 +129,9 @@ class Checkpoints:
         memory only). A write that fails is logged and counted; the checkpoint in memory
         still serves a rollback."""
         self.seq += 1
-        ck = Checkpoint(self.lineage, self.seq, model_version, dict(positions), json.dumps(pipeline), lifecycle)
+        rest = {k: v for k, v in pipeline.items() if k != "arrays"}
+        ck = Checkpoint(self.lineage, self.seq, model_version, dict(positions), json.dumps(rest),
+                        dict(pipeline.get("arrays", {})), lifecycle)
         self.latest = ck
         if self.path is not None and write:
             try:

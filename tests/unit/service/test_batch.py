@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,6 +26,7 @@ from streamvae.core.records import RecordDecoder
 from streamvae.core.windows import WindowAssembler
 from streamvae.kafka.offsets import PartitionOffsets
 from streamvae.service.batch import BatchStep, Marks
+from streamvae.service.checkpoint import Checkpoint, Checkpoints
 from streamvae.service.intake import Intake
 
 PUMPS = ["pump-1", "pump-2", "pump-3", "pump-4"]
@@ -100,7 +102,8 @@ def test_a_batch_is_one_outcome_with_its_dead_letters_and_commit_positions(detec
     assert out.records == 64 and out.learn is out.result
 
 
-def test_back_to_a_checkpoint_nothing_is_learned_twice_or_emitted_twice(detector: Any, warm: np.ndarray) -> None:
+def test_back_to_a_checkpoint_nothing_is_learned_twice_or_emitted_twice(detector: Any, warm: np.ndarray,
+                                                                         tmp_path: Path) -> None:
     recs = feed()
     straight = step(detector, warm)
     all_ids, all_dead, _ = run(straight, recs)
@@ -114,7 +117,9 @@ def test_back_to_a_checkpoint_nothing_is_learned_twice_or_emitted_twice(detector
     ids_b, dead_b, _ = run(first, recs[cut:crash])
 
     second = step(detector, warm)
-    second.pipeline.restore(json.loads(json.dumps(state)))  # as written to disk and read back
+    saved = Checkpoints(tmp_path / "ck.npz")
+    saved.take("test", {}, state, {})
+    second.pipeline.restore(Checkpoint.from_file(tmp_path / "ck.npz").pipeline)  # as written to disk and read back
     ids_c, dead_c, outs_c = run(second, recs[read_from:], Marks(learned_to=cut, observed_to=cut, emitted_to=crash))
     assert state_diff(second.pipeline.state(), straight.pipeline.state()) is None
     assert ids_a + ids_b + ids_c == all_ids  # each alert emitted once, in order
