@@ -169,6 +169,10 @@ class RecordsConfig(_Section):
                                   "unset: 30 readings at the model's training interval")
     entities: list[str] | None = _spec(None, Rule(lambda v: isinstance(v, list) and all(isinstance(e, str) and e for e in v),
                                                   "a list of entity ids").or_unset(), "unset: any")
+    # The dead-letter guard: more than reject_share of the last reject_window records refused
+    # (a schema change upstream, a broken producer) is said loudly, once per episode.
+    reject_window: int = _spec(1000, interval(10, integer=True), "records the refused share is judged over")
+    reject_share: float = _spec(0.5, interval(0, 1, "right"), "share of refused records that raises the alarm")
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ class Daemon:
             return
         out = self.parts.step.process(batch, self.partitions.marks, now=self.clock.time())
         outbox = Outbox(producer)
-        new_ids = self.emitter.send(outbox, out)
+        new_ids = self.emitter.send(outbox, out, now=self.clock.time())
         try:
             outbox.confirm(DELIVERY_TIMEOUT_S)
         except DeliveryError as e:

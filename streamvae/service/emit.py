@@ -1,4 +1,5 @@
-"""What a batch sends: its alerts (each id once) and one dead letter per refused record."""
+"""What a batch sends: its alerts (each id once), one dead letter per refused record, and
+the dead-letter guard's alarm when most records are refused (streamvae/service/guard.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import logging
 
 from streamvae.config import Config
 from streamvae.core.bounded import BoundedSet
+from streamvae.core.episodes import stable_id
 from streamvae.kafka import codec
 from streamvae.kafka.clients import KafkaError, Outbox, recent_values
 from streamvae.service.batch import BatchOutcome, DeadLetter
+from streamvae.service.guard import RejectionGuard
 from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,12 +34,17 @@ class Emitter:
         self.cfg = cfg
         self.metrics = metrics
         self.published = BoundedSet(PUBLISHED_IDS)
+        self.guard = RejectionGuard(cfg.records.reject_window, cfg.records.reject_share)
 
-    def send(self, outbox: Outbox, out: BatchOutcome) -> list[str]:
-        """Queue the outcome's dead letters and new alerts; the ids of the alerts sent."""
+    def send(self, outbox: Outbox, out: BatchOutcome, now: float) -> list[str]:
+        """Queue the outcome's dead letters and new alerts; the ids of the alerts sent.
+        (A batch read again after a failed delivery counts twice in the guard's window.)"""
         for dl in out.dead_letters:
             self._dead_letter(outbox, dl)
         new_ids = []
+        event = self.guard.observe(out.records, [d.error.reason for d in out.dead_letters])
+        if event is not None:
+            new_ids += self._rejection(outbox, event, out, now)
         for a in out.alerts:
             if a.alert_id in self.published:
                 self.metrics.inc("alerts_suppressed_duplicate_total")
@@ -45,6 +53,29 @@ class Emitter:
             new_ids.append(a.alert_id)
             self.metrics.inc("alerts_total", kind=a.kind)
         return new_ids
+
+    def _rejection(self, outbox: Outbox, event: str, out: BatchOutcome, now: float) -> list[str]:
+        """The guard's alarm: log, gauge and, when an episode opens, one ``input_rejected`` alert."""
+        g, topic = self.guard, self.cfg.topics.input
+        self.metrics.set("input_rejected", 1 if event == "open" else 0)
+        if event == "close":
+            log.info("input recovered: %.0f%% of the last %d records of %s refused", 100 * g.refused_share(), g.records, topic)
+            return []
+        self.metrics.inc("input_rejected_episodes_total")
+        log.error("input rejected: %.0f%% of the last %d records of %s were refused (%s); each went to %s with its "
+                  "reason, and scoring goes on", 100 * g.refused_share(), g.records, topic,
+                  ", ".join(f"{r} {n}" for r, n in g.reasons().items()), self.cfg.topics.dead_letter)
+        first = out.dead_letters[0]  # the batch that opened the episode refused records
+        aid = stable_id("input_rejected", first.tp.topic, first.tp.partition, first.offset)
+        if aid in self.published:
+            return []
+        alert = {"alert_id": aid, "kind": "input_rejected", "entity": None, "topic": topic,
+                 "refused_share": round(g.refused_share(), 4), "records": g.records, "reasons": g.reasons(),
+                 "dead_letter_topic": self.cfg.topics.dead_letter, "partition": first.tp.partition,
+                 "offset": first.offset, "detected_at": now}
+        outbox.send(self.cfg.topics.alerts, topic, codec.dumps(alert))
+        self.metrics.inc("alerts_total", kind="input_rejected")
+        return [aid]
 
     def delivered(self, ids: list[str]) -> None:
         for aid in ids:

@@ -160,6 +160,10 @@ def format_alert(a: dict[str, Any], top: int = 3) -> str:
     ...     {"name": "flow", "share": 0.12}], "episode_id": "3f2a1c9b77e0"}))
     2025-11-23T07:00:00.250Z  OPEN    pump-17  score 412.7 > thr 97.3 (+315.4)  pressure 71% flow 12%  ep 3f2a1c9b
     """
+    if a.get("kind") == "input_rejected":  # the dead-letter guard: most records of the feed refused
+        why = ", ".join(f"{r} {n}" for r, n in (a.get("reasons") or {}).items())
+        return (f"{_when(a.get('detected_at'))}  INPUT_REJECTED  {a.get('topic', '?')}  "
+                f"{100 * float(a.get('refused_share') or 0):.0f}% of the last {a.get('records', '?')} records refused ({why})")
     score, thr = a.get("score"), a.get("threshold")
     if isinstance(score, (int, float)) and isinstance(thr, (int, float)):
         rel = f"{_num(score)} {'>' if score > thr else '<='} thr {_num(thr)} ({score - thr:+.1f})"

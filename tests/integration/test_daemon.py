@@ -206,3 +206,29 @@ def test_broker_outage_of_15s_loses_no_record(broker_mod: Any, model_dir: Path, 
         env2.close()
     finally:
         b.stop()
+
+
+def test_a_feed_that_turns_bad_raises_one_alarm_and_nothing_is_dropped(kenv: Env, model_dir: Path, tmp_path: Path,
+                                                                      daemons: list[DaemonProc]) -> None:
+    # the dead-letter guard (issue 16): an upstream schema change makes most records bad
+    cfg = kenv.config(tmp_path, model_dir, records__reject_window=200, records__reject_share=0.5)
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    daemons.append(d)
+    x = series(1200, seed=6)
+    for i in range(200):
+        kenv.send_reading("pump-0", T0 + i, x[i])
+    for i in range(600):  # the new schema: "value" for "values"
+        kenv.send("pump-0", json.dumps({"entity": "pump-0", "ts": T0 + 200 + i, "value": {"a": 1.0}}).encode())
+    for i in range(200, 1200):  # fixed upstream; the guard judges whole polls (500 records here)
+        kenv.send_reading("pump-0", T0 + 600 + i, x[i])
+    kenv.flush()
+    kenv.wait_caught_up(daemon=d)
+    alarms = [a for a in kenv.read(kenv.alerts) if a["kind"] == "input_rejected"]
+    assert len(alarms) == 1, alarms
+    a = alarms[0]
+    assert a["topic"] == kenv.input and a["refused_share"] > 0.5 and a["dead_letter_topic"] == kenv.dlq
+    assert len(kenv.read(kenv.dlq)) == 600  # every bad record still dead-lettered, with its reason
+    assert d.metric("input_rejected_episodes_total") == 1 and d.metric("input_rejected") == 0  # and it recovered
+    assert d.metric("windows_scored_total") > 0
+    d.check_alive()
+    assert "input rejected:" in d.log_tail(400)

@@ -120,6 +120,8 @@ BAD: dict[str, tuple[str, str | None]] = {
     "records.max_lateness": ("-0.5", "-0.5"),
     "records.max_gap": ("inf", "inf"),  # the window assembler refused it after the model loaded
     "records.entities": ('["p1", ""]', None),
+    "records.reject_window": ("5", "5"),
+    "records.reject_share": ("0", "0"),
     "model.path": ('""', ""),
     "model.keep_versions": ("1", "1"),
     "threshold.kind": ('"mean"', "mean"),
