@@ -96,8 +96,7 @@ class Daemon:
                  f" (kept in memory: {len(kept)})" if kept else "")
 
     def _forget(self, tp: TopicPartition) -> None:
-        for ent in self.parts.offsets.drop(tp):
-            self.pipeline.assembler.forget(ent)
+        for ent in self._forget_windows(tp):
             self.pipeline.episodes.forget(ent)
         self.partitions.forget(tp)
         self.commits.forget(tp)
@@ -272,9 +271,12 @@ class Daemon:
         self.commits.pending.clear()
         self.stop_event.wait(1.0)
 
-    def _forget_windows(self, tp: TopicPartition) -> None:
-        for ent in self.parts.offsets.drop(tp):
+    def _forget_windows(self, tp: TopicPartition) -> list[str]:
+        """Drop the partition's windows in progress (rebuilt when it is read again); its entities."""
+        ents = self.parts.offsets.drop(tp)
+        for ent in ents:
             self.pipeline.assembler.forget(ent)
+        return ents
 
     def _swap_tick(self) -> None:
         """Between two batches: let :class:`HotSwap` finish a load and switch models."""

@@ -49,7 +49,7 @@ class Partitions:
         scored = int(meta.get("scored_to", committed.offset)) if committed is not None else -1
         read_from = committed.offset if committed is not None else first
         saved = ck.positions.get(key(tp)) if ck is not None else None
-        if saved is not None and (committed is None or meta.get("ck") == ck.lineage):  # type: ignore[union-attr]
+        if ck is not None and saved is not None and (committed is None or meta.get("ck") == ck.lineage):
             pos, learned = saved
             marks = Marks(learned, learned, max(scored, learned))
             # a checkpoint at or after the commit holds all of it: read from its position
