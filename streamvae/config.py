@@ -131,6 +131,8 @@ class TopicsConfig(_Section):
     dead_letter: str = _spec("sensors.dlq", TOPIC)
     control: str = _spec("streamvae.control", TOPIC)
     samples: str = _spec("streamvae.samples", TOPIC, "normal and confirmed-anomaly windows for retraining")
+    scores: str | None = _spec(None, TOPIC.or_unset(), "one record per scored window (score, threshold, source "
+                               "offset), delivered like the alerts; unset: none")
 
 
 @dataclass(frozen=True)

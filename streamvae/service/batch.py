@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 from streamvae.core.episodes import Alert
-from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
+from streamvae.core.pipeline import BatchResult, Reading, ScoredWindow, StreamPipeline
 from streamvae.core.records import ItemError
 from streamvae.errors import RecordError
 from streamvae.kafka.offsets import PartitionOffsets
@@ -63,7 +63,9 @@ class BatchOutcome:
 
     ``alerts``: to publish (those of records before ``emitted_to`` are left out);
     ``learn``: the part of ``result`` new to the retraining lifecycle;
-    ``positions``: per partition, (offset to commit, scored up to), both after this batch.
+    ``positions``: per partition, (offset to commit, scored up to), both after this batch;
+    ``emit``: the part of ``result`` not delivered before, and ``where``: per reading of
+    the batch (``emit.origin`` indexes it), its record's (partition, offset).
     """
 
     result: BatchResult
@@ -74,6 +76,17 @@ class BatchOutcome:
     records: int = 0
     bytes: int = 0
     rebuilt: int = 0
+    emit: BatchResult | None = None
+    where: Sequence[tuple[Any, int]] = ()
+    model_version: str = ""
+
+    def scored(self) -> Iterator[tuple[ScoredWindow, Any, int]]:
+        """The windows scored for the first time, each with its source: the partition and
+        offset of the record that completed it."""
+        emit = self.result if self.emit is None else self.emit
+        for s, i in zip(emit.scored, emit.origin):
+            tp, off = self.where[i]
+            yield s, tp, off
 
 
 @dataclass
@@ -119,16 +132,17 @@ class BatchStep:
         emitted = {tp: m.emitted_to for tp, m in marks.items() if tp in batch}
         observed = {tp: m.observed_to for tp, m in marks.items() if tp in batch}
         dead = [d for d in at.refused.values() if d.offset >= emitted.get(d.tp, -1)]
-        alerts, learn = res.alerts, res
+        emit, learn = res, res
         if any(recs[0].offset < emitted.get(tp, -1) for tp, recs in batch.items()):
-            alerts = _after(res, at, emitted).alerts
+            emit = _after(res, at, emitted)
         if any(recs[0].offset < observed.get(tp, -1) for tp, recs in batch.items()):
             learn = _after(res, at, observed)
         positions = {}
         for tp, recs in batch.items():
             nxt = recs[-1].offset + 1
             positions[tp] = (self.offsets.position(tp, nxt), nxt)
-        return BatchOutcome(res, learn, alerts, dead, positions, at.records, at.bytes, at.rebuilt)
+        return BatchOutcome(res, learn, emit.alerts, dead, positions, at.records, at.bytes, at.rebuilt, emit, at.where,
+                            self.pipeline.model_version)
 
     def _readings(self, batch: Mapping[Any, Sequence[Any]], marks: Mapping[Any, Marks], now: float,
                   at: _Sources) -> Iterator[Reading]:

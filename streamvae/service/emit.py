@@ -1,5 +1,6 @@
-"""What a batch sends: its alerts (each id once), one dead letter per refused record, and
-the dead-letter guard's alarm when most records are refused (streamvae/service/guard.py)."""
+"""What a batch sends: its alerts (each id once), one dead letter per refused record, the
+dead-letter guard's alarm when most records are refused (streamvae/service/guard.py) and,
+with ``topics.scores`` set, one record per window scored for the first time."""
 
 from __future__ import annotations
 
@@ -52,7 +53,21 @@ class Emitter:
             outbox.send(self.cfg.topics.alerts, a.entity, codec.dumps(a.to_dict()))
             new_ids.append(a.alert_id)
             self.metrics.inc("alerts_total", kind=a.kind)
+        if self.cfg.topics.scores:
+            self._scores(outbox, out)
         return new_ids
+
+    def _scores(self, outbox: Outbox, out: BatchOutcome) -> None:
+        """One record per window new to delivery, keyed by entity: what dashboards plot,
+        and what proves that every window was scored (the source partition and offset
+        name the record that completed it)."""
+        topic, version = self.cfg.topics.scores, out.model_version
+        assert topic is not None
+        for s, tp, off in out.scored():
+            rec = {"entity": s.entity, "window_start": s.start_ts, "window_end": s.end_ts, "score": s.score,
+                   "threshold": s.threshold, "flagged": s.flagged, "model_version": version,
+                   "partition": tp.partition, "offset": off}
+            outbox.send(topic, s.entity, codec.dumps(rec))
 
     def _rejection(self, outbox: Outbox, event: str, out: BatchOutcome, now: float) -> list[str]:
         """The guard's alarm: log, gauge and, when an episode opens, one ``input_rejected`` alert."""
