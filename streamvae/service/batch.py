@@ -29,6 +29,7 @@ from streamvae.core.pipeline import BatchResult, Reading, ScoredWindow, StreamPi
 from streamvae.core.records import ItemError
 from streamvae.errors import RecordError
 from streamvae.kafka.offsets import PartitionOffsets
+from streamvae.service import failpoints
 from streamvae.service.intake import Intake
 
 
@@ -141,6 +142,7 @@ class BatchStep:
         for tp, recs in batch.items():
             nxt = recs[-1].offset + 1
             positions[tp] = (self.offsets.position(tp, nxt), nxt)
+        failpoints.reach("scored")
         return BatchOutcome(res, learn, emit.alerts, dead, positions, at.records, at.bytes, at.rebuilt, emit, at.where,
                             self.pipeline.model_version)
 

@@ -5,12 +5,19 @@ at exactly that moment leaves behind.
 ``after_delivery`` (``:1`` or no count: the first time). Unset (always, in production)
 :func:`reach` is one dictionary lookup. The points:
 
+- ``scored``: a batch is scored; nothing of it is sent;
+- ``sent``: its alerts, dead letters and scores are queued to the producer, none
+  acknowledged yet (in exactly-once mode: inside the open transaction);
 - ``after_delivery``: a batch's alerts and dead letters are acknowledged; its offsets
   are neither committed nor in a checkpoint;
+- ``before_commit`` (``group.delivery = "exactly_once"``): the batch's records and
+  offsets are in its transaction, which is not committed;
 - ``after_checkpoint``: a checkpoint was written; the offsets it covers are not yet
   committed;
 - ``after_commit``: a commit was confirmed by the broker; the state since the last
-  checkpoint is not saved.
+  checkpoint is not saved;
+- ``during_swap``: a promoted model is loaded and about to serve;
+- ``during_retrain``: a retrain child was just started.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from streamvae.errors import StreamvaeError
 from streamvae.kafka.control import ACTIONS, ControlError, ControlListener
 from streamvae.lifecycle.recalibrate import RecalibrationWindows, install, recalibration_scores
 from streamvae.registry import Registry
+from streamvae.service import failpoints
 from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class HotSwap:
             self.wanted = None
         old = pipeline.model_version
         if job.error is None:
+            failpoints.reach("during_swap")
             try:
                 install(pipeline, job.det, job.version, job.scores)
             except (StreamvaeError, ValueError) as e:  # swap_model changes nothing when it raises

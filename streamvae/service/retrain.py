@@ -42,6 +42,7 @@ from streamvae.lifecycle.loop import NORMAL_FILE, Lifecycle, TrainingSet
 from streamvae.lifecycle.normal import NormalBuffer
 from streamvae.lifecycle.samples import fill_from_samples
 from streamvae.registry.store import Registry
+from streamvae.service import failpoints
 from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ class RetrainWorker:
             return
         self.child_reason = reason
         self.metrics.set("retrain_running", 1)
+        failpoints.reach("during_retrain")
         log.info("retrain started (pid %d): %s; %d normal windows, %d confirmed-anomaly windows; log %s",
                  self.child.pid, reason, len(self.lifecycle.buffer), len(self.lifecycle.bank), self.child_log)
 

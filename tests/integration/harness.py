@@ -11,27 +11,23 @@ card), which the demo and the benchmarks share.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pytest
 from kafka import KafkaProducer
 
 from streamvae.testing import procs, truth
 from streamvae.testing.broker import broker_module
 from streamvae.testing.procs import run_cmd, streamvae_cmd, write_config
+from streamvae.testing.proof.plant import FEATURES, T0, WINDOW, daemon_sections, series, train_model
 from streamvae.testing.topics import Topics
 
-FEATURES = ("a", "b", "c", "d")
-WINDOW = 16
-T0 = 1_700_000_000
+__all__ = ["FEATURES", "T0", "WINDOW", "series", "streamvae_cmd"]  # the plant, for the tests
 
 
 @pytest.fixture(scope="session")
@@ -50,32 +46,10 @@ def broker(broker_mod: Any) -> Iterator[Any]:
     b.stop()
 
 
-def series(n: int, seed: int) -> np.ndarray:
-    """(n, 4) correlated sinusoids with noise, one reading per second."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) + rng.uniform(0, 60)
-    b = 2 * np.pi * t / 60
-    x = np.stack([np.sin(b), 0.8 * np.sin(b + 0.6), 0.5 * np.sin(b) + 0.5 * np.cos(b + 0.3) + 2.0, np.cos(b)], axis=1)
-    return x + 0.1 * rng.standard_normal(x.shape)
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained by the real `streamvae train` on normal data."""
-    d = tmp_path_factory.mktemp("model")
-    src = d / "train.csv"
-    with src.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ts", *FEATURES])
-        for seed in (1, 2):
-            for i, row in enumerate(series(2500, seed)):
-                w.writerow([T0 + seed * 10_000 + i, *(f"{v:.5f}" for v in row)])
-    out = d / "model"
-    cmd = [*streamvae_cmd(), "train", "--csv", str(src), "--out", str(out), "--window", str(WINDOW),
-           "--encoder", "32,16", "--latent", "4", "--epochs", "60", "--seed", "1", "--max-gap", "30"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    return train_model(tmp_path_factory.mktemp("model"))
 
 
 class Env(Topics):
@@ -96,19 +70,7 @@ class Env(Topics):
         self.producer.flush(30)
 
     def config(self, tmp: Path, model: Path, **overrides: Any) -> Path:
-        sections = self.config_sections()
-        sections["group"].update(max_poll_records=500, session_timeout_ms=6000)
-        sections.update({
-            "records": {"max_gap": 30.0},
-            "model": {"path": str(model)},
-            # the daemon mechanics under test, at one reading a second with W = 16: episodes of
-            # a fault (updates every 300 windows, as the former 300 s), and per-entity
-            # trackers as soon as an entity has 2000 windows (no day-long span: a feed here
-            # lasts minutes)
-            "threshold": {"kind": "spot", "q": 1e-3, "min_history_s": 0.0},
-            "episodes": {"open_after": 2, "close_after": 20, "update_every": 300},
-            "http": {"port": 0},
-        })
+        sections = daemon_sections(self.config_sections(), model)
         for key, v in overrides.items():
             sec, name = key.split("__")
             sections.setdefault(sec, {})[name] = v
