@@ -67,14 +67,14 @@ def run(ctx: Context, kills: int | None = None, delivery: str = "at_least_once")
     missed: list[str] = []
     r.feeder.start()
     time.sleep(2.0)
-    for point, arg in plan(kills, ctx.quick, rng):
+    for j, (point, arg) in enumerate(plan(kills, ctx.quick, rng)):
         if point == "timer":
-            d = r.start()
+            d = r.start(restart=j > 0)
             time.sleep(arg)
             r.kill(d)
             reached[point] = reached.get(point, 0) + 1
             continue
-        d = r.start(f"{point}:{int(arg)}")
+        d = r.start(f"{point}:{int(arg)}", restart=j > 0)
         if point == "during_swap" and d.proc.poll() is None:
             time.sleep(1.0)
             r.promote_next()
@@ -83,7 +83,7 @@ def run(ctx: Context, kills: int | None = None, delivery: str = "at_least_once")
         else:
             missed.append(point)
             r.kill(d)
-    last = r.start()
+    last = r.start(restart=True)
     time.sleep(3.0)
     out = r.reckon(last)
     out.notes.update(kills=kills, reached=reached, not_reached=missed)

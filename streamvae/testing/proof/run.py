@@ -54,15 +54,15 @@ class Run:
         self.config = write_config(self.work / "daemon.toml", sections)
         self.outcome = Outcome(name, exactly_once=delivery == "exactly_once")
         self.feeder = Feeder(ctx.bootstrap, self.topics.input, entities, steps_per_s, seed=ctx.seed)
-        self.starts: list[float] = []  # wall time of every daemon start after the first
+        self.starts: list[float] = []  # wall time of every restart
         self.expected_kill: set[int] = set()
         self.daemons: list[DaemonProc] = []
         self.t0 = time.monotonic()
 
-    def start(self, failpoint: str | None = None, wait: bool = True) -> DaemonProc:
+    def start(self, failpoint: str | None = None, wait: bool = True, restart: bool = False) -> DaemonProc:
         """A daemon of the group (its log in the run's folder); ready unless it died on its
-        failpoint first."""
-        if self.daemons:
+        failpoint first. ``restart``: it replaces one that died (its recovery is measured)."""
+        if restart:
             self.starts.append(time.time())
         env = {"STREAMVAE_FAILPOINT": failpoint} if failpoint else {}
         d = DaemonProc(run_cmd(self.config), self.work / f"daemon-{len(self.daemons)}.log", env=env)
