@@ -17,7 +17,8 @@ letter says exactly why. The rules a record must meet:
 - ``ts``: epoch seconds or ISO-8601; with ``now`` given (the daemon's wall clock), at
   most ``max_future_s`` ahead of it (``ts_in_future``): a reading from the future would
   move its entity's clock (and the partition's position) to a time no later reading
-  reaches.
+  reaches. (A step back of more than a day from its entity's last reading is refused
+  by the window assembler, ``ts_too_old``: see streamvae/core/windows.py.)
 - a block (``readings``): each item is judged on its own; :meth:`RecordDecoder.decode_items`
   returns the good readings and the bad items with their reasons, so one bad item costs
   one dead letter for the record, never the readings around it.
@@ -46,8 +47,8 @@ from streamvae.core.pipeline import Reading
 from streamvae.errors import RecordError
 
 REASONS = (
-    "not_json", "not_utf8", "too_deep", "not_object", "too_large", "missing_entity", "bad_entity", "bad_key",
-    "entity_key_mismatch", "unknown_entity", "missing_ts", "bad_ts", "ts_in_future", "missing_values", "bad_values",
+    "not_json", "not_utf8", "too_deep", "duplicate_key", "not_object", "too_large", "missing_entity", "bad_entity", "bad_key",
+    "entity_key_mismatch", "unknown_entity", "missing_ts", "bad_ts", "ts_in_future", "ts_too_old", "missing_values", "bad_values",
     "bad_value", "non_finite", "out_of_range", "no_known_feature", "bad_readings", "internal_error",
 )
 

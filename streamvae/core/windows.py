@@ -39,6 +39,7 @@ from streamvae.errors import ConfigError, RecordError
 
 FloatArray = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
+MAX_STEP_BACK = 86_400.0  # seconds: the largest clock slip taken as one (a time-zone slip is < 1 day)
 
 
 def _check_geometry(size: int, stride: int, max_gap: float | None) -> None:
@@ -162,7 +163,10 @@ class WindowAssembler:
         order. A reading further back means the entity's clock stepped back (a reset, a
         time-zone or DST slip): it starts a new window sequence from that time on, as a
         gap does, instead of being refused (``clock_resets_`` counts them, logged once
-        per entity).
+        per entity). A step back of more than ``MAX_STEP_BACK`` (a day) is no slip: a
+        clock that was never set (epoch 0 plus uptime) or seconds in another unit. That
+        reading is refused (``RecordError`` ``ts_too_old``) and the entity's windows go
+        on, so one such record cannot cut the sequence of every open window.
 
     A reading stamped exactly like the entity's previous one is taken as the next
     reading, in arrival order (``repeated_ts_`` counts them): sensors that stamp at a
@@ -212,6 +216,10 @@ class WindowAssembler:
             rings.move_to_end(entity)
         last = ring.last_ts
         if ts < last - self.max_lateness:
+            if last - ts > MAX_STEP_BACK:
+                raise RecordError("ts_too_old", f"ts {ts:.3f} of {ascii(entity[:60])} is {last - ts:.0f}s before its "
+                                  f"last reading (more than {MAX_STEP_BACK:g}s back: a clock never set, or seconds "
+                                  "in another unit)")
             self._clock_reset(entity, ts, last)
             ring.filled = 0
             ring.since_emit = 0

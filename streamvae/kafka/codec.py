@@ -70,6 +70,84 @@ def loads(value: bytes) -> Any:
         raise RecordError("not_json", f"value is not valid JSON: {first}") from None
 
 
+def _members(obj: Any) -> int:
+    """Members of every object in ``obj`` plus the colons inside its strings: as many
+    colons as its JSON text holds when no object repeats a name (and no ``\\u`` escape
+    writes a colon)."""
+    n, stack = 0, [obj]
+    while stack:
+        o = stack.pop()
+        if o.__class__ is dict:
+            n += len(o) + "".join(o).count(":")
+            stack += [v for v in o.values() if v.__class__ in _NESTED]
+        elif o.__class__ is list:
+            stack += [v for v in o if v.__class__ in _NESTED]
+        elif o.__class__ is str:
+            n += o.count(":")
+    return n
+
+
+_NESTED = (dict, list, str)
+
+
+def _record_members(obj: Any) -> int:
+    """At most :func:`_members` of ``obj``, and equal to it for the common record (a
+    flat ``values`` object, the other members numbers or strings), without a walk."""
+    if obj.__class__ is not dict:
+        return 0
+    vals = obj.get("values")
+    n = len(obj) + (len(vals) + "".join(vals).count(":") if vals.__class__ is dict else 0)
+    for k in ("entity", "ts"):
+        v = obj.get(k)
+        if v.__class__ is str:
+            n += v.count(":")
+    return n
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise RecordError("duplicate_key", f"an object names {ascii(name[:60])} more than once; which value "
+                              "counts is not defined (RFC 8259), so the record is refused")
+        seen.add(name)
+    return out
+
+
+def check_unique(value: bytes, obj: Any) -> None:
+    """Raise :class:`RecordError` ``duplicate_key`` if an object of ``value`` (the JSON
+    text ``obj`` was parsed from) names a member twice: parsers keep the last one
+    silently, so ``{"values": {"a": 1, "a": "x"}}`` would pass as ``{"a": "x"}``, and
+    ``{"entity": "p1", "entity": "p2"}`` as p2.
+
+    Cheap for every record: each member writes one colon, so the text can hold a repeat
+    only if it has more colons than ``obj`` has members plus colons inside strings; only
+    then (or when a ``\\u`` escape could hide a colon) is the text parsed again, by the
+    stdlib, to find the name. For the common record the members are counted without
+    walking it (timeit, one record of four features: about a quarter of a walk's time).
+
+    >>> check_unique(b'{"a": 1, "a": 2}', {"a": 2})
+    Traceback (most recent call last):
+    ...
+    streamvae.errors.RecordError: an object names 'a' more than once; ...
+    >>> check_unique(b'{"ts": "07:00:00", "a": 1}', {"ts": "07:00:00", "a": 1})
+    """
+    colons = value.count(b":")
+    if b"\\u" not in value and (colons <= _record_members(obj) or colons <= _members(obj)):
+        return
+    try:
+        json.loads(value, object_pairs_hook=_unique)
+    except RecordError:
+        raise
+    except RecursionError:
+        raise RecordError("too_deep", "value nests deeper than the parser can follow") from None
+    except ValueError:  # a text the first parse read (a lone surrogate, 1e999): no repeat to name
+        return
+
+
 def _escape(obj: Any) -> Any:
     """``obj`` with every string that UTF-8 cannot encode written with backslash escapes."""
     if isinstance(obj, str):

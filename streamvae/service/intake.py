@@ -1,10 +1,11 @@
 """A Kafka message's bytes -> readings, or why not: the one door records come in by.
 
 :meth:`Intake.decode` never raises. Every way a message can be wrong (too large, not
-UTF-8, nested too deep, not JSON, a number out of range, a name that cannot be written
-out, a reading from the future...) comes back as a :class:`RecordError` with its reason,
-and anything unforeseen as ``internal_error`` naming the exception's type: one bad record
-becomes one dead letter, never a daemon that exits and reads it again after its restart.
+UTF-8, nested too deep, not JSON, a name given twice in one object, a number out of
+range, a name that cannot be written out, a reading from the future...) comes back as a
+:class:`RecordError` with its reason, and anything unforeseen as ``internal_error``
+naming the exception's type: one bad record becomes one dead letter, never a daemon
+that exits and reads it again after its restart.
 
 Examples
 --------
@@ -45,6 +46,7 @@ class Intake:
                 raise RecordError("too_large", f"value is {len(value)} bytes; the limit is "
                                   f"records.max_record_bytes={self.max_record_bytes}")
             obj = codec.loads(value)
+            codec.check_unique(value, obj)
             text_key = None
             if key is not None:
                 try:
