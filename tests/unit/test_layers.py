@@ -28,7 +28,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     # helpers for the integration tests, the demo and the benchmarks (as numpy.testing):
     # everything but the running daemon (service, cli); no other layer imports it
     "testing": ({"lifecycle", "core", "model", "registry", "kafka", "offline", "errors", "config", "files"} | LEAF,
-                {"numpy", "kafka"}),
+                {"numpy", "kafka", "hypothesis"}),  # hypothesis: the bad-input corpus's property-based records
     "__main__": ({"cli"}, set()),
     "__init__": (set(), set()),
 }
