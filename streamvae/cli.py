@@ -39,6 +39,11 @@ def _names(text: str) -> list[str]:
     return v
 
 
+def _quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress line on stderr (it is drawn only when stderr is a terminal)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--window", type=int, default=None, help="window length W in readings (default 60)")
@@ -65,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--features", type=_names, default=None, help="feature columns, comma-separated, in model order")
     t.add_argument("--exclude", type=_names, default=[], help="columns to leave out when --features is not given")
     t.add_argument("--max-gap", type=float, default=None, help="seconds; a longer gap starts a new window sequence")
+    _quiet_arg(t)
     _model_args(t)
 
     s = sub.add_parser("score", help="score a CSV with a trained model")
@@ -88,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--threshold", choices=("static", "spot", "dspot", "quantile"), default="static",
                    help="static: the model's rule on the training scores (default); spot|dspot|quantile: set online by a tracker")
     _threshold_args(k)
+    _quiet_arg(k)
     _model_args(k)
 
     nb = esub.add_parser("nab", help="NAB (Numenta Anomaly Benchmark), NAB's scoring; alert openings are the detections")
@@ -97,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--jobs", type=int, default=None, help="files run in parallel (default: 2, or 1 on one core)")
     nb.add_argument("--config", default=None, help="daemon config (TOML) whose detection settings to run (default: the daemon's defaults)")
     nb.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    _quiet_arg(nb)
 
     run = sub.add_parser("run", help="the consumer daemon: Kafka records in, alerts out")
     run.add_argument("--config", required=True, help="TOML config file (every key overridable by STREAMVAE_<SECTION>__<KEY>)")
@@ -121,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=500, help="readings per pipeline batch (a poll)")
     _episode_args(r)
     r.add_argument("--alerts", default=None, help="also write the alerts as JSON lines to this file")
+    _quiet_arg(r)
     _threshold_args(r)
     _model_args(r)
     _replay_retrain_args(r)
@@ -131,9 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--seed", type=int, default=0, help="the candidate's training seed (default 0)")
     rt.add_argument("--result", default=None, help="also write the verdict as JSON to this file (atomic): "
                     "result promoted | rejected | failed, version, reasons, the gate's figures")
+    _quiet_arg(rt)
     _tool_parsers(sub)
     _models_parsers(sub)
+    _report_parser(sub)
     return p
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``report``: one self-contained HTML page from a scores CSV, or from the topics."""
+    p = sub.add_parser("report", help="write one self-contained HTML page: per entity the features, score, threshold, "
+                                      "alert episodes and model versions, and a summary")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", help="output CSV of streamvae replay or score")
+    src.add_argument("--bootstrap", help="Kafka bootstrap servers: read --input, --alerts and --scores topics instead")
+    p.add_argument("--readings", default=None, help="with --csv: the readings CSV replay/score read (shows the features)")
+    p.add_argument("--alerts", default=None, help="with --csv: alerts JSON lines of replay --alerts; with --bootstrap: the alerts topic")
+    p.add_argument("--input", default=None, help="with --bootstrap: the input (sensor readings) topic")
+    p.add_argument("--scores", default=None, help="with --bootstrap: the scores topic (topics.scores), if the daemons publish it")
+    p.add_argument("--since", default=None, help="start of the time range: epoch seconds or ISO-8601 (with --bootstrap: Kafka timestamps)")
+    p.add_argument("--until", default=None, help="end of the time range (default: everything there is)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--max-entities", type=int, default=20, help="entities with figures, most alert episodes first (default 20)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach the broker (default 10)")
 
 
 def _models_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -268,6 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from streamvae.service.retrain import retrain_cmd
 
             return retrain_cmd(args)
+        if args.command == "report":
+            if args.bootstrap:
+                from streamvae.service.reportfeed import report_topics
+
+                return report_topics(args)
+            from streamvae.offline.report import report_cmd
+
+            return report_cmd(args)
         if args.command in ("simulate", "alerts"):
             from streamvae.service import tools
 
