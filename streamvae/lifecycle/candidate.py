@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +30,7 @@ from streamvae.lifecycle.gate import GateReport, validate
 
 if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
     from streamvae.model.detector import VAEDetector
-    from streamvae.model.vae import VAEConfig
+    from streamvae.model.vae import EpochLog, VAEConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,15 @@ def can_warm_start(current: VAEDetector | None, config: VAEConfig | None = None,
 
 def train_candidate(current: VAEDetector | None, windows: npt.ArrayLike, epochs: int, seed: int = 0,
                     config: VAEConfig | None = None, feature_names: Sequence[str] | None = None,
-                    **overrides: Any) -> VAEDetector:
+                    on_epoch: Callable[[EpochLog], None] | None = None, **overrides: Any) -> VAEDetector:
     """A new detector trained on ``windows`` (N, W, F), in time order.
 
     Warm start: when ``current`` has the same features and architecture (and ``config``
     / ``feature_names``, if given, agree), the candidate starts from its weights AND its
     scaler, so a few epochs adapt it instead of relearning the plant. Otherwise it trains
     from scratch with ``config`` (or the current model's settings) and a scaler fitted
-    on ``windows``. ``overrides``: other VAEConfig settings (e.g. ``patience``).
+    on ``windows``. ``overrides``: other VAEConfig settings (e.g. ``patience``);
+    ``on_epoch``: each epoch's report, for a progress display.
     """
     from streamvae.model.detector import VAEDetector
 
@@ -77,9 +78,9 @@ def train_candidate(current: VAEDetector | None, windows: npt.ArrayLike, epochs:
     t0 = time.perf_counter()
     if warm:
         assert current is not None and current.vae_ is not None
-        det.fit(x, scaler=current.scaler_, init=current.vae_.get_weights())
+        det.fit(x, scaler=current.scaler_, init=current.vae_.get_weights(), on_epoch=on_epoch)
     else:
-        det.fit(x)
+        det.fit(x, on_epoch=on_epoch)
     det.fit_info_["warm_start"] = warm
     det.fit_info_["train_s"] = round(time.perf_counter() - t0, 3)
     log.info("candidate trained on %d windows (%s) in %.1fs: %d epochs, best %d", len(x),
@@ -97,7 +98,8 @@ def split_holdout(windows: npt.NDArray[np.float32], fraction: float = 0.2,
 
 def retrain(current: VAEDetector | None, normals: npt.ArrayLike, anomalies: npt.ArrayLike | None, cfg: Any,
             seed: int = 0, holdout: float = 0.2, entities: Sequence[str] | None = None, config: VAEConfig | None = None,
-            feature_names: Sequence[str] | None = None, **overrides: Any) -> tuple[VAEDetector, GateReport]:
+            feature_names: Sequence[str] | None = None, on_epoch: Callable[[EpochLog], None] | None = None,
+            **overrides: Any) -> tuple[VAEDetector, GateReport]:
     """Train a candidate on the older part of ``normals`` and gate it on the newest part.
 
     ``normals``: the chosen training windows (N, W, F), oldest first;
@@ -113,7 +115,8 @@ def retrain(current: VAEDetector | None, normals: npt.ArrayLike, anomalies: npt.
         raise DataError(f"{len(entities)} entities for {len(x)} windows")
     train, held = split_holdout(x, holdout)
     ents = list(entities) if entities is not None else None
-    cand = train_candidate(current, train, cfg.epochs, seed=seed, config=config, feature_names=feature_names, **overrides)
+    cand = train_candidate(current, train, cfg.epochs, seed=seed, config=config, feature_names=feature_names,
+                           on_epoch=on_epoch, **overrides)
     report = validate(current, cand, held, anomalies, tolerance=cfg.tolerance, seed=seed,
                       entities=ents[len(train):] if ents else None, trained=train,
                       trained_entities=ents[: len(train)] if ents else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from streamvae.config import Config
 from streamvae.errors import ConfigError
@@ -19,6 +19,9 @@ from streamvae.lifecycle.candidate import retrain
 from streamvae.lifecycle.gate import GateReport
 from streamvae.lifecycle.loop import TrainingSet
 from streamvae.registry.store import Registry, RegistryError
+
+if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
+    from streamvae.model.vae import EpochLog
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,10 @@ class RetrainReport:
 
 
 def retrain_once(cfg: Config, data: TrainingSet, registry: Registry, reason: str = "manual",
-                 seed: int = 0) -> RetrainReport:
+                 seed: int = 0, on_epoch: Callable[[EpochLog], None] | None = None) -> RetrainReport:
     """Train a candidate on ``data``, gate it against the registry's CURRENT, store it,
-    promote it if it passed, prune old versions (``cfg.model.keep_versions``)."""
+    promote it if it passed, prune old versions (``cfg.model.keep_versions``).
+    ``on_epoch``: each training epoch's report, for a progress display."""
     from streamvae.model import artifact
 
     t0 = time.perf_counter()
@@ -66,7 +70,8 @@ def retrain_once(cfg: Config, data: TrainingSet, registry: Registry, reason: str
         raise ConfigError(f"model.path {cfg.model.path} has no CURRENT model to retrain from; add and promote one first "
                           "(streamvae models promote VERSION)")
     current = artifact.load(registry.path(previous))
-    cand, report = retrain(current, data.normals, data.anomalies, cfg.retrain, seed=seed, entities=data.entities)
+    cand, report = retrain(current, data.normals, data.anomalies, cfg.retrain, seed=seed, entities=data.entities,
+                           on_epoch=on_epoch)
     version = artifact.new_version_id()
     cand.version_ = version
     registry.add(cand, version)

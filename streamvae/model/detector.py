@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
 from streamvae.model.score import GraphScorer
-from streamvae.model.vae import VAE, ScoreOutput, VAEConfig
+from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,16 @@ class VAEDetector:
 
     # -- training ---------------------------------------------------------------
     def fit(self, X: npt.ArrayLike, scaler: Scaler | None = None,
-            init: dict[str, np.ndarray] | None = None) -> "VAEDetector":
+            init: dict[str, np.ndarray] | None = None,
+            on_epoch: Callable[[EpochLog], None] | None = None) -> "VAEDetector":
         """Train on normal windows (M, W, F), in time order.
 
         The last ``val_fraction`` of the windows is held out for early stopping and for
         the held-out score sample. ``scaler``: use these statistics (e.g. fitted on the
         training rows) instead of fitting on ``X``. ``init``: start from these weights
         (``VAE.get_weights()`` of a model with the same architecture: a warm start for
-        retraining) instead of a fresh random initialisation.
+        retraining) instead of a fresh random initialisation. ``on_epoch``: called with
+        each epoch's :class:`~streamvae.model.vae.EpochLog` (a progress display).
         """
         x = self._windows(X)
         cfg = self.config
@@ -147,7 +149,7 @@ class VAEDetector:
             except ValueError as e:
                 raise ConfigError(f"cannot warm-start: {e}") from None
         self._scorer = None
-        self.fit_info_ = self.vae_.fit(flat[:-n_val], flat[-n_val:], log=log)
+        self.fit_info_ = self.vae_.fit(flat[:-n_val], flat[-n_val:], log=log, on_epoch=on_epoch)
         self.fit_info_["n_train"] = len(x) - n_val
         self.fit_info_["n_val"] = n_val
         scores = self.score_samples(x)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -23,6 +23,30 @@ import tensorflow as tf
 from streamvae.errors import ConfigError
 
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True, slots=True)
+class EpochLog:
+    """One finished training epoch, as :meth:`VAE.fit` reports it to ``on_epoch``.
+
+    Losses are the negative ELBO per window (lower is better); ``val_loss`` is the
+    held-out one that early stopping watches. ``wait`` epochs have passed without a new
+    best; training stops when ``wait`` reaches ``patience`` (``stopping`` is then True)
+    or after ``epochs`` epochs.
+    """
+
+    epoch: int  # 1-based
+    epochs: int  # the most that will run
+    loss: float
+    val_loss: float
+    best_epoch: int  # 1-based: the epoch whose weights are kept
+    best_val_loss: float
+    wait: int
+    patience: int
+
+    @property
+    def stopping(self) -> bool:
+        return self.wait >= self.patience
 
 
 @dataclass(frozen=True)
@@ -225,7 +249,8 @@ class VAE:
             total += tf.stack([rec, kl]) * tf.cast(tf.shape(xb)[0], tf.float32)
         return total
 
-    def fit(self, x: np.ndarray, x_val: np.ndarray, log: Any = None) -> dict[str, Any]:
+    def fit(self, x: np.ndarray, x_val: np.ndarray, log: Any = None,
+            on_epoch: Callable[[EpochLog], None] | None = None) -> dict[str, Any]:
         """Train on flattened, scaled windows; early stopping on ``x_val``'s negative ELBO.
 
         Every epoch: a fresh shuffle, a fresh ``mask_rate`` share of windows with one
@@ -234,6 +259,8 @@ class VAE:
         (:meth:`_epoch`).
         Returns the history (per-epoch reconstruction NLL and KL, train and validation)
         and the epoch whose weights were kept (they are restored at the end).
+        ``on_epoch``: called after every epoch with its :class:`EpochLog` (a progress bar);
+        it sees the training and never changes it.
         """
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
@@ -256,7 +283,10 @@ class VAE:
             if val < best - 1e-4 * abs(best if math.isfinite(best) else 1.0):
                 best, best_epoch = val, epoch
                 best_weights = [v.numpy() for v in self.variables]
-            elif epoch - best_epoch >= cfg.patience:
+            if on_epoch is not None:
+                on_epoch(EpochLog(epoch + 1, cfg.epochs, history["rec"][-1] + history["kl"][-1], val, best_epoch + 1,
+                                  best, epoch - best_epoch, cfg.patience))
+            if epoch - best_epoch >= cfg.patience:
                 break
             if log is not None and epoch % 50 == 0:
                 log.debug("epoch %d rec=%.2f kl=%.2f val=%.2f", epoch, history["rec"][-1], history["kl"][-1], val)

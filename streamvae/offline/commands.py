@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamvae.errors import ConfigError, DataError
+from streamvae.offline.progress import Progress
 
 
 if TYPE_CHECKING:  # the real import stays lazy: it loads TensorFlow
@@ -68,7 +69,9 @@ def train(args: argparse.Namespace) -> int:
         raise DataError(f"{rows} readings give {len(windows)} windows of {cfg.window}; need at least 10 (more data or a smaller --window)")
     scaler = Scaler().fit(np.concatenate([t.values for t in tables]))
     t0 = time.perf_counter()
-    det = VAEDetector(cfg, names).fit(windows, scaler=scaler)
+    bar = Progress.for_args(args, "train")
+    det = VAEDetector(cfg, names).fit(windows, scaler=scaler, on_epoch=bar.epoch)
+    bar.close()
     path = save(det, out)
     info = det.fit_info_
     print(
@@ -189,7 +192,10 @@ def replay_cmd(args: argparse.Namespace) -> int:
     else:
         table = read_table(args.csv, args.ts_column, args.features, exclude=args.exclude, keep=keep)
         start = split_point(args.train_first, len(table.values))
-        det, train_scores = train_on(table, args.entity_column, start, _vae_config(args, len(table.feature_names)))
+        bar = Progress.for_args(args, "train")
+        det, train_scores = train_on(table, args.entity_column, start, _vae_config(args, len(table.feature_names)),
+                                     on_epoch=bar.epoch)
+        bar.close()
         print(f"trained on rows 0..{start - 1}: {det.fit_info_['epochs_run']} epochs")
         warm = warm_scores(det, train_scores)
     retrainer = None
@@ -197,7 +203,9 @@ def replay_cmd(args: argparse.Namespace) -> int:
         from streamvae.offline.replay import ReplayRetrainer
 
         retrainer = ReplayRetrainer(rcfg, det.config.window, len(det.names))  # the daemon's seeds
-    r = replay(table, det, start, args.entity_column, cfg, warm, batch=args.batch, retrainer=retrainer)
+    bar = Progress.for_args(args, "replay")
+    r = replay(table, det, start, args.entity_column, cfg, warm, batch=args.batch, retrainer=retrainer, progress=bar.rows)
+    bar.close()
     write_rows(Path(args.out), table, args.entity_column, r)
     for ev in r.retrains or []:
         print(ev.summary())
@@ -250,7 +258,7 @@ def retrain_config(args: argparse.Namespace, base: RetrainConfig | None = None) 
 
 
 def evaluate_skab_cmd(args: argparse.Namespace) -> int:
-    from streamvae.offline.skab import LEADERBOARD, TRAIN_ROWS, Metrics, data_dir
+    from streamvae.offline.skab import LEADERBOARD, TRAIN_ROWS, Metrics, data_dir, experiment_files
 
     root = data_dir(args.data)
     _threads(args, 2)
@@ -260,9 +268,13 @@ def evaluate_skab_cmd(args: argparse.Namespace) -> int:
     cfg = _vae_config(args, 8)
     out = Path(args.out)
     t_start = time.perf_counter()
+    bar, n_files, done = Progress.for_args(args, "skab"), len(experiment_files(root)), [0, 0]
 
     def progress(r, dt):  # type: ignore[no-untyped-def]
         m = Metrics.of(r.labels[TRAIN_ROWS:], r.pred[TRAIN_ROWS:])
+        done[0] += 1
+        done[1] += len(r.labels)
+        bar.clear()  # the result line goes to the terminal the bar is on
         print(f"  {r.name:<14} f1 {m.f1:.2f}  far {m.far:5.1f}%  mar {m.mar:5.1f}%  ({dt:.1f}s, {r.extra['epochs']} epochs)", flush=True)
         if not args.no_plots:
             n = len(r.table.values)
@@ -274,10 +286,12 @@ def evaluate_skab_cmd(args: argparse.Namespace) -> int:
                 out / (r.name.replace("/", "_").replace(".csv", ".png")), r.table.values, r.table.feature_names,
                 row, thr, r.pred, truth=r.labels, title=f"SKAB {r.name} ({kind} threshold): f1 {m.f1:.2f}",
             )
+        bar.step(done[0], n_files, done[1])
 
     kind = args.threshold
     if kind == "static":
         print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, static threshold q={args.q}, margin={args.margin:.3f}")
+        bar.step(0, n_files, 0)
         results, m, mm = evaluate_skab(root, cfg, args.q, args.margin, progress)
         rows = [("streamvae VAE, reconstruction probability", m.f1, m.far, m.mar),
                 ("streamvae VAE, same network, plain MSE", mm.f1, mm.far, mm.mar)]
@@ -285,10 +299,12 @@ def evaluate_skab_cmd(args: argparse.Namespace) -> int:
         params = threshold_params(args, kind)
         det_cfg = detection_config(args)
         print(f"SKAB leaderboard protocol on {root}: window {cfg.window}, L={cfg.n_samples}, online {kind} threshold {params or ''} (no labels used)")
+        bar.step(0, n_files, 0)
         results, m = evaluate_skab_streaming(root, cfg, det_cfg, progress)
         mm = None
         rows = [(f"streamvae VAE, online {kind} threshold", m.f1, m.far, m.mar)]
     elapsed = time.perf_counter() - t_start
+    bar.clear()
     print()
     print(f"{'Algorithm':<44} {'F1':>5} {'FAR %':>7} {'MAR %':>7}")
     print("-" * 66)

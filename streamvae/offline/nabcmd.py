@@ -11,6 +11,7 @@ from typing import Any
 
 from streamvae.errors import ConfigError
 from streamvae.offline.nab import FileRun, corpus, data_dir, plot_run, profiles, run_all, score_runs
+from streamvae.offline.progress import Progress
 
 # NAB's own scoring of published outputs on these 35 files (../shared/data/nab-dev/README.md)
 REFERENCE = [
@@ -40,11 +41,18 @@ def evaluate_nab_cmd(args: argparse.Namespace) -> int:
     print(f"NAB on {root}: {len(files)} files, window {vae.window}, threshold {cfg.threshold.kind} q={cfg.threshold.q}, "
           f"episodes open after {cfg.episodes.open_after} windows; {jobs} process(es)", flush=True)
     t0 = time.perf_counter()
+    bar, done = Progress.for_args(args, "nab"), [0, 0]
 
     def progress(r: FileRun) -> None:
+        done[0] += 1
+        done[1] += len(r.ts)
+        bar.clear()  # the result line goes to the terminal the bar is on
         print(f"  {r.name:<58} {int(r.opened.sum()):3d} alerts  ({r.seconds:.1f}s)", flush=True)
+        bar.step(done[0], len(files), done[1])
 
+    bar.step(0, len(files), 0)
     runs = run_all(files, cfg, vae, jobs, progress)
+    bar.clear()
     figures = score_runs(files, runs, profs)
     elapsed = time.perf_counter() - t0
     if args.out:

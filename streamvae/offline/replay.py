@@ -26,7 +26,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -72,10 +72,12 @@ def entity_series(table: Table, entity_column: str | None, rows: range) -> dict[
 MIN_HELDOUT = 200  # fewer held-out windows than this: warm-start the thresholds from every training window
 
 
-def train_on(table: Table, entity_column: str | None, k: int, cfg: Any) -> tuple[Any, np.ndarray]:
+def train_on(table: Table, entity_column: str | None, k: int, cfg: Any,
+             on_epoch: Callable[[Any], None] | None = None) -> tuple[Any, np.ndarray]:
     """Fit a VAEDetector on the first ``k`` rows (windows cut per entity); return it and
     the scores of its training windows. The training data's sampling interval is stored
-    with the model (``config.interval``: it derives the gap rule)."""
+    with the model (``config.interval``: it derives the gap rule). ``on_epoch``: each
+    epoch's :class:`~streamvae.model.vae.EpochLog`, for a progress display."""
     from streamvae.model.detector import VAEDetector
 
     series = entity_series(table, entity_column, range(k))
@@ -88,7 +90,7 @@ def train_on(table: Table, entity_column: str | None, k: int, cfg: Any) -> tuple
     if len(windows) < 10:
         raise DataError(f"the first {k} rows give {len(windows)} training windows of {cfg.window}; need at least 10")
     scaler = Scaler().fit(table.values[:k])
-    det = VAEDetector(cfg, table.feature_names).fit(windows, scaler=scaler)
+    det = VAEDetector(cfg, table.feature_names).fit(windows, scaler=scaler, on_epoch=on_epoch)
     return det, det.score_samples(windows)
 
 
@@ -202,7 +204,8 @@ class ReplayRetrainer:
 
 
 def replay(table: Table, det: Any, start: int, entity_column: str | None, cfg: Config, warm: np.ndarray,
-           batch: int = 500, prime_from: int | None = None, retrainer: ReplayRetrainer | None = None) -> ReplayResult:
+           batch: int = 500, prime_from: int | None = None, retrainer: ReplayRetrainer | None = None,
+           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Feed rows ``start..`` through the daemon's pipeline (``build_pipeline(cfg, det,
     warm)``) in batches of ``batch`` readings.
 
@@ -210,7 +213,8 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, cfg: C
     first, so the first replayed rows already have their past (as in a live feed that
     was running before the model was swapped in). ``retrainer``: retrain between
     batches (see :class:`ReplayRetrainer`); the result then carries each row's model
-    version and the retrain events.
+    version and the retrain events. ``progress(done, total)``: rows replayed so far, after
+    every batch.
     """
     n = len(table.values)
     ents = table.extra[entity_column] if entity_column else ["default"] * n
@@ -256,6 +260,8 @@ def replay(table: Table, det: Any, start: int, entity_column: str | None, cfg: C
                 alerts.append(a.to_dict())
             if retrainer is not None:
                 retrainer.after_batch(pipe, res, float(table.ts[rows.stop - 1]))
+            if progress is not None:
+                progress(rows.stop - start, n - start)
     finally:
         pipe.close()
     return ReplayResult(score, thr, flag, alert, alerts, range(start, n), version,

@@ -41,6 +41,7 @@ from streamvae.lifecycle.job import RetrainReport, retrain_once
 from streamvae.lifecycle.loop import NORMAL_FILE, Lifecycle, TrainingSet
 from streamvae.lifecycle.normal import NormalBuffer
 from streamvae.lifecycle.samples import fill_from_samples
+from streamvae.offline.progress import Progress
 from streamvae.registry.store import Registry
 from streamvae.service import failpoints
 from streamvae.service.metrics import Metrics
@@ -72,14 +73,17 @@ def training_set(cfg: Config, window: int, n_features: int) -> TrainingSet:
 
 
 def retrain_and_publish(cfg: Config, data: TrainingSet, registry: Registry, reason: str = "manual", seed: int = 0,
-                        publish: Callable[[Mapping[str, Any]], None] | None = None) -> RetrainReport:
+                        publish: Callable[[Mapping[str, Any]], None] | None = None,
+                        progress: Progress | None = None) -> RetrainReport:
     """One retrain (:func:`~streamvae.lifecycle.job.retrain_once`), then its control event:
     ``publish(event)`` (default: on ``cfg.topics.control``). A failure to publish is logged
     and reported (``published=False``): CURRENT already moved, and daemons that re-read
-    the registry still find it."""
+    the registry still find it. ``progress``: the training epochs are drawn on it."""
     from streamvae.kafka.control import control_event, publish_control
 
-    rep = retrain_once(cfg, data, registry, reason, seed)
+    rep = retrain_once(cfg, data, registry, reason, seed, on_epoch=progress.epoch if progress is not None else None)
+    if progress is not None:
+        progress.close()
     if rep.promoted:
         e = rep.entry
         event = control_event("promote", rep.version, e.get("previous", rep.previous), f"retrain: {reason}; "
@@ -127,7 +131,7 @@ def _retrain(args: argparse.Namespace) -> RetrainReport:
     m = artifact.read_manifest(reg.path(cur))
     data = training_set(cfg, int(m["config"]["window"]), int(m["config"]["n_features"]))
     return retrain_and_publish(cfg, data, reg, getattr(args, "reason", None) or "streamvae retrain",
-                               getattr(args, "seed", 0) or 0)
+                               getattr(args, "seed", 0) or 0, progress=Progress.for_args(args, "retrain"))
 
 
 def read_verdict(path: Path) -> dict[str, Any] | None:
