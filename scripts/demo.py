@@ -210,7 +210,8 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     prepare_out(out)
     tag = "" if args.fresh_broker else "-" + uuid.uuid4().hex[:6]
-    topics = {"input": f"sensors{tag}", "alerts": f"alerts{tag}", "dead_letter": f"sensors.dlq{tag}"}
+    topics = {"input": f"sensors{tag}", "alerts": f"alerts{tag}", "dead_letter": f"sensors.dlq{tag}",
+              "scores": f"scores{tag}"}
     group = f"streamvae-demo{tag}"
     say(f"broker {args.bootstrap}{'' if args.fresh_broker else ' (already running: run-tagged topics)'}; "
         f"{'--quick' if args.quick else 'full'} run, output in {out}")
@@ -221,13 +222,15 @@ def run_demo(args: argparse.Namespace) -> int:
     reader = None
     try:
         try:
-            kafka.create({topics["input"]: INPUT_PARTITIONS, topics["alerts"]: 1, topics["dead_letter"]: 1})
+            kafka.create({topics["input"]: INPUT_PARTITIONS, topics["alerts"]: 1, topics["dead_letter"]: 1,
+                          topics["scores"]: 1})
         except TopicAlreadyExistsError:
             raise DemoError(f"a topic of {sorted(topics.values())} already exists on {args.bootstrap}; the demo needs "
                             "fresh topics") from None
         except TimeoutError as e:
             raise DemoError(str(e)) from None
-        say(f"topics: {topics['input']} ({INPUT_PARTITIONS} partitions), {topics['alerts']}, {topics['dead_letter']}")
+        say(f"topics: {topics['input']} ({INPUT_PARTITIONS} partitions), {topics['alerts']}, {topics['dead_letter']}, "
+            f"{topics['scores']}")
 
         model = train(out, entities, mode.train_s)
 
@@ -235,7 +238,8 @@ def run_demo(args: argparse.Namespace) -> int:
         env = {
             "STREAMVAE_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
             "STREAMVAE_TOPICS__INPUT": topics["input"], "STREAMVAE_TOPICS__ALERTS": topics["alerts"],
-            "STREAMVAE_TOPICS__DEAD_LETTER": topics["dead_letter"], "STREAMVAE_GROUP__ID": group,
+            "STREAMVAE_TOPICS__DEAD_LETTER": topics["dead_letter"], "STREAMVAE_TOPICS__SCORES": topics["scores"],
+            "STREAMVAE_GROUP__ID": group,
             "STREAMVAE_MODEL__PATH": str(model), "STREAMVAE_HTTP__PORT": str(port),
         }
         daemon = start_daemon(out, env, port)
@@ -336,6 +340,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
         card = truth.score(alerts)
         plot, offline = replay_and_plot(out, model, env, truth, alerts, card)
+        report = out / "report.html"
+        r = subprocess.run([*streamvae_cmd(), "report", "--bootstrap", args.bootstrap, "--input", topics["input"],
+                            "--alerts", topics["alerts"], "--scores", topics["scores"], "--out", str(report)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DemoError(f"streamvae report failed (exit {r.returncode}): {r.stderr.strip()}")
+        say(f"report: {report} (one self-contained HTML page: every pump's readings, score, threshold and alerts)")
         summary(args, truth, card, alerts, records, wall, cpu, windows, offline, plot, mode, speedup)
         return 0
     finally:
