@@ -13,8 +13,9 @@ alerts on screen, then the score card against the injected ground truth.
 4. ``streamvae simulate`` with every anomaly kind injected (``--truth`` JSON), paced by
    ``--speedup``; meanwhile every alert is printed as it arrives, with what it matches;
 5. when the feed is acknowledged and the daemon's committed ``scored_to`` has reached every
-   partition's end offset: the score card, a per-kind table, one entity's plot, and the
-   figures as ONE JSON line (the last line of output).
+   partition's end offset: the score card, a per-kind table, one entity's plot, the report
+   (``streamvae report`` from the input, alerts and scores topics: ``<out>/report.html``) and
+   the figures as ONE JSON line (the last line of output).
 
 Scoring rules (streamvae/testing/truth.py, as in the integration tests; event time; W = window
 length in seconds = window x reading interval):
