@@ -67,11 +67,17 @@ load generator, which stands in for the plant's producers (on other machines in
 production). kafka-python's producer costs ~0.4 of a core at ~6,000 records/s here, the
 Java client ~0.17; the table shows each one's CPU share during (e).
 
+(c') with ``--delivery both``: (c) again with ``group.delivery = "exactly_once"`` (one
+Kafka transaction per poll: alerts, dead letters and the offset commit), on the same
+records, a fresh group and fresh alerts / dead-letter topics; the table shows its rate
+and its ratio to (c).
+
 Prints a table, then one JSON line (last) with raw_consume_per_s, model_only_per_s,
 offline_per_s, e2e_per_s, ratio_offline_model, ratio_e2e_offline, p50_latency_ms,
-p99_latency_ms (produce -> score), records, entities, and more.
+p99_latency_ms (produce -> score), records, entities, and more (with ``--delivery both``:
+e2e_exactly_once_per_s and ratio_exactly_once_at_least_once; null otherwise).
 
-    .venv/bin/python scripts/bench_e2e.py [--records 200000] [--bootstrap HOST:PORT] [--model DIR]
+    .venv/bin/python scripts/bench_e2e.py [--records 200000] [--bootstrap HOST:PORT] [--model DIR] [--delivery both]
 """
 
 from __future__ import annotations
@@ -220,11 +226,16 @@ def bench_topics(bootstrap: str, partitions: int, tag: str, append_time: bool = 
     return Topics(bootstrap, partitions, prefix=f"bench-{tag}-", input_configs=conf)
 
 
-def bench_config(topics: Topics, path: Path, model: Path, group: str, max_poll_records: int) -> Path:
-    """The daemon's config for one run: these topics, ``group``, the model; defaults otherwise."""
+def bench_config(topics: Topics, path: Path, model: Path, group: str, max_poll_records: int,
+                 delivery: str = "at_least_once", outputs: Topics | None = None) -> Path:
+    """The daemon's config for one run: these topics (alerts and dead letters to
+    ``outputs``' when given), ``group``, ``group.delivery``, the model; defaults otherwise."""
     sections = topics.config_sections(group)
+    if outputs is not None:
+        sections["topics"].update(alerts=outputs.alerts, dead_letter=outputs.dlq)
     sections["kafka"]["client_id"] = "streamvae-bench"
     sections["group"]["max_poll_records"] = max_poll_records
+    sections["group"]["delivery"] = delivery
     sections.update({"model": {"path": str(model)}, "http": {"port": 0}})
     return write_config(path, sections)
 
@@ -634,6 +645,8 @@ def main() -> None:
                     help="who sends (e)'s records: the Java Kafka client (default; the plant's producers run "
                          "elsewhere, and this one takes little of the 2 cores) or kafka-python's producer")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--delivery", choices=("at_least_once", "both"), default="at_least_once",
+                    help="both: measure (c) again with group.delivery = exactly_once and print the ratio")
     args = ap.parse_args()
 
     try:
@@ -687,6 +700,14 @@ def main() -> None:
         other.start()
         e2e = measure_e2e(cfg_path, topics, group, args.records, work / "daemon-e2e.log")
         other.stop("c")
+        eo = None
+        if args.delivery == "both":
+            eo_group = f"bench-eo-{uuid.uuid4().hex[:8]}"
+            eo_cfg = bench_config(topics, work / "eo.toml", model, eo_group, bs, "exactly_once",
+                                  outputs=bench_topics(bootstrap, 1, "eo"))
+            other.start()
+            eo = measure_e2e(eo_cfg, topics, eo_group, args.records, work / "daemon-eo.log")
+            other.stop("c_eo")
 
         lat = None
         if not args.skip_latency:
@@ -733,6 +754,11 @@ def main() -> None:
     print(f"{'(c) e2e: streamvae run, ready -> all scored_to committed':<54} {e2e['per_s']:>11,.0f} {e2e['seconds']:>8.2f} {ol['c']:>6.2f}  "
           f"steady {e2e['steady_per_s']:,.0f}/s after 1st commit; {e2e['batches']:.0f} polls, {e2e['windows']:,.0f} windows, "
           f"{e2e['alerts']:.0f} alerts")
+    if eo is not None:
+        label = "(c') e2e, group.delivery = exactly_once"
+        print(f"{label:<54} {eo['per_s']:>11,.0f} {eo['seconds']:>8.2f} "
+              f"{ol['c_eo']:>6.2f}  steady {eo['steady_per_s']:,.0f}/s; {eo['batches']:.0f} transactions; "
+              f"x{eo['per_s'] / e2e['per_s']:.3f} of (c)")
     print("other: CPU cores used meanwhile by processes outside this benchmark (another session's jobs; a --bootstrap broker)")
     worst = max(ol.values())
     if worst > 0.25:
@@ -781,6 +807,8 @@ def main() -> None:
         "max_poll_records": bs,
         "crc32c": crc_impl,
         "other_load_cores": {k: round(v, 2) for k, v in ol.items()},
+        "e2e_exactly_once_per_s": None if eo is None else round(eo["per_s"]),
+        "ratio_exactly_once_at_least_once": None if eo is None else round(eo["per_s"] / e2e["per_s"], 3),
     }))
 
 

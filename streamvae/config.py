@@ -155,6 +155,12 @@ class GroupConfig(_Section):
     instance_id: str = _spec("auto", Rule(lambda v: v in ("auto", "none") or _kafka_name(v),
                                           "auto, none, or an id unique within the group (at most 249 ASCII "
                                           "letters, digits, '.', '_', '-')"))
+    # "at_least_once": alerts and dead letters are confirmed, then the offsets committed
+    # (a crash in between repeats a batch's alerts, byte for byte, with the same ids).
+    # "exactly_once": one Kafka transaction per batch holds its alerts, dead letters and
+    # the offset commit with its scored_to; consumers of the alerts topic must read with
+    # isolation_level = read_committed. Costs throughput: see README "Delivery".
+    delivery: str = _spec("at_least_once", one_of("at_least_once", "exactly_once"))
 
 
 @dataclass(frozen=True)

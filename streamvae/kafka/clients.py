@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from typing import Any, Iterable
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, ProducerFencedError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 # The rest of streamvae names kafka-python types through this module only.
-__all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "TopicPartition", "create_topic",
-           "make_consumer", "make_producer", "recent_values"]
+__all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "ProducerFencedError", "TopicPartition",
+           "create_topic", "isolation", "make_consumer", "make_producer", "recent_values", "transactional_id"]
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import StreamvaeError
@@ -58,9 +61,11 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
 
     ``listener``: any object with ``on_partitions_revoked`` / ``on_partitions_assigned``;
     they run inside ``poll``, so they must be short. ``instance_id``: a static member
-    id (``group.instance.id``), None for dynamic membership."""
+    id (``group.instance.id``), None for dynamic membership. With ``group.delivery =
+    "exactly_once"`` it reads committed records only (:func:`isolation`)."""
     c = KafkaConsumer(
         group_instance_id=instance_id,
+        isolation_level=isolation(g),
         group_id=g.id,
         enable_auto_commit=False,
         auto_offset_reset=g.auto_offset_reset,
@@ -75,10 +80,47 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
     return c
 
 
-def make_producer(k: KafkaConfig, linger_ms: int = 5) -> KafkaProducer:
-    """acks=all with retries: a message counts as delivered only when all in-sync replicas have it."""
+# Kafka's default. Longer would ride out longer broker outages inside one transaction, but
+# an open transaction of a daemon that died and is not restarted holds every
+# read_committed reader of its output topics back for this long.
+TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def make_producer(k: KafkaConfig, linger_ms: int = 5, transactional_id: str | None = None) -> KafkaProducer:
+    """acks=all with retries: a message counts as delivered only when all in-sync replicas have it.
+
+    ``transactional_id``: a transactional producer (``init_transactions`` before the first
+    transaction); an open transaction the broker hears nothing of for
+    ``TRANSACTION_TIMEOUT_MS`` is aborted by it."""
+    txn: dict[str, Any] = {}
+    if transactional_id is not None:
+        txn = {"transactional_id": transactional_id, "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
     return KafkaProducer(acks="all", linger_ms=linger_ms, retries=2_147_483_647, max_in_flight_requests_per_connection=1,
-                         delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 120_000), **connection_args(k))
+                         delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 120_000), **txn, **connection_args(k))
+
+
+def isolation(g: GroupConfig) -> str:
+    """The consumers' ``isolation_level`` for ``group.delivery``."""
+    return "read_committed" if g.delivery == "exactly_once" else "read_uncommitted"
+
+
+def transactional_id(group_id: str, instance_id: str | None) -> str:
+    """The transactional id of one daemon slot of ``group_id``.
+
+    With a static member id it is the same across restarts of that slot, so a restart's
+    ``init_transactions`` fences the producer of the process it replaces and aborts the
+    transaction that process left open. With dynamic membership (``instance_id`` None)
+    no id outlives its process: it is unique per process, and what fences a zombie is
+    KIP-447's group metadata (its offset commit carries a generation the group has moved
+    past, so the broker refuses it and its transaction aborts); a dead process's open
+    transaction is aborted by the broker after ``TRANSACTION_TIMEOUT_MS``.
+
+    >>> transactional_id("streamvae", "host-0")
+    'streamvae.streamvae.host-0'
+    """
+    if instance_id is not None:
+        return f"streamvae.{group_id}.{instance_id}"
+    return f"streamvae.{group_id}.{socket.gethostname() or 'host'}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 class Outbox:
@@ -122,9 +164,14 @@ class Outbox:
         return len(futures)
 
 
-def recent_values(k: KafkaConfig, topic: str, per_partition: int, timeout_s: float = 10.0) -> list[bytes]:
-    """The last ``per_partition`` values of every partition of ``topic`` (no group)."""
-    c = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=500, **connection_args(k))
+def recent_values(k: KafkaConfig, topic: str, per_partition: int, timeout_s: float = 10.0,
+                  isolation_level: str = "read_uncommitted") -> list[bytes]:
+    """The last ``per_partition`` values of every partition of ``topic`` (no group).
+
+    ``isolation_level="read_committed"``: only values of committed transactions (the
+    end is then the last stable offset; transaction markers are skipped, not returned)."""
+    c = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=500, isolation_level=isolation_level,
+                      **connection_args(k))
     try:
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -146,8 +193,8 @@ def recent_values(k: KafkaConfig, topic: str, per_partition: int, timeout_s: flo
         while todo and time.monotonic() < deadline:
             for tp, recs in c.poll(timeout_ms=200).items():
                 out.extend(r.value for r in recs if r.value is not None)
-                if recs and recs[-1].offset + 1 >= todo.get(tp, 0):
-                    todo.pop(tp, None)
+            for tp in [tp for tp, end in todo.items() if c.position(tp) >= end]:
+                todo.pop(tp)  # (by position: a transaction's marker is the last offset, and no record)
         return out
     finally:
         c.close()

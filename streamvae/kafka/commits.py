@@ -93,6 +93,10 @@ class Commits:
         self._done(commits)
         return True
 
+    def record(self, commits: Mapping[Hashable, Any]) -> None:
+        """Positions committed another way (in a transaction): nothing to send for them."""
+        self._done(commits)
+
     def on_revoked(self, consumer: Any, revoked: list[Any]) -> None:
         """Commit the revoked partitions' staged positions before they move (asynchronous:
         queued ahead of the JoinGroup request, so it lands before the partitions move;

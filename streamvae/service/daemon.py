@@ -6,10 +6,14 @@ One loop iteration handles one poll (:meth:`Daemon.handle`):
    outcome, as data: alerts, dead letters (reason and source position), scored and
    normal windows, and per partition the position to commit;
 2. produce the alerts and dead letters and confirm every future (acks=all);
-3. only then does the retraining lifecycle see the batch, and its positions are staged;
-4. checkpoint the learned state with those positions when one is due
-   (streamvae/service/checkpoint.py), then commit, per partition, the oldest offset
+3. only then does the retraining lifecycle see the batch;
+4. checkpoint the learned state with its positions when one is due
+   (streamvae/service/checkpoint.py), and commit, per partition, the oldest offset
    still inside an open window, with ``scored_to`` in the commit metadata.
+
+How steps 2 and 4 reach Kafka is ``group.delivery`` (streamvae/service/delivery.py):
+at least once, the checkpoint comes before an asynchronous commit; exactly once, step 2
+is one transaction that also commits the offsets, and the checkpoint comes after it.
 
 If step 2 fails, nothing after it runs: the learned state goes back to the last
 checkpoint and every partition is read again from that checkpoint's positions (what was
@@ -32,21 +36,19 @@ from typing import Any
 from streamvae.config import Config
 from streamvae.core.clock import SYSTEM, Clock
 from streamvae.core.compose import Detector
-from streamvae.kafka.clients import (DeliveryError, KafkaError, OffsetAndMetadata, Outbox, TopicPartition, make_consumer,
-                                     make_producer)
+from streamvae.kafka.clients import DeliveryError, KafkaError, OffsetAndMetadata, TopicPartition, make_consumer
 from streamvae.kafka.commits import Commits
 from streamvae.kafka.offsets import encode_metadata
 from streamvae.service import failpoints, instance
-from streamvae.service.batch import BatchOutcome
+from streamvae.service.batch import BatchOutcome, Marks
 from streamvae.service.compose import assemble
+from streamvae.service.delivery import make_delivery
 from streamvae.service.emit import Emitter
 from streamvae.service.metrics import Metrics, batch_metrics
 from streamvae.service.partitions import Partitions, key
 from streamvae.service.runtime import MemoryTrim, settle_runtime
 
 log = logging.getLogger(__name__)
-
-DELIVERY_TIMEOUT_S = 30.0
 
 
 class Daemon:
@@ -62,12 +64,13 @@ class Daemon:
         self.pipeline = self.parts.pipeline
         self.partitions = Partitions()
         self.commits = Commits()
+        self.delivery = make_delivery(cfg.group, self.commits)
         self.emitter = Emitter(cfg, self.metrics)
         self.stop_event = threading.Event()
         self.consumer: Any = None
         self.last_batch_at = clock.time()
         self.last_checkpoint = clock.monotonic()
-        self.last_commit = float("-inf")  # the first delivered batch commits at once
+        self.settled = True  # between two batches: the state is one a checkpoint may hold
         self.trim = MemoryTrim(clock)
         self.metrics.set("model_info", 1, version=self.pipeline.model_version)
         self._checkpoint(write=False)  # the state to go back to should the first delivery fail
@@ -118,13 +121,15 @@ class Daemon:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         cfg, swapper, retrainer = self.cfg, self.parts.swapper, self.parts.retrainer
-        producer = make_producer(cfg.kafka)
+        member = instance.claim(cfg.group.instance_id, cfg.group.id)
+        # exactly once: the transaction a previous process of this slot left open is
+        # aborted here, before the alert ids already published are read back
+        producer = self.delivery.start(cfg.kafka, member.value, self.stop_event)
         self.emitter.load_published()
         if retrainer is not None and retrainer.publish:
             from streamvae.kafka.samples import ensure_samples_topic
 
             ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
-        member = instance.claim(cfg.group.instance_id, cfg.group.id)
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self,
                                                  instance_id=member.value)
         log.info("consuming %s as group %s%s; model %s", cfg.topics.input, cfg.group.id,
@@ -160,8 +165,9 @@ class Daemon:
                 retrainer.close()
             self.pipeline.close()
             try:
-                self._checkpoint()
-                self.commits.commit(consumer)
+                if self.settled:  # not in the middle of a batch that failed
+                    self._checkpoint()
+                self.delivery.close(consumer)
             except Exception as e:  # never let a last save or commit hide the shutdown
                 log.warning("final checkpoint or commit failed (%r)", e)
             try:
@@ -177,31 +183,28 @@ class Daemon:
         batch = self._resume(consumer, batch)
         if not batch:
             return
+        self.settled = False
         out = self.parts.step.process(batch, self.partitions.marks, now=self.clock.time())
-        outbox = Outbox(producer)
+        outbox = self.delivery.outbox()
         new_ids = self.emitter.send(outbox, out, now=self.clock.time())
+        offsets = self._offsets(out)
         try:
-            outbox.confirm(DELIVERY_TIMEOUT_S)
+            self.delivery.deliver(outbox, consumer, offsets)
         except DeliveryError as e:
             self.metrics.inc("delivery_failures_total")
             log.error("delivery failed (%s); not committing: the state goes back to the last checkpoint", e)
             self._rollback(consumer)
             return
-        failpoints.reach("after_delivery")
         self.emitter.delivered(new_ids)
-        self._learn(producer, out)
+        self._learn(out)
         self.partitions.delivered(out.positions)
-        for tp, (pos, _) in out.positions.items():
-            meta = encode_metadata(self.partitions.marks[tp].emitted_to, self.parts.checkpoints.lineage)
-            self.commits.stage(tp, OffsetAndMetadata(pos, meta, -1))
         now = self.clock.monotonic()
         latest = self.parts.checkpoints.latest
         new_partition = latest is None or any(key(tp) not in latest.positions for tp in out.positions)
         if new_partition or now - self.last_checkpoint >= self.cfg.threshold.save_every:
             self._checkpoint()  # a partition's first commit comes after a checkpoint that holds it
-        if now - self.last_commit >= self.cfg.group.commit_interval_ms / 1000.0:
-            self.last_commit = now
-            self.commits.commit(consumer, wait=False, now=now)
+        self.delivery.commit(consumer, offsets, now)
+        self.settled = True
         self.last_batch_at = self.clock.time()
         batch_metrics(self.metrics, out, self.pipeline, self.clock.monotonic() - t0,
                       unknown_values=self.parts.decoder.unknown_total_, commit_failures=self.commits.failures_)
@@ -224,14 +227,23 @@ class Daemon:
             if read_from != first:
                 consumer.seek(tp, read_from)
                 batch = {k: v for k, v in batch.items() if k != tp}
+        if fresh and not self.delivery.checkpoint_ahead:
+            self._checkpoint()  # its first commit, in a transaction, must come after a checkpoint that holds it
         return batch
 
-    def _learn(self, producer: Any, out: BatchOutcome) -> None:
+    def _offsets(self, out: BatchOutcome) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Per partition, the position to commit after this batch, with how far it is then
+        emitted and this process's checkpoint lineage in the metadata."""
+        marks, lineage = self.partitions.marks, self.parts.checkpoints.lineage
+        return {tp: OffsetAndMetadata(pos, encode_metadata(max(marks.get(tp, Marks()).emitted_to, nxt), lineage), -1)
+                for tp, (pos, nxt) in out.positions.items()}
+
+    def _learn(self, out: BatchOutcome) -> None:
         """A delivered batch: the lifecycle observes what is new to it."""
         learn, retrainer, swapper = out.learn, self.parts.retrainer, self.parts.swapper
         if retrainer is not None:
             for topic, k, v in retrainer.observe(learn, self.pipeline.model_version):
-                producer.send(topic, key=k, value=v)  # fire and forget: a lost sample costs nothing
+                self.delivery.sample(topic, k, v)
         if swapper is not None:
             swapper.note_batch(learn, retrainer is not None and retrainer.fleet_shift_on)
 
@@ -240,10 +252,7 @@ class Daemon:
         now = self.clock.monotonic()
         if self.commits.pending and now - self.last_checkpoint >= min(self.cfg.threshold.save_every, 10.0):
             self._checkpoint()
-        if self.commits.pending:
-            self.last_commit = now
-            if self.commits.commit(consumer):
-                failpoints.reach("after_commit")
+        self.delivery.quiet(consumer, now)
         self.trim.quiet()
 
     def _checkpoint(self, write: bool = True) -> None:
@@ -268,7 +277,8 @@ class Daemon:
             to = ck.positions.get((tp.topic, tp.partition), self.partitions.start[tp])
             self._forget_windows(tp)
             consumer.seek(tp, self.partitions.rolled_back(tp, to))
-        self.commits.pending.clear()
+        self.delivery.rolled_back()
+        self.settled = True
         self.stop_event.wait(1.0)
 
     def _forget_windows(self, tp: TopicPartition) -> list[str]:

@@ -10,7 +10,7 @@ from streamvae.config import Config
 from streamvae.core.bounded import BoundedSet
 from streamvae.core.episodes import stable_id
 from streamvae.kafka import codec
-from streamvae.kafka.clients import KafkaError, Outbox, recent_values
+from streamvae.kafka.clients import KafkaError, Outbox, isolation, recent_values
 from streamvae.service.batch import BatchOutcome, DeadLetter
 from streamvae.service.guard import RejectionGuard
 from streamvae.service.metrics import Metrics
@@ -99,7 +99,8 @@ class Emitter:
     def load_published(self) -> None:
         """Remember the alert ids already on the alerts topic, so a restart does not repeat them."""
         try:
-            for v in recent_values(self.cfg.kafka, self.cfg.topics.alerts, RECENT_ALERTS_PER_PARTITION):
+            for v in recent_values(self.cfg.kafka, self.cfg.topics.alerts, RECENT_ALERTS_PER_PARTITION,
+                                   isolation_level=isolation(self.cfg.group)):
                 try:
                     self.published.add(codec.loads(v)["alert_id"])
                 except (ValueError, KeyError, TypeError):

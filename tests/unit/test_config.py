@@ -115,6 +115,7 @@ BAD: dict[str, tuple[str, str | None]] = {
     "group.max_poll_interval_ms": ("9999", "9999"),
     "group.auto_offset_reset": ('"newest"', "newest"),
     "group.instance_id": ('"pod 1"', "pod 1"),  # the broker refuses such a group.instance.id
+    "group.delivery": ('"exactly-once"', "exactly-once"),
     "records.max_record_bytes": ("0", "0"),
     "records.max_future_s": ("-1.0", "-1"),
     "records.max_lateness": ("-0.5", "-0.5"),

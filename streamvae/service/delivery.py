@@ -1,0 +1,243 @@
+"""How a batch's output and its offsets reach Kafka: ``group.delivery``.
+
+:meth:`Daemon.handle` drives both modes through one interface, in this order::
+
+    outbox = delivery.outbox()                 # exactly once: the batch's transaction begins
+    ... the emitter queues alerts, dead letters (and scores) in the outbox ...
+    delivery.deliver(outbox, consumer, offsets)  # 1 flush, check every future  [2 offsets, 3 commit]
+    ... the lifecycle observes the batch, the partitions' marks move ...
+    (checkpoint when due)
+    delivery.commit(consumer, offsets, now)    # at least once: stage, commit asynchronously
+
+:class:`AtLeastOnce` (the default) confirms every future, then the daemon checkpoints
+and commits the positions, asynchronously, at most every ``group.commit_interval_ms``
+(streamvae/kafka/commits.py). A crash between the delivery and the commit makes the
+restart emit that stretch again: the same alerts with the same ids, byte for byte.
+
+:class:`ExactlyOnce` puts everything the outbox sends and the offset commit, with its
+``scored_to`` metadata, in one Kafka transaction per batch (KIP-98), the offsets sent
+with the consumer's group metadata (KIP-447: a consumer the group has moved past
+cannot commit). Nothing is committed asynchronously and nothing waits to be committed
+on a revocation. The checkpoint is taken only after the transaction committed, never
+ahead of it (``checkpoint_ahead = False``): a restart treats every record before a
+checkpoint's ``scored_to`` as delivered. Where a SIGKILL can land:
+
+- before ``commit_transaction`` (failpoints ``after_delivery``, ``before_commit``): the
+  restart's ``init_transactions`` (same transactional id) aborts the open transaction;
+  the committed offsets and the checkpoint are both of an earlier batch, so
+  :meth:`Partitions.resume` re-scores from the checkpoint without emitting up to the
+  committed ``scored_to`` and emits the rest, once;
+- after the commit, before the next checkpoint (``after_commit``): the committed
+  ``scored_to`` is ahead of the checkpoint; that stretch is scored again, not emitted;
+- after the checkpoint (``after_checkpoint``): both agree; nothing is read again.
+
+A delivery or commit that fails but can be aborted aborts the transaction and raises
+:class:`DeliveryError`: the daemon goes back to its last checkpoint and reads the
+batch again. A producer that cannot go on (fenced: another process took this
+transactional id; or any other fatal error) raises :class:`TransactionFailed`, and the
+daemon exits non-zero.
+
+Retraining samples: a transactional producer sends only inside a transaction, and the
+lifecycle must never observe a batch whose transaction may still abort. So it observes a
+batch after its commit, and the samples it picks ride in the next batch's transaction
+(or, when the feed is quiet, in one of their own); an aborted one keeps them for the
+next. A crash loses the samples not yet sent, as at least once may (a lost sample costs
+nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Mapping, Protocol
+
+from streamvae.config import GroupConfig, KafkaConfig
+from streamvae.errors import StreamvaeError
+from streamvae.kafka.clients import (DeliveryError, KafkaError, Outbox, ProducerFencedError, make_producer,
+                                     transactional_id)
+from streamvae.kafka.commits import Commits
+from streamvae.service import failpoints
+
+log = logging.getLogger(__name__)
+
+DELIVERY_TIMEOUT_S = 30.0
+
+
+class TransactionFailed(StreamvaeError):
+    """The transactional producer cannot go on (fenced, or a fatal error): the daemon exits."""
+
+
+class Delivery(Protocol):
+    """What :meth:`Daemon.handle` needs of a delivery mode (see the module doc)."""
+
+    checkpoint_ahead: bool  # may a checkpoint hold records whose offsets are not committed?
+
+    def start(self, k: KafkaConfig, instance_id: str | None, stop: threading.Event) -> Any: ...
+    def outbox(self) -> Outbox: ...
+    def deliver(self, outbox: Outbox, consumer: Any, offsets: Mapping[Any, Any]) -> None: ...
+    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float) -> None: ...
+    def sample(self, topic: str, key: bytes, value: bytes) -> None: ...
+    def quiet(self, consumer: Any, now: float) -> None: ...
+    def rolled_back(self) -> None: ...
+    def close(self, consumer: Any) -> None: ...
+
+
+def make_delivery(g: GroupConfig, commits: Commits) -> Delivery:
+    """The strategy for ``group.delivery``."""
+    if g.delivery == "exactly_once":
+        return ExactlyOnce(g.id, commits)
+    return AtLeastOnce(commits, g.commit_interval_ms / 1000.0)
+
+
+class AtLeastOnce:
+    """Confirm every future; then stage the positions and commit them asynchronously, at
+    most every ``interval_s`` while records flow (streamvae/kafka/commits.py)."""
+
+    checkpoint_ahead = True
+
+    def __init__(self, commits: Commits, interval_s: float) -> None:
+        self.commits = commits
+        self.interval_s = interval_s
+        self.producer: Any = None
+        self.last_commit = float("-inf")  # the first delivered batch commits at once
+
+    def start(self, k: KafkaConfig, instance_id: str | None, stop: threading.Event) -> Any:
+        self.producer = make_producer(k)
+        return self.producer
+
+    def outbox(self) -> Outbox:
+        return Outbox(self.producer)
+
+    def deliver(self, outbox: Outbox, consumer: Any, offsets: Mapping[Any, Any]) -> None:
+        outbox.confirm(DELIVERY_TIMEOUT_S)
+        failpoints.reach("after_delivery")
+
+    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float) -> None:
+        for tp, om in offsets.items():
+            self.commits.stage(tp, om)
+        if now - self.last_commit >= self.interval_s:
+            self.last_commit = now
+            self.commits.commit(consumer, wait=False, now=now)
+
+    def sample(self, topic: str, key: bytes, value: bytes) -> None:
+        self.producer.send(topic, key=key, value=value)  # fire and forget: a lost sample costs nothing
+
+    def quiet(self, consumer: Any, now: float) -> None:
+        if self.commits.pending:
+            self.last_commit = now
+            if self.commits.commit(consumer):
+                failpoints.reach("after_commit")
+
+    def rolled_back(self) -> None:
+        self.commits.pending.clear()
+
+    def close(self, consumer: Any) -> None:
+        self.commits.commit(consumer)
+
+
+class ExactlyOnce:
+    """One transaction per batch: its records and its offset commit (see the module doc)."""
+
+    checkpoint_ahead = False
+
+    def __init__(self, group_id: str, commits: Commits) -> None:
+        self.group_id = group_id
+        self.commits = commits
+        self.producer: Any = None
+        self.transactional_id = ""
+        self.samples: list[tuple[str, bytes, bytes]] = []  # observed, not yet in a committed transaction
+        self.aborts_ = 0
+
+    def start(self, k: KafkaConfig, instance_id: str | None, stop: threading.Event) -> Any:
+        """A transactional producer, its transactions initialised: this fences the producer
+        of the process this one replaces and aborts the transaction it left open. A broker
+        that does not answer is waited for."""
+        self.transactional_id = transactional_id(self.group_id, instance_id)
+        self.producer = make_producer(k, transactional_id=self.transactional_id)
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.producer.init_transactions()
+                break
+            except ProducerFencedError as e:
+                raise self._fenced(e) from None
+            except KafkaError as e:
+                if not e.retriable:
+                    raise TransactionFailed(f"cannot initialise transactions for {self.transactional_id!r}: {e!r}") from e
+                log.warning("initialising transactions failed (%r); retrying in %.1fs", e, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        log.info("exactly-once delivery: transactional id %s", self.transactional_id)
+        return self.producer
+
+    def outbox(self) -> Outbox:
+        """The batch's transaction begins; the samples still to send go first."""
+        try:
+            self.producer.begin_transaction()
+        except KafkaError as e:
+            raise self._fatal(e) from None
+        box = Outbox(self.producer)
+        for topic, key, value in self.samples:
+            box.send(topic, key, value)
+        return box
+
+    def deliver(self, outbox: Outbox, consumer: Any, offsets: Mapping[Any, Any]) -> None:
+        """1 flush, check every future; 2 the offsets join the transaction; 3 commit it.
+        A failure aborts it (DeliveryError); a producer that cannot go on raises
+        TransactionFailed."""
+        try:
+            outbox.confirm(DELIVERY_TIMEOUT_S)
+            failpoints.reach("after_delivery")
+            if offsets:
+                self.producer.send_offsets_to_transaction(dict(offsets), consumer.group_metadata())
+            failpoints.reach("before_commit")
+            self.producer.commit_transaction()
+        except ProducerFencedError as e:
+            raise self._fenced(e) from None
+        except (DeliveryError, KafkaError) as e:
+            self._abort(e)
+            raise DeliveryError(f"transaction aborted: {e}") from e
+        self.samples.clear()
+        self.commits.record(offsets)
+        failpoints.reach("after_commit")
+
+    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float) -> None:
+        """Nothing left: the offsets were committed in the batch's transaction."""
+
+    def sample(self, topic: str, key: bytes, value: bytes) -> None:
+        self.samples.append((topic, key, value))
+
+    def quiet(self, consumer: Any, now: float) -> None:
+        """Samples left over go in a transaction of their own (tried again next time)."""
+        if not self.samples:
+            return
+        try:
+            self.deliver(self.outbox(), consumer, {})
+        except DeliveryError as e:
+            log.warning("retraining samples not delivered (%s); they go with the next transaction", e)
+
+    def rolled_back(self) -> None:
+        """Nothing staged: an aborted transaction took its offsets with it."""
+
+    def close(self, consumer: Any) -> None:
+        self.quiet(consumer, 0.0)
+
+    def _abort(self, why: BaseException) -> None:
+        self.aborts_ += 1
+        try:
+            self.producer.abort_transaction()
+        except ProducerFencedError as e:
+            raise self._fenced(e) from None
+        except KafkaError as e:
+            raise self._fatal(e, f" after {why}") from None
+
+    def _fenced(self, e: BaseException) -> TransactionFailed:
+        return TransactionFailed(f"producer fenced ({e!r}): another process uses transactional id "
+                                 f"{self.transactional_id!r} (the same group.id and group.instance_id); stopping")
+
+    def _fatal(self, e: BaseException, when: str = "") -> TransactionFailed:
+        return TransactionFailed(f"the transactional producer {self.transactional_id!r} cannot go on ({e!r}{when}); "
+                                 "stopping: a restart fences it and carries on from the last committed transaction")
+
+
+__all__ = ["AtLeastOnce", "DELIVERY_TIMEOUT_S", "Delivery", "ExactlyOnce", "TransactionFailed", "make_delivery"]
