@@ -11,6 +11,7 @@ from streamvae.core.bounded import BoundedSet
 from streamvae.core.episodes import stable_id
 from streamvae.kafka import codec
 from streamvae.kafka.clients import KafkaError, Outbox, isolation, recent_values
+from streamvae.service import failpoints
 from streamvae.service.batch import BatchOutcome, DeadLetter
 from streamvae.service.guard import RejectionGuard
 from streamvae.service.metrics import Metrics
@@ -55,6 +56,7 @@ class Emitter:
             self.metrics.inc("alerts_total", kind=a.kind)
         if self.cfg.topics.scores:
             self._scores(outbox, out)
+        failpoints.reach("sent")
         return new_ids
 
     def _scores(self, outbox: Outbox, out: BatchOutcome) -> None:

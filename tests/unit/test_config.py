@@ -107,6 +107,7 @@ BAD: dict[str, tuple[str, str | None]] = {
     "topics.dead_letter": ('".."', ".."),
     "topics.control": ('""', ""),
     "topics.samples": ('"' + "s" * 250 + '"', "s" * 250),
+    "topics.scores": ('"bad topic"', "bad topic"),
     "group.id": ('""', ""),
     "group.max_poll_records": ("0", "0"),
     "group.poll_timeout_ms": ("0", "0"),
