@@ -17,7 +17,7 @@ from streamvae.testing.proof.run import Run
 
 
 def run(ctx: Context, stage_s: float | None = None) -> Outcome:
-    stage_s = stage_s if stage_s is not None else (15.0 if ctx.quick else 40.0)
+    stage_s = stage_s if stage_s is not None else (10.0 if ctx.quick else 40.0)
     r = Run(ctx, "rebalance", partitions=6, entities=36, steps_per_s=20.0)
     r.feeder.start()
     first = r.start()
