@@ -12,7 +12,9 @@
 :class:`AtLeastOnce` (the default) confirms every future, then the daemon checkpoints
 and commits the positions, asynchronously, at most every ``group.commit_interval_ms``
 (streamvae/kafka/commits.py). A crash between the delivery and the commit makes the
-restart emit that stretch again: the same alerts with the same ids, byte for byte.
+restart score that stretch again; its alerts have the same ids and the same fields
+(but ``detected_at``, the time they were computed), and those already on the alerts
+topic are not sent again (:meth:`Emitter.load_published`).
 
 :class:`ExactlyOnce` puts everything the outbox sends and the offset commit, with its
 ``scored_to`` metadata, in one Kafka transaction per batch (KIP-98), the offsets sent
