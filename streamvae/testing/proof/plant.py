@@ -34,10 +34,15 @@ def series(n: int, seed: int | tuple[int, ...], start: int = 0, phase: float | N
     """(n, 4) correlated sinusoids with noise, one reading per second: readings ``start ..
     start + n - 1`` of the run whose phase is ``phase`` (default: drawn from ``seed``)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(start, start + n) + (rng.uniform(0, 60) if phase is None else phase)
-    b = 2 * np.pi * t / 60
-    x = np.stack([np.sin(b), 0.8 * np.sin(b + 0.6), 0.5 * np.sin(b) + 0.5 * np.cos(b + 0.3) + 2.0, np.cos(b)], axis=1)
+    x = signal(np.arange(start, start + n) + (rng.uniform(0, 60) if phase is None else phase))
     return x + 0.1 * rng.standard_normal(x.shape)
+
+
+def signal(t: np.ndarray) -> np.ndarray:
+    """(len(t), 4): the plant's four correlated sinusoids, without noise, at seconds ``t``
+    into a one-minute cycle."""
+    b = 2 * np.pi * t / 60
+    return np.stack([np.sin(b), 0.8 * np.sin(b + 0.6), 0.5 * np.sin(b) + 0.5 * np.cos(b + 0.3) + 2.0, np.cos(b)], axis=1)
 
 
 def train_model(folder: Path) -> Path:

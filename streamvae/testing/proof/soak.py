@@ -43,7 +43,7 @@ from streamvae.kafka.clients import KafkaError, make_producer
 from streamvae.testing.broker import use_broker
 from streamvae.testing.procs import DaemonProc, memory_mb, run_cmd, write_config
 from streamvae.testing.proof import Context, Outcome
-from streamvae.testing.proof.plant import FEATURES, T0, WINDOW, daemon_sections, train_model
+from streamvae.testing.proof.plant import FEATURES, T0, WINDOW, daemon_sections, signal, train_model
 from streamvae.testing.topics import Cluster, Topics
 
 # records/s. The 30-minute soak at this rate: the daemon used 0.55 of a core and its lag
@@ -140,8 +140,7 @@ def readings(step: int, phase: np.ndarray, rng: np.random.Generator) -> np.ndarr
     """(entities, 4) readings of one step: ``plant.series`` (the model's training data:
     four correlated sinusoids of a one-minute cycle, noise 0.1) at second ``step`` of every
     entity at once, each ``phase`` seconds into its cycle."""
-    b = 2 * np.pi * (step + phase) / 60
-    x = np.stack([np.sin(b), 0.8 * np.sin(b + 0.6), 0.5 * np.sin(b) + 0.5 * np.cos(b + 0.3) + 2.0, np.cos(b)], axis=1)
+    x = signal(step + phase)
     return np.round(x + 0.1 * rng.standard_normal(x.shape), 4)
 
 
