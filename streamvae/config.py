@@ -111,6 +111,8 @@ class KafkaConfig(_Section):
     ssl_cafile: str | None = _spec(None, PATH)
     ssl_certfile: str | None = _spec(None, PATH)
     ssl_keyfile: str | None = _spec(None, PATH)
+    ssl_password: str | None = _spec(None, text("a string", empty=True).or_unset(), "the key file's password", secret=True)
+    ssl_check_hostname: bool = _spec(True, FLAG, "the broker's certificate must name the host connected to")
     # kafka-python's consumer refuses one outside (fetch_max_wait_ms = 500, connections_max_idle_ms = 540000)
     request_timeout_ms: int = _spec(30_000, interval(501, 539_999, integer=True),
                                     "ms; kafka-python wants it between the fetch wait and the idle-connection limit")
@@ -303,6 +305,15 @@ class HttpConfig(_Section):
     section = "http"
     host: str = _spec("127.0.0.1", text("an address to bind"))
     port: int = _spec(0, interval(0, 65535, integer=True), "0: none")
+    # /readyz: not ready once the last poll that reached the broker is older than this
+    ready_poll_age: float = _spec(30.0, interval(1, 3600, unit="seconds"))
+
+
+@dataclass(frozen=True)
+class LogConfig(_Section):
+    section = "log"
+    format: str = _spec("text", one_of("text", "json"), "json: one object per line, for log collectors")
+    level: str = _spec("INFO", one_of("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @dataclass(frozen=True)
@@ -317,6 +328,7 @@ class Config:
     rules: RulesConfig = field(default_factory=RulesConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def redacted(self) -> dict[str, Any]:
         """As a dict, with secrets replaced by '***' (for logs and `config check`)."""

@@ -101,6 +101,8 @@ BAD: dict[str, tuple[str, str | None]] = {
     "kafka.ssl_cafile": ("5", None),
     "kafka.ssl_certfile": ("5", None),
     "kafka.ssl_keyfile": ("5", None),
+    "kafka.ssl_password": ("5", None),
+    "kafka.ssl_check_hostname": ('"yes please"', "yes please"),
     "kafka.request_timeout_ms": ("500", "500"),  # kafka-python's consumer refused it after the model loaded
     "topics.input": ('"my sensors"', "my sensors"),  # not a legal topic name: refused at subscribe
     "topics.alerts": ('"alerts/v2"', "alerts/v2"),
@@ -165,6 +167,9 @@ BAD: dict[str, tuple[str, str | None]] = {
     "retrain.samples_retention_ms": ("0", "0"),
     "http.host": ('""', ""),
     "http.port": ("65536", "65536"),
+    "http.ready_poll_age": ("0.5", "0.5"),
+    "log.format": ('"xml"', "xml"),
+    "log.level": ('"LOUD"', "LOUD"),
 }
 
 
