@@ -49,11 +49,11 @@ class Emitter:
             new_ids += self._rejection(outbox, event, out, now)
         for a in out.alerts:
             if a.alert_id in self.published:
-                self.metrics.inc("alerts_suppressed_duplicate_total")
+                self.metrics.alerts_suppressed_duplicate.inc()
                 continue
             outbox.send(self.cfg.topics.alerts, a.entity, codec.dumps(a.to_dict()))
             new_ids.append(a.alert_id)
-            self.metrics.inc("alerts_total", kind=a.kind)
+            self.metrics.alerts.labels(kind=a.kind).inc()
         if self.cfg.topics.scores:
             self._scores(outbox, out)
         failpoints.reach("sent")
@@ -74,11 +74,11 @@ class Emitter:
     def _rejection(self, outbox: Outbox, event: str, out: BatchOutcome, now: float) -> list[str]:
         """The guard's alarm: log, gauge and, when an episode opens, one ``input_rejected`` alert."""
         g, topic = self.guard, self.cfg.topics.input
-        self.metrics.set("input_rejected", 1 if event == "open" else 0)
+        self.metrics.input_rejected.set(1 if event == "open" else 0)
         if event == "close":
             log.info("input recovered: %.0f%% of the last %d records of %s refused", 100 * g.refused_share(), g.records, topic)
             return []
-        self.metrics.inc("input_rejected_episodes_total")
+        self.metrics.input_rejected_episodes.inc()
         log.error("input rejected: %.0f%% of the last %d records of %s were refused (%s); each went to %s with its "
                   "reason, and scoring goes on", 100 * g.refused_share(), g.records, topic,
                   ", ".join(f"{r} {n}" for r, n in g.reasons().items()), self.cfg.topics.dead_letter)
@@ -91,7 +91,7 @@ class Emitter:
                  "dead_letter_topic": self.cfg.topics.dead_letter, "partition": first.tp.partition,
                  "offset": first.offset, "detected_at": now}
         outbox.send(self.cfg.topics.alerts, topic, codec.dumps(alert))
-        self.metrics.inc("alerts_total", kind="input_rejected")
+        self.metrics.alerts.labels(kind="input_rejected").inc()
         return [aid]
 
     def delivered(self, ids: list[str]) -> None:
@@ -118,6 +118,6 @@ class Emitter:
         env = codec.dead_letter(dl.key, dl.value, tp.topic, tp.partition, dl.offset, err.reason, str(err),
                                 items=dl.items, max_bytes=DEAD_LETTER_MAX_BYTES)
         outbox.send(self.cfg.topics.dead_letter, dl.key[:1024] if dl.key is not None else None, codec.dumps(env))
-        self.metrics.inc("dead_letters_total", reason=err.reason)
+        self.metrics.dead_letters.labels(reason=err.reason).inc()
         log.warning("dead-lettered partition=%d offset=%d reason=%s%s", tp.partition, dl.offset, err.reason,
                     f" ({len(dl.items)} bad items)" if dl.items else "")

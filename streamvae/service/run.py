@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     det = load(resolve(cfg.model.path)).warmup(cfg.group.max_poll_records)
     daemon = Daemon(cfg, det, config_path=args.config)
-    server = serve(cfg.http.host, cfg.http.port, daemon.metrics, daemon.health) if cfg.http.port else None
+    server = serve(cfg.http.host, cfg.http.port, daemon.metrics, daemon.health, daemon.readiness) if cfg.http.port else None
     try:
         return daemon.run()
     finally:
