@@ -9,8 +9,9 @@ Two formats, by ``[log] format``:
   the traceback, when there is one.
 
 Secrets never appear: both formats replace every registered secret (the config's
-``kafka.sasl_password`` and ``kafka.ssl_password``, see :func:`apply`) with ``***``
-wherever it occurs: message, arguments, extras, traceback.
+``kafka.sasl_password`` and ``kafka.ssl_password``, from the environment at
+:func:`configure`, from the config at :func:`apply`) with ``***`` wherever it occurs:
+message, arguments, extras, traceback.
 
 The command line calls :func:`configure` before it runs a command (``--debug``, and
 ``STREAMVAE_LOG__FORMAT`` / ``STREAMVAE_LOG__LEVEL`` so that startup lines already have the
@@ -137,6 +138,7 @@ def configure(debug: bool = False, fmt: str | None = None, level: str | None = N
     """
     global _handler
     env = _from_env()
+    add_secrets(None)  # the ones in STREAMVAE_KAFKA__SASL_PASSWORD...: commands without a config read those too
     kafka = logging.getLogger("kafka")
     # kafka-python logs every connection at INFO; its warnings (broker down...) still show
     kafka.setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -159,11 +161,15 @@ def apply(cfg: Config, debug: bool = False) -> None:
     configure(debug, cfg.log.format, cfg.log.level)
 
 
-def add_secrets(cfg: Config) -> None:
-    """Register every setting the config marks secret (``kafka.sasl_password``, ...)."""
-    for sec in dataclasses.fields(cfg):
-        obj = getattr(cfg, sec.name)
-        _redact.add(getattr(obj, f.name) for f in dataclasses.fields(obj) if f.metadata.get("secret"))
+def add_secrets(cfg: Config | None) -> None:
+    """Register every setting the config marks secret (``kafka.sasl_password``, ...);
+    None: the values of their environment variables."""
+    for sec in dataclasses.fields(Config):
+        obj = getattr(cfg or Config(), sec.name)
+        for f in dataclasses.fields(obj):
+            if f.metadata.get("secret"):
+                var = f"{ENV_PREFIX}{sec.name.upper()}__{f.name.upper()}"
+                _redact.add([os.environ.get(var) if cfg is None else getattr(obj, f.name)])
 
 
 def _from_env() -> LogConfig:

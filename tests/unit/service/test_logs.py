@@ -180,6 +180,16 @@ def test_the_environment_sets_the_format_before_the_config_is_read(fresh: None, 
         assert TEXT.match(capsys.readouterr().err)
 
 
+def test_a_secret_in_the_environment_is_masked_before_any_config(fresh: None, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``simulate`` and ``alerts`` read [kafka] from the environment and load no config."""
+    monkeypatch.setenv("STREAMVAE_KAFKA__SASL_PASSWORD", SECRET)
+    with bare():
+        logs.configure()
+        log.warning("connecting as svc:%s", SECRET)
+        assert capsys.readouterr().err.endswith(" WARNING streamvae.test_logs: connecting as svc:***\n")
+
+
 def test_a_root_logger_someone_else_configured_is_left_alone(fresh: None) -> None:
     with bare():
         mine = logging.NullHandler()
