@@ -183,3 +183,44 @@ def test_the_exposition_parses_with_histograms_and_no_created_series() -> None:
     assert les == [str(float(b)) for b in LATENCY_SECONDS] + ["+Inf"]
     assert fams["streamvae_model_info"].samples[0].labels == {"version": "2026-11-23T07-00-00Z-3f2a"}  # a gauge of 1 in this format
     assert fams["streamvae_dead_letters"].samples[0].labels == {"reason": "not json"}
+
+
+class Producer:
+    """What an Outbox asks of a KafkaProducer, noting the topics sent to."""
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    def send(self, topic: str, key: Any = None, value: Any = None) -> None:
+        self.topics.append(topic)
+
+
+def outbox(p: Producer | None = None) -> Any:
+    from streamvae.kafka.clients import Outbox
+
+    return Outbox(p or Producer())
+
+
+def test_alerts_and_dead_letters_count_once_their_batch_is_acknowledged() -> None:
+    from streamvae.config import Config
+    from streamvae.core.episodes import Alert
+    from streamvae.core.pipeline import BatchResult
+    from streamvae.errors import RecordError
+    from streamvae.service.batch import BatchOutcome, DeadLetter
+    from streamvae.service.emit import Emitter
+
+    m = Metrics()
+    em = Emitter(Config(), m)
+    alert = Alert("id-1", "open", "pump-1", 0.0, 15.0, 9.0, 5.0, "v1", (), "ep-1", NOW, 9.0)
+    dead = DeadLetter(TP("in", 0), 7, b"pump-1", b"{not json", RecordError("not_json", "not JSON"))
+    out = BatchOutcome(BatchResult(), BatchResult(), [alert], [dead], {}, records=20)
+    em.send(outbox(), out, NOW)  # the delivery fails: nothing is counted ...
+    assert m.get("alerts_total", kind="open") == 0 and m.get("dead_letters_total", reason="not_json") == 0
+    ids = em.send(outbox(), out, NOW)  # ... the batch is sent again and acknowledged: counted once
+    em.delivered(ids)
+    assert m.get("alerts_total", kind="open") == 1 and m.get("dead_letters_total", reason="not_json") == 1
+    em.delivered([])  # nothing new sent since
+    again = Producer()
+    em.delivered(em.send(outbox(again), out, NOW))  # read again after a restart: the alert is not sent again
+    assert m.get("alerts_total", kind="open") == 1 and m.get("alerts_suppressed_duplicate_total") == 1
+    assert again.topics == [Config().topics.dead_letter] and m.get("dead_letters_total", reason="not_json") == 2
