@@ -43,7 +43,7 @@ from streamvae.lifecycle.normal import NormalBuffer
 from streamvae.lifecycle.samples import fill_from_samples
 from streamvae.offline.progress import Progress
 from streamvae.registry.store import Registry
-from streamvae.service import failpoints
+from streamvae.service import failpoints, logs
 from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def _retrain(args: argparse.Namespace) -> RetrainReport:
     from streamvae.model import artifact, configure_threads
 
     cfg = load_config(args.config)
+    logs.apply(cfg, getattr(args, "debug", False))
     configure_threads(getattr(args, "threads", None) or 2)
     reg = Registry(cfg.model.path)
     cur = reg.current()
