@@ -227,7 +227,8 @@ class Daemon:
             try:
                 om = consumer.committed(tp, metadata=True)
             except KafkaError as e:
-                log.warning("cannot read committed offset of %s (%r); scoring from the current position", tp, e)
+                log.warning("cannot read committed offset of %s (%r); scoring from the current position", tp, e,
+                            extra={"topic": tp.topic, "partition": tp.partition})
                 om = None
             if om is not None:
                 self.commits.committed[tp] = om.offset

@@ -133,4 +133,5 @@ class Emitter:
                                 items=dl.items, max_bytes=DEAD_LETTER_MAX_BYTES)
         outbox.send(self.cfg.topics.dead_letter, dl.key[:1024] if dl.key is not None else None, codec.dumps(env))
         log.warning("dead-lettered partition=%d offset=%d reason=%s%s", tp.partition, dl.offset, err.reason,
-                    f" ({len(dl.items)} bad items)" if dl.items else "")
+                    f" ({len(dl.items)} bad items)" if dl.items else "",
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": dl.offset, "reason": err.reason})
