@@ -1,7 +1,10 @@
 """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP, from a background thread.
 
-- ``/metrics``: the daemon's registry in the Prometheus text format (prometheus-client's
-  ``generate_latest``; streamvae/service/metrics.py names what is there);
+- ``/metrics``: the daemon's registry in the Prometheus text format 0.0.4
+  (prometheus-client's ``generate_latest``, with the content type its own HTTP handler
+  sends for it; its ``CONTENT_TYPE_LATEST`` names format 1.0.0, for scrapers that ask
+  for UTF-8 names: every name here is a classic one). streamvae/service/metrics.py
+  names what is there;
 - ``/healthz``: alive, 200 or 503, a JSON body (streamvae/service/ready.py says when);
 - ``/readyz``: ready, 200 or 503, a JSON body with each condition and why it fails.
 """
@@ -14,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from streamvae.service.metrics import Metrics
 
@@ -36,7 +39,7 @@ def serve(host: str, port: int, metrics: Metrics, health: Probe, ready: Probe) -
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
+                body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_PLAIN_0_0_4, 200
             elif path == "/healthz":
                 body, ctype, code = probe(health, "ok")
             elif path == "/readyz":

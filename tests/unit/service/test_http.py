@@ -8,7 +8,7 @@ import urllib.request
 from typing import Any, Iterator
 
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamvae.service.http import serve
@@ -39,7 +39,7 @@ def test_metrics_in_the_prometheus_text_format(served: tuple[int, Metrics, dict[
     m.alerts.labels(kind="open").inc(3)
     m.batch_duration.observe(0.2)
     code, ctype, body = get(port, "/metrics")
-    assert code == 200 and ctype == CONTENT_TYPE_LATEST
+    assert code == 200 and ctype == CONTENT_TYPE_PLAIN_0_0_4
     fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert [s.value for s in fams["streamvae_alerts"].samples] == [3.0]
     assert any(s.name == "streamvae_batch_duration_seconds_bucket" for s in fams["streamvae_batch_duration_seconds"].samples)
