@@ -28,7 +28,7 @@ from kafka.errors import KafkaError
 
 from streamvae.config import KafkaConfig
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.clients import connection_args, create_topic
+from streamvae.kafka.clients import check_access, connection_args, create_topic
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def publish_control(k: KafkaConfig, topic: str, event: Mapping[str, Any], timeou
     caller must then say that the daemons did not hear about the change."""
     ControlEvent.from_dict(event)
     ensure_topic(k, topic)
+    check_access(k)
     try:
         producer = KafkaProducer(acks="all", retries=5, max_block_ms=int(timeout_s * 1000), **connection_args(k))
     except KafkaError as e:
@@ -140,6 +141,7 @@ class ControlListener:
         if create:
             ensure_topic(k, topic, timeout_s)
         try:
+        check_access(k)
             self._c = KafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=200,
                                     **connection_args(k))
         except KafkaError as e:
