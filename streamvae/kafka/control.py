@@ -140,8 +140,8 @@ class ControlListener:
         self.topic = topic
         if create:
             ensure_topic(k, topic, timeout_s)
-        try:
         check_access(k)
+        try:
             self._c = KafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=200,
                                     **connection_args(k))
         except KafkaError as e:
