@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from streamvae.core.clock import FakeClock
 from streamvae.service.ready import Probes
+
+
+class MetricName(NamedTuple):
+    """kafka-python's metric key (name, group, ...): hashable."""
+
+    name: str
+    group: str
 
 
 class Consumer:
@@ -24,8 +31,8 @@ class Consumer:
         if self.connections is None:
             return None
         other = SimpleNamespace(value=lambda: 99.0)
-        return {SimpleNamespace(name="fetch-rate"): other,
-                SimpleNamespace(name="connection-count"): SimpleNamespace(value=lambda: float(self.connections or 0))}
+        return {MetricName("fetch-rate", "consumer-fetch-manager-metrics"): other,
+                MetricName("connection-count", "consumer-metrics"): SimpleNamespace(value=lambda: float(self.connections or 0))}
 
 
 def test_ready_needs_partitions_a_model_and_a_broker_that_answered_lately() -> None:
