@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import ssl
 import time
 
@@ -173,3 +174,34 @@ def test_a_refusal_is_one_line_naming_its_cause(error: BaseException, after_vers
 ])  # fmt: skip
 def test_what_is_not_a_refusal_is_left_to_the_client(error: BaseException, after_versions: bool, k: KafkaConfig) -> None:
     assert clients._refusal(k, "h1:9093", error, after_versions) is None
+
+
+# -- the tools without a config (simulate, alerts, report --bootstrap) --------------------
+
+def test_the_tools_take_tls_and_sasl_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamvae.service.tools import kafka_config
+
+    for key, value in {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "PLAIN", "SASL_USERNAME": "alice",
+                       "SASL_PASSWORD": SECRET, "SSL_CAFILE": "/etc/ca.pem", "SSL_CHECK_HOSTNAME": "false",
+                       "BOOTSTRAP_SERVERS": "ignored:1"}.items():
+        monkeypatch.setenv(f"STREAMVAE_KAFKA__{key}", value)
+    k = kafka_config("h1:9093")
+    assert (k.bootstrap_servers, k.client_id, k.security_protocol, k.sasl_password, k.ssl_check_hostname) == (
+        "h1:9093", "streamvae-tools", "SASL_SSL", SECRET, False)  # --bootstrap wins
+
+
+def test_a_bad_kafka_variable_is_refused_by_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamvae.errors import ConfigError
+    from streamvae.service.tools import kafka_config
+
+    monkeypatch.setenv("STREAMVAE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")  # without a mechanism, user, password
+    with pytest.raises(ConfigError, match="kafka.sasl_mechanism"):
+        kafka_config("h1:9093")
+
+
+def test_without_kafka_variables_the_tools_connect_in_plaintext(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamvae.service.tools import kafka_config
+
+    for key in [k for k in os.environ if k.startswith("STREAMVAE_KAFKA__")]:
+        monkeypatch.delenv(key)
+    assert kafka_config("h1:9093") == KafkaConfig(bootstrap_servers="h1:9093", client_id="streamvae-tools")
