@@ -121,7 +121,8 @@ def publish_control(k: KafkaConfig, topic: str, event: Mapping[str, Any], timeou
     try:
         meta = producer.send(topic, key=b"control", value=orjson.dumps(dict(event))).get(timeout=timeout_s)
         log.info("published %s %s on %s (partition %d offset %d)", event.get("type"), event.get("version"), topic,
-                 meta.partition, meta.offset)
+                 meta.partition, meta.offset,
+                 extra={"topic": topic, "partition": meta.partition, "offset": meta.offset})
     except KafkaError as e:
         raise ControlError(f"control event {event.get('type')} {event.get('version')} was not acknowledged by "
                            f"{k.bootstrap_servers} on topic {topic!r}: {e!r}") from e
@@ -184,11 +185,13 @@ class ControlListener:
                     if not isinstance(ev, dict):
                         raise ValueError("not a JSON object")
                     if ev.get("type") not in TYPES:
-                        log.debug("control topic %s offset %d: event type %r ignored", self.topic, r.offset, ev.get("type"))
+                        log.debug("control topic %s offset %d: event type %r ignored", self.topic, r.offset, ev.get("type"),
+                                  extra={"topic": self.topic, "partition": r.partition, "offset": r.offset})
                         continue
                     out.append(ControlEvent.from_dict(ev))
                 except (ValueError, TypeError, ControlError) as e:
-                    log.warning("control topic %s offset %d: not a control event (%s); skipped", self.topic, r.offset, e)
+                    log.warning("control topic %s offset %d: not a control event (%s); skipped", self.topic, r.offset, e,
+                                extra={"topic": self.topic, "partition": r.partition, "offset": r.offset})
         return out
 
     def close(self) -> None:

@@ -213,7 +213,8 @@ def alerts(args: argparse.Namespace) -> int:
                         a = None
                     if not isinstance(a, dict) or not isinstance(a.get("alert_id"), str):
                         bad += 1
-                        log.warning("alerts: skipped partition %d offset %d: not an alert object", m.partition, m.offset)
+                        log.warning("alerts: skipped partition %d offset %d: not an alert object", m.partition, m.offset,
+                                    extra={"topic": args.topic, "partition": m.partition, "offset": m.offset})
                         continue
                     if a["alert_id"] in seen:
                         dups += 1
