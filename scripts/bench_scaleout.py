@@ -95,77 +95,14 @@ from kafka.errors import KafkaError  # noqa: E402
 from kafka.partitioner.default import murmur2  # noqa: E402
 
 import bench_e2e as e2e  # noqa: E402  (its data, model, topics and load generator: one definition of each)
+from streamvae.testing.benchtools import CpuWatch, listening_pid  # noqa: E402
 from streamvae.testing.broker import use_broker  # noqa: E402
-from streamvae.testing.procs import DaemonProc, cpu_seconds, memory_mb, run_cmd  # noqa: E402
+from streamvae.testing.procs import DaemonProc, memory_mb, run_cmd  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 
 READY_S = 180.0  # k daemons importing TensorFlow at once on 2 cores
 DRAIN_LIMIT_S = 900.0
 FAST = 1e9  # the load generator's rate for a burst: every record due at once
-
-
-# ----------------------------------------------------------------------------------------
-# where the cores go
-# ----------------------------------------------------------------------------------------
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent busy so far (every core; /proc/stat)."""
-    f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(x) for x in f]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def listening_pid(port: int) -> int | None:
-    """The process listening on 127.0.0.1:``port`` (or any address), from /proc/net/tcp and
-    /proc/*/fd; None if not found (another user's process, not Linux)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                inodes.add(f"socket:[{f[9]}]")
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{d}/fd"):
-                if os.readlink(f"/proc/{d}/fd/{fd}") in inodes:
-                    return int(d)
-        except OSError:
-            continue
-    return None
-
-
-class CpuWatch:
-    """Share of a core each named process used between ``start()`` and ``stop()``, and
-    what the rest of the machine used (``other``) and left (``idle``); ``seconds``: the
-    wall time between them."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = pids
-        self.seconds = float("nan")
-        self._t0 = self._busy0 = 0.0
-        self._cpu0: dict[str, float] = {}
-
-    def start(self) -> None:
-        self._cpu0 = {n: cpu_seconds(p) for n, p in self.pids.items()}
-        self._busy0, self._t0 = machine_busy_s(), time.perf_counter()
-
-    def stop(self) -> dict[str, float]:
-        cpu = {n: cpu_seconds(p) for n, p in self.pids.items()}
-        self.seconds = dt = time.perf_counter() - self._t0
-        out = {n: (cpu[n] - self._cpu0[n]) / dt for n in self.pids}
-        busy = (machine_busy_s() - self._busy0) / dt
-        known = sum(v for v in out.values() if v == v)
-        out["other"] = max(0.0, busy - known)
-        out["idle"] = max(0.0, (os.cpu_count() or 1) - busy)
-        return out
 
 
 # ----------------------------------------------------------------------------------------
