@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import NoReturn, Sequence
 
 from streamvae import __version__
@@ -257,9 +256,9 @@ def _threshold_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from streamvae.service.logs import configure
+    from streamvae.service import logs
 
-    configure(args.debug)
+    logs.configure(args.debug)  # text, or STREAMVAE_LOG__FORMAT; a command that loads a config applies its [log]
     try:
         if args.command == "train":
             from streamvae.offline.commands import train
@@ -313,8 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamvaeError as e:
         if args.debug:
             raise
-        print(f"streamvae: error: {e}", file=sys.stderr)
+        logs.exit_line(f"streamvae: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("streamvae: interrupted", file=sys.stderr)
+        logs.exit_line("streamvae: interrupted", logging.WARNING)
         return 130

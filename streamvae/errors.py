@@ -34,6 +34,11 @@ class ConfigError(StreamvaeError, ValueError):
         return cls(f"{key} must be {allowed}{f' for {when}' if when else ''}; got {shown}")
 
 
+class KafkaAccessError(StreamvaeError):
+    """The Kafka broker refused this client: its SASL credentials, or its TLS settings
+    (an untrusted certificate, a mechanism the broker does not offer)."""
+
+
 class DataError(StreamvaeError, ValueError):
     """Input data that cannot be used (unreadable file, missing column, too few rows)."""
 

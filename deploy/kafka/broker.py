@@ -12,6 +12,11 @@ that is both broker and controller, in a fresh run directory per start. Used two
       broker.bootstrap                 # '127.0.0.1:40123'
       broker.stop()                    # SIGTERM, then SIGKILL after 30 s
 
+  ``LocalBroker(secure=True)`` (``scripts/kafka start --secure``) serves clients on one
+  SASL_SSL listener instead: its own CA and certificate made with the JDK's keytool at
+  start, PLAIN users in server.properties, SCRAM users created through the admin API;
+  ``broker.credentials`` (:class:`Credentials`) has the generated passwords and the CA.
+
   ``start`` raises :class:`BrokerError` (with the tail of the broker's log) when the broker
   cannot start, so a fixture built on it fails instead of skipping.
 
@@ -37,6 +42,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -52,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 POM = HERE / "pom.xml"
 SERVER_TEMPLATE = HERE / "server.properties.template"
+SECURE_TEMPLATE = HERE / "secure.properties.template"  # appended in secure mode
 LOG4J_CONFIG = HERE / "log4j2.properties"
 RUN_BASE = REPO / ".cache" / "kafka-run"
 STATE_FILE = RUN_BASE / "current.json"
@@ -65,6 +72,14 @@ READY_TIMEOUT_S = 120.0  # KAFKA.md: typical start 5-15 s, allow 60-120 s on 2 c
 STOP_TIMEOUT_S = 30.0
 BIND_RETRIES = 3  # fresh ports after "Address already in use"
 KEEP_RUNS = 5  # finished run directories kept under .cache/kafka-run for their logs
+# Secure mode: the broker's own PLAIN user (inter-broker, and the one that creates the
+# SCRAM users) and the clients' user, which has one password for every mechanism.
+ADMIN_USER = "admin"
+CLIENT_USER = "streamvae"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+CERT_DAYS = 30
+# keytool is a JVM start each time: C1 only and the serial collector make each ~3x faster.
+_KEYTOOL_JVM = ("-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC")
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +182,173 @@ def find_java() -> str:
 # --------------------------------------------------------------------------------------
 
 
+def find_keytool(java: str | None = None) -> str:
+    """The JDK's ``keytool`` beside ``java`` (symlinks resolved), else on PATH."""
+    beside = Path(java or find_java()).resolve().parent / "keytool"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("keytool")
+    if found is None:
+        raise BrokerError("keytool (from the JDK) is not on PATH; secure mode makes its certificates with it")
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# secure mode: certificates and credentials
+# --------------------------------------------------------------------------------------
+
+
+def _keytool_stage(keytool: str, folder: Path, calls: Sequence[Sequence[str]]) -> None:
+    """Run independent keytool calls at once in ``folder``; BrokerError with the output of one that fails."""
+    procs = [(c, subprocess.Popen([keytool, *_KEYTOOL_JVM, *c], cwd=folder, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)) for c in calls]  # fmt: skip
+    failed = []
+    for call, proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failed.append(f"keytool {call[0]} {' '.join(a for a in call[1:3])} ... failed (exit {proc.returncode}):\n"
+                          + _tail_text(out.decode("utf-8", "replace"), 20))
+    if failed:
+        raise BrokerError("\n".join(failed))
+
+
+def _store(name: str, password: str) -> list[str]:
+    return ["-storetype", "PKCS12", "-keystore", name, "-storepass", password, "-keypass", password]
+
+
+# an EC P-256 key (quicker to make than RSA) in a certificate valid CERT_DAYS
+_EC = ("-keyalg", "EC", "-groupname", "secp256r1", "-validity", str(CERT_DAYS))
+
+
+def _ca_calls(name: str, password: str) -> tuple[list[str], list[str]]:
+    """The keytool calls that make a CA in ``ca.p12``, then export it as ``ca.pem``."""
+    return (["-genkeypair", "-alias", "ca", *_EC, "-dname", f"CN={name}", "-ext", "bc:c=ca:true",
+             "-ext", "KU:c=keyCertSign,cRLSign", *_store("ca.p12", password)],
+            ["-exportcert", "-rfc", "-alias", "ca", "-file", "ca.pem", *_store("ca.p12", password)])  # fmt: skip
+
+
+def make_ca(folder: str | os.PathLike[str], password: str, name: str = "streamvae test CA",
+            keytool: str | None = None) -> Path:
+    """A new self-signed CA in ``folder/ca.p12`` (PKCS12, ``password``); its certificate as PEM,
+    ``folder/ca.pem``, which is returned (what a Python client's ``ssl_cafile`` names)."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    kt = keytool or find_keytool()
+    make, export = _ca_calls(name, password)
+    _keytool_stage(kt, d, [make])
+    _keytool_stage(kt, d, [export])
+    return d / "ca.pem"
+
+
+def make_certificates(folder: str | os.PathLike[str], password: str, keytool: str | None = None) -> Path:
+    """The broker's TLS files in ``folder``, all PKCS12 with ``password``, made with keytool:
+
+    ``ca.p12`` / ``ca.pem`` a new CA; ``broker.p12`` the broker's EC key and its certificate
+    (CN=localhost, SAN IP:127.0.0.1 and DNS:localhost, signed by the CA, with the CA in its
+    chain); ``truststore.p12`` the CA alone. Returns the CA's PEM (for ``ssl_cafile``).
+    Four rounds of keytool calls, the calls of a round at once (each is a JVM start)."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    kt = keytool or find_keytool()
+
+    def store(name: str) -> list[str]:
+        return _store(name, password)
+
+    san = ["-ext", "SAN=IP:127.0.0.1,DNS:localhost"]
+    make_ca_key, export_ca = _ca_calls("streamvae test CA", password)
+    _keytool_stage(kt, d, [make_ca_key, ["-genkeypair", "-alias", "broker", *_EC, "-dname", "CN=localhost", *san,
+                                         *store("broker.p12")]])  # fmt: skip
+    _keytool_stage(kt, d, [export_ca, ["-certreq", "-alias", "broker", "-file", "broker.csr", *store("broker.p12")]])
+    _keytool_stage(kt, d, [["-gencert", "-alias", "ca", "-infile", "broker.csr", "-outfile", "broker.pem", "-rfc",
+                            "-validity", str(CERT_DAYS), *san, "-ext", "KU:c=digitalSignature",
+                            "-ext", "EKU=serverAuth,clientAuth", *store("ca.p12")]])  # fmt: skip
+    # the reply with its whole chain: keytool installs it without the CA in the keystore first
+    (d / "broker-chain.pem").write_bytes((d / "broker.pem").read_bytes() + (d / "ca.pem").read_bytes())
+    _keytool_stage(kt, d, [
+        ["-importcert", "-noprompt", "-alias", "broker", "-file", "broker-chain.pem", *store("broker.p12")],
+        ["-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem", *store("truststore.p12")],
+    ])  # fmt: skip
+    return d / "ca.pem"
+
+
+class Credentials:
+    """What a client of a secure broker needs: the CA, the client user and the admin user.
+
+    ``client_user`` has ``client_password`` for PLAIN and both SCRAM mechanisms;
+    ``admin_user`` is PLAIN only (the broker's own inter-broker login). Passwords are
+    generated per run. ``repr`` hides them.
+    """
+
+    def __init__(self, ca_pem: Path, store_password: str, admin_password: str, client_password: str,
+                 client_user: str = CLIENT_USER, admin_user: str = ADMIN_USER) -> None:
+        self.ca_pem = Path(ca_pem)
+        self.store_password = store_password
+        self.admin_user = admin_user
+        self.admin_password = admin_password
+        self.client_user = client_user
+        self.client_password = client_password
+
+    @classmethod
+    def generate(cls, tls: Path) -> Credentials:
+        return cls(tls / "ca.pem", secrets.token_urlsafe(18), secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+
+    def client_args(self, mechanism: str = "SCRAM-SHA-512") -> dict[str, Any]:
+        """kafka-python keyword arguments for SASL_SSL as the client user."""
+        return self._args(mechanism, self.client_user, self.client_password)
+
+    def admin_args(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for SASL_SSL as the admin user (PLAIN)."""
+        return self._args("PLAIN", self.admin_user, self.admin_password)
+
+    def _args(self, mechanism: str, user: str, password: str) -> dict[str, Any]:
+        return {"security_protocol": "SASL_SSL", "ssl_cafile": str(self.ca_pem), "sasl_mechanism": mechanism,
+                "sasl_plain_username": user, "sasl_plain_password": password}
+
+    def to_json(self) -> dict[str, str]:
+        return {"ca_pem": str(self.ca_pem), "store_password": self.store_password, "admin_user": self.admin_user,
+                "admin_password": self.admin_password, "client_user": self.client_user,
+                "client_password": self.client_password}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, str]) -> Credentials:
+        return cls(Path(d["ca_pem"]), d["store_password"], d["admin_password"], d["client_password"],
+                   d["client_user"], d["admin_user"])
+
+    def __repr__(self) -> str:
+        return f"Credentials(ca_pem={str(self.ca_pem)!r}, client_user={self.client_user!r}, admin_user={self.admin_user!r})"
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by its owner only (it holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def write_client_files(run_dir: Path, bootstrap: str, cred: Credentials, mechanism: str = "SCRAM-SHA-512") -> dict[str, Path]:
+    """The client settings of a secure run, each file readable by its owner only:
+
+    ``streamvae-kafka.toml`` the ``[kafka]`` section of a streamvae config;
+    ``streamvae-kafka.env`` the same as ``STREAMVAE_KAFKA__*`` exports (``streamvae
+    simulate`` / ``alerts`` / ``report --bootstrap`` read them); ``client.properties`` for
+    Java clients and Kafka's own tools (truststore PKCS12)."""
+    kafka = {"bootstrap_servers": bootstrap, "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism,
+             "sasl_username": cred.client_user, "sasl_password": cred.client_password, "ssl_cafile": str(cred.ca_pem)}
+    files = {name: run_dir / name for name in ("streamvae-kafka.toml", "streamvae-kafka.env", "client.properties")}
+    _write_secret(files["streamvae-kafka.toml"], "[kafka]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in kafka.items()))
+    _write_secret(files["streamvae-kafka.env"],
+                  "".join(f"export STREAMVAE_KAFKA__{k.upper()}={shlex.quote(v)}\n" for k, v in kafka.items()))
+    module = "scram.ScramLoginModule" if mechanism.startswith("SCRAM") else "plain.PlainLoginModule"
+    _write_secret(files["client.properties"], (
+        f"bootstrap.servers={bootstrap}\nsecurity.protocol=SASL_SSL\nsasl.mechanism={mechanism}\n"
+        f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+        f'username="{cred.client_user}" password="{cred.client_password}";\n'
+        f"ssl.truststore.type=PKCS12\nssl.truststore.location={cred.ca_pem.parent / 'truststore.p12'}\n"
+        f"ssl.truststore.password={cred.store_password}\n"
+    ))  # fmt: skip
+    return files
+
+
 def free_port(exclude: Sequence[int] = ()) -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's pick)."""
     while True:
@@ -236,12 +418,13 @@ def _pdeathsig_prefix() -> list[str]:
     return [setpriv, "--pdeathsig", "TERM"] if setpriv and sys.platform.startswith("linux") else []
 
 
-def probe(bootstrap: str, timeout: float = 5.0) -> dict[str, Any] | None:
+def probe(bootstrap: str, timeout: float = 5.0, security: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """``describe_cluster()`` of the broker at ``bootstrap``, or None if it does not answer in time.
 
     A TCP connect is tried first (cheap, and the admin client is only built once the port
     accepts); an open port alone proves nothing, the broker answers requests later.
-    Ready means: a cluster id, at least one broker, and a known controller.
+    Ready means: a cluster id, at least one broker, and a known controller. ``security``:
+    kafka-python's SSL / SASL arguments (a secure broker: :meth:`Credentials.admin_args`).
     """
     host, _, port = bootstrap.rpartition(":")
     try:
@@ -261,6 +444,7 @@ def probe(bootstrap: str, timeout: float = 5.0) -> dict[str, Any] | None:
             bootstrap_timeout_ms=ms,
             request_timeout_ms=ms,
             reconnect_backoff_max_ms=500,
+            **(security or {}),
         )
     except Exception:  # noqa: BLE001 - any failure here means "not ready yet"
         return None
@@ -303,10 +487,17 @@ class LocalBroker:
         Default False: the JVM also gets SIGTERM if the thread that started it dies.
     state_file : path, optional
         Where to record pid / bootstrap / run dir once launched; removed by :meth:`stop`.
+    secure : bool
+        One SASL_SSL listener for clients (``port``) instead of PLAINTEXT: a CA and the
+        broker's certificate made with keytool in ``<run>/tls``, PLAIN users in
+        server.properties (``secure.properties.template``), SCRAM-SHA-256/512 users created
+        through the admin API once the broker is up, the client settings written to the
+        run directory (:func:`write_client_files`). Default False.
 
     Attributes (set by :meth:`start`)
     ----------------------------------
-    bootstrap, port, controller_port, run_dir, log_path, pid, cluster_id, ready_seconds
+    bootstrap, port, controller_port, run_dir, log_path, pid, cluster_id, ready_seconds,
+    credentials (secure mode: a :class:`Credentials`, else None)
     """
 
     def __init__(
@@ -320,6 +511,7 @@ class LocalBroker:
         jvm_options: Sequence[str] = JVM_OPTIONS,
         detach: bool = False,
         state_file: str | os.PathLike[str] | None = None,
+        secure: bool = False,
     ) -> None:
         self._want_run_dir = Path(run_dir).resolve() if run_dir is not None else None
         self._want_port = port
@@ -329,6 +521,8 @@ class LocalBroker:
         self.jvm_options = tuple(jvm_options)
         self.detach = detach
         self.state_file = Path(state_file).resolve() if state_file is not None else None
+        self.secure = secure
+        self.credentials: Credentials | None = None
 
         self.run_dir: Path | None = None
         self.port: int | None = None
@@ -370,6 +564,8 @@ class LocalBroker:
             try:
                 self._launch(java, libs)
                 self.wait(timeout)
+                if self.secure:
+                    self._add_scram_users(timeout)
                 return self
             except BrokerError:
                 in_use = self.run_dir is not None and "Address already in use" in self.log_tail(400)
@@ -420,7 +616,7 @@ class LocalBroker:
                     f"Kafka at {self.bootstrap} was not ready after {timeout:.0f} s; "
                     f"last lines of {self.log_path}:\n{self.log_tail(40)}"
                 )
-            if probe(self.bootstrap, timeout=min(5.0, max(0.5, remaining))) is not None:
+            if probe(self.bootstrap, timeout=min(5.0, max(0.5, remaining)), security=self.admin_args()) is not None:
                 if self._started_at is not None and self.ready_seconds is None:
                     self.ready_seconds = time.monotonic() - self._started_at
                 return self
@@ -439,7 +635,7 @@ class LocalBroker:
 
     def is_ready(self, timeout: float = 5.0) -> bool:
         """Whether the broker is alive and answers ``describe_cluster()`` within ``timeout``."""
-        return self.is_running() and probe(self.bootstrap, timeout) is not None
+        return self.is_running() and probe(self.bootstrap, timeout, self.admin_args()) is not None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """SIGTERM (a clean controlled shutdown), then SIGKILL after ``timeout`` seconds.
@@ -478,6 +674,7 @@ class LocalBroker:
             "cluster_id": self.cluster_id,
             "kafka_version": kafka_version(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "secure": self.secure,
         }
 
     @classmethod
@@ -493,12 +690,18 @@ class LocalBroker:
             return None
         except ValueError as exc:
             raise BrokerError(f"{path} is not valid JSON ({exc}); remove it") from exc
-        broker = cls(port=data["port"], controller_port=data.get("controller_port"), state_file=path)
+        broker = cls(port=data["port"], controller_port=data.get("controller_port"), state_file=path,
+                     secure=bool(data.get("secure")))
         broker.port = int(data["port"])
         broker.controller_port = data.get("controller_port")
         broker.pid = int(data["pid"])
         broker.run_dir = Path(data["run_dir"])
         broker.cluster_id = data.get("cluster_id")
+        if broker.secure:
+            try:
+                broker.credentials = Credentials.from_json(json.loads((broker.run_dir / "secure.json").read_text()))
+            except (OSError, ValueError, KeyError) as exc:
+                raise BrokerError(f"secure broker's {broker.run_dir / 'secure.json'} cannot be read ({exc})") from exc
         return broker
 
     def __enter__(self) -> LocalBroker:
@@ -509,9 +712,47 @@ class LocalBroker:
 
     def __repr__(self) -> str:
         where = self.bootstrap if self.port is not None else "not started"
-        return f"LocalBroker({where}, pid={self.pid}, run_dir={self.run_dir})"
+        return f"LocalBroker({where}, pid={self.pid}, run_dir={self.run_dir}{', secure' if self.secure else ''})"
+
+    def client_args(self, mechanism: str = "SCRAM-SHA-512") -> dict[str, Any]:
+        """kafka-python arguments to reach this broker: ``bootstrap_servers``, and in secure
+        mode SASL_SSL as the client user with ``mechanism`` (PLAIN, SCRAM-SHA-256/512)."""
+        sec = self.credentials.client_args(mechanism) if self.credentials is not None else {}
+        return {"bootstrap_servers": self.bootstrap, **sec}
+
+    def admin_args(self) -> dict[str, Any] | None:
+        """Secure mode: kafka-python's SASL_SSL arguments as the PLAIN admin user (the
+        readiness probe uses them); None for a plain broker."""
+        return self.credentials.admin_args() if self.credentials is not None else None
 
     # -- internals ---------------------------------------------------------------------
+
+    def _add_scram_users(self, timeout: float) -> None:
+        """Give the client user SCRAM-SHA-256/512 credentials through the admin API (as the
+        PLAIN admin), then wait until a SCRAM-SHA-512 login works (the credentials reach
+        the broker's authenticator through the metadata log, a moment later)."""
+        from kafka.admin import KafkaAdminClient, UserScramCredentialUpsertion
+
+        assert self.credentials is not None and self.run_dir is not None
+        cred = self.credentials
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="streamvae-broker-users",
+                                 **cred.admin_args())  # fmt: skip
+        try:
+            for mech in SCRAM_MECHANISMS:  # one request each: the broker refuses a user twice in one
+                errors = admin.alter_user_scram_credentials(
+                    [UserScramCredentialUpsertion(cred.client_user, mech, cred.client_password)])
+                bad = {u: e for u, e in errors.items() if e}
+                if bad:
+                    raise BrokerError(f"creating the {mech} credentials of {cred.client_user!r} failed: {bad}")
+        finally:
+            admin.close()
+        deadline = time.monotonic() + timeout
+        while probe(self.bootstrap, 5.0, cred.client_args("SCRAM-SHA-512")) is None:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"SCRAM-SHA-512 login of {cred.client_user!r} at {self.bootstrap} did not work within "
+                                  f"{timeout:.0f} s after creating it; last lines of {self.log_path}:\n{self.log_tail(40)}")
+            time.sleep(0.2)
+        write_client_files(self.run_dir, self.bootstrap, cred)
 
     def _launch(self, java: str, libs: Path) -> None:
         """Pick ports, render and format a fresh run directory, and start the JVM (no wait)."""
@@ -538,10 +779,15 @@ class LocalBroker:
 
         props = run_dir / "server.properties"
         text = SERVER_TEMPLATE.read_text().format(port=self.port, ctrl=self.controller_port, data_dir=run_dir / "data")
+        if self.secure:
+            text += "\n" + self._secure_properties(java, run_dir)
         if self.properties:
             text += "\n# --- overrides from LocalBroker(properties=...) ---\n"
             text += "".join(f"{k}={v}\n" for k, v in self.properties.items())
-        props.write_text(text)
+        if self.secure:
+            _write_secret(props, text)  # it holds the passwords
+        else:
+            props.write_text(text)
         log4j = run_dir / "log4j2.properties"
         shutil.copyfile(LOG4J_CONFIG, log4j)
 
@@ -563,6 +809,17 @@ class LocalBroker:
 
         # 2. launch the broker + controller; its console goes to kafka.out
         self._spawn(jvm, props)
+
+    def _secure_properties(self, java: str, run_dir: Path) -> str:
+        """Make the run's certificates and passwords; the secure block of server.properties."""
+        tls = run_dir / "tls"
+        tls.mkdir(mode=0o700)
+        cred = self.credentials = Credentials.generate(tls)
+        _write_secret(run_dir / "secure.json", json.dumps(cred.to_json(), indent=2) + "\n")  # what attach() reads
+        make_certificates(tls, cred.store_password, find_keytool(java))
+        return SECURE_TEMPLATE.read_text().format(
+            port=self.port, ctrl=self.controller_port, tls=tls, store_password=cred.store_password,
+            admin_password=cred.admin_password, client_user=cred.client_user, client_password=cred.client_password)
 
     def _spawn(self, jvm: list[str], props: Path) -> None:
         run_dir = props.parent
@@ -641,10 +898,16 @@ def _cmd_start(args: argparse.Namespace) -> int:
     with _locked(RUN_BASE / ".lock"):
         running = LocalBroker.attach(STATE_FILE)
         if running is not None and running.is_running():
+            if running.secure != args.secure:
+                _say(f"a {'secure' if running.secure else 'plain (PLAINTEXT)'} broker is already running at "
+                     f"{running.bootstrap} (pid {running.pid}); stop it first to start a "
+                     f"{'secure' if args.secure else 'plain'} one")
+                return 1
             if args.port and args.port != running.port:
                 _say(f"already running on port {running.port} (not {args.port}); stop it first to change ports")
             _say(f"already running (pid {running.pid}, run dir {running.run_dir})")
             running.wait(args.timeout)
+            _say_secure(running)
             print(running.bootstrap)
             return 0
         if running is not None:
@@ -654,8 +917,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         fetch_jars(progress=sys.stderr)
         fetched = time.monotonic() - t0
-        broker = LocalBroker(run_dir=args.run_dir, port=args.port, detach=True, state_file=STATE_FILE)
-        _say(f"starting Kafka {kafka_version()} (KRaft, single node) on {HOST}")
+        broker = LocalBroker(run_dir=args.run_dir, port=args.port, detach=True, state_file=STATE_FILE, secure=args.secure)
+        _say(f"starting Kafka {kafka_version()} (KRaft, single node{', SASL_SSL' if args.secure else ''}) on {HOST}")
         try:
             broker.start(timeout=args.timeout)
         except BrokerError as exc:
@@ -666,8 +929,20 @@ def _cmd_start(args: argparse.Namespace) -> int:
         f"(jars {fetched:.1f} s, start-to-ready {broker.ready_seconds or 0:.1f} s); "
         f"pid {broker.pid}, run dir {broker.run_dir}, log {broker.log_path}"
     )
+    _say_secure(broker)
     print(broker.bootstrap)
     return 0
+
+
+def _say_secure(broker: LocalBroker) -> None:
+    """A secure broker's user, password, CA and client files, for the person who started it."""
+    cred, run = broker.credentials, broker.run_dir
+    if cred is None or run is None:
+        return
+    _say(f"SASL_SSL at {broker.bootstrap}: user {cred.client_user!r} password {cred.client_password!r} "
+         f"(PLAIN, {', '.join(SCRAM_MECHANISMS)}); CA certificate {cred.ca_pem}")
+    _say(f"streamvae: the [kafka] section {run / 'streamvae-kafka.toml'}, or eval \"$(scripts/kafka env)\" (the "
+         f"STREAMVAE_KAFKA__* of {run / 'streamvae-kafka.env'}); Java clients: {run / 'client.properties'}")
 
 
 def _attached_or_none() -> LocalBroker | None:
@@ -695,9 +970,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if broker is None:
         return 1
     alive = broker.is_running()
-    info = probe(broker.bootstrap, args.timeout) if alive else None
+    info = probe(broker.bootstrap, args.timeout, broker.admin_args()) if alive else None
     status = "up" if info is not None else ("starting-or-unresponsive" if alive else "down")
-    extra = f" cluster_id={info['cluster_id']}" if info else ""
+    extra = (f" cluster_id={info['cluster_id']}" if info else "") + (" secure=SASL_SSL" if broker.secure else "")
     print(f"{broker.bootstrap} {status} pid={broker.pid} run_dir={broker.run_dir}{extra}")
     return 0 if info is not None else 1
 
@@ -716,6 +991,18 @@ def _cmd_stop(args: argparse.Namespace) -> int:
         clean = broker.stop(args.timeout)
     how = "shut down on SIGTERM" if clean else "killed with SIGKILL after the SIGTERM timeout"
     _say(f"pid {broker.pid} {how} in {time.monotonic() - t0:.1f} s; logs kept in {broker.run_dir}")
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    """``export STREAMVAE_KAFKA__...`` lines for the running broker, for ``eval``."""
+    broker = _attached_or_none()
+    if broker is None:
+        return 1
+    if broker.secure and broker.run_dir is not None:
+        print((broker.run_dir / "streamvae-kafka.env").read_text(), end="")
+    else:
+        print(f"export STREAMVAE_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap}")
     return 0
 
 
@@ -748,6 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="client port (default: a free one)")
     p.add_argument("--run-dir", help="fresh directory for this run (default: a new one under .cache/kafka-run/)")
     p.add_argument("--timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for readiness (%(default)s)")
+    p.add_argument("--secure", action="store_true",
+                   help="one SASL_SSL listener (PLAIN, SCRAM-SHA-256/512; a CA made with keytool); prints the password")
     p.set_defaults(func=_cmd_start)
     p = sub.add_parser("wait", help="wait until the running broker answers describe_cluster()")
     p.add_argument("--timeout", type=float, default=READY_TIMEOUT_S, help="seconds (%(default)s)")
@@ -758,6 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after --timeout seconds")
     p.add_argument("--timeout", type=float, default=STOP_TIMEOUT_S, help="seconds (%(default)s)")
     p.set_defaults(func=_cmd_stop)
+    p = sub.add_parser("env", help="print export STREAMVAE_KAFKA__... lines for the running broker: eval \"$(scripts/kafka env)\"")
+    p.set_defaults(func=_cmd_env)
     p = sub.add_parser("logs", help="print the tail of the running broker's log")
     p.add_argument("-n", "--lines", type=int, default=50)
     p.set_defaults(func=_cmd_logs)

@@ -28,7 +28,7 @@ from kafka.errors import KafkaError
 
 from streamvae.config import KafkaConfig
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.clients import connection_args, create_topic
+from streamvae.kafka.clients import check_access, connection_args, create_topic
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def publish_control(k: KafkaConfig, topic: str, event: Mapping[str, Any], timeou
     caller must then say that the daemons did not hear about the change."""
     ControlEvent.from_dict(event)
     ensure_topic(k, topic)
+    check_access(k)
     try:
         producer = KafkaProducer(acks="all", retries=5, max_block_ms=int(timeout_s * 1000), **connection_args(k))
     except KafkaError as e:
@@ -120,7 +121,8 @@ def publish_control(k: KafkaConfig, topic: str, event: Mapping[str, Any], timeou
     try:
         meta = producer.send(topic, key=b"control", value=orjson.dumps(dict(event))).get(timeout=timeout_s)
         log.info("published %s %s on %s (partition %d offset %d)", event.get("type"), event.get("version"), topic,
-                 meta.partition, meta.offset)
+                 meta.partition, meta.offset,
+                 extra={"topic": topic, "partition": meta.partition, "offset": meta.offset})
     except KafkaError as e:
         raise ControlError(f"control event {event.get('type')} {event.get('version')} was not acknowledged by "
                            f"{k.bootstrap_servers} on topic {topic!r}: {e!r}") from e
@@ -139,6 +141,7 @@ class ControlListener:
         self.topic = topic
         if create:
             ensure_topic(k, topic, timeout_s)
+        check_access(k)
         try:
             self._c = KafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=200,
                                     **connection_args(k))
@@ -182,11 +185,13 @@ class ControlListener:
                     if not isinstance(ev, dict):
                         raise ValueError("not a JSON object")
                     if ev.get("type") not in TYPES:
-                        log.debug("control topic %s offset %d: event type %r ignored", self.topic, r.offset, ev.get("type"))
+                        log.debug("control topic %s offset %d: event type %r ignored", self.topic, r.offset, ev.get("type"),
+                                  extra={"topic": self.topic, "partition": r.partition, "offset": r.offset})
                         continue
                     out.append(ControlEvent.from_dict(ev))
                 except (ValueError, TypeError, ControlError) as e:
-                    log.warning("control topic %s offset %d: not a control event (%s); skipped", self.topic, r.offset, e)
+                    log.warning("control topic %s offset %d: not a control event (%s); skipped", self.topic, r.offset, e,
+                                extra={"topic": self.topic, "partition": r.partition, "offset": r.offset})
         return out
 
     def close(self) -> None:

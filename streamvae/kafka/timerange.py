@@ -16,8 +16,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from streamvae.config import KafkaConfig
-from streamvae.kafka.clients import connection_args
-from streamvae.kafka.tools import BrokerError, _quiet_bootstrap, _unreachable
+from streamvae.kafka.clients import check_access, connection_args, quiet_kafka
+from streamvae.kafka.tools import BrokerError, _unreachable
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,9 @@ def read_between(k: KafkaConfig, topic: str, since: float | None, until: float |
     stands now (records that arrive while reading are left out). BrokerError when the
     broker cannot be reached, the topic does not exist, or the read does not finish in
     ``timeout_s``."""
+    check_access(k, connect_timeout_s)
     try:
-        with _quiet_bootstrap():
+        with quiet_kafka():
             c = KafkaConsumer(enable_auto_commit=False, group_id=None, allow_auto_create_topics=False,
                               bootstrap_timeout_ms=int(connect_timeout_s * 1000), **connection_args(k))
     except KafkaError as e:

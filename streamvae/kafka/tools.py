@@ -1,7 +1,9 @@
 """Kafka for the command-line tools (``streamvae simulate``, ``streamvae alerts``).
 
 A broker that cannot be reached is a :class:`BrokerError` with one clear line after a
-short bootstrap timeout, not a minute of retries and a traceback. :class:`Publisher`
+short bootstrap timeout, not a minute of retries and a traceback; one that refuses the
+credentials or whose certificate is not trusted, a ``KafkaAccessError`` at once
+(:func:`~streamvae.kafka.clients.check_access`). :class:`Publisher`
 sends with acks=all and counts what the broker acknowledged; :class:`TopicReader` reads
 every partition of one topic without a consumer group, so it commits nothing.
 """
@@ -11,33 +13,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from streamvae.config import KafkaConfig
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.clients import connection_args
+from streamvae.kafka.clients import check_access, connection_args, quiet_kafka
 
 log = logging.getLogger(__name__)
 
 
 class BrokerError(StreamvaeError):
     """The broker cannot be reached, or stopped acknowledging."""
-
-
-@contextlib.contextmanager
-def _quiet_bootstrap() -> Iterator[None]:
-    # kafka-python logs every failed bootstrap attempt at WARNING/ERROR (about 5 lines a
-    # second); the one line the user needs is the BrokerError raised after the timeout.
-    lg = logging.getLogger("kafka")
-    level = lg.level
-    lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        lg.setLevel(level)
 
 
 def _unreachable(k: KafkaConfig, timeout_s: float, e: Exception) -> BrokerError:
@@ -61,8 +50,9 @@ class Publisher:
         self.acked = 0
         self.failed = 0
         self.first_error: BaseException | None = None
+        check_access(k, connect_timeout_s)
         try:
-            with _quiet_bootstrap():
+            with quiet_kafka():
                 self._p = KafkaProducer(
                     acks="all", linger_ms=linger_ms, retries=2_147_483_647, max_in_flight_requests_per_connection=1,
                     delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 60_000), max_block_ms=30_000,
@@ -87,7 +77,7 @@ class Publisher:
     def ensure_topic(self, topic: str) -> int:
         """Wait until ``topic`` has partitions (a broker with auto-create makes it now); their count."""
         try:
-            with _quiet_bootstrap():  # kafka-python logs "not found" at ERROR while the topic is being created
+            with quiet_kafka():  # kafka-python logs "not found" at ERROR while the topic is being created
                 return len(self._p.partitions_for(topic))
         except KafkaError as e:
             raise BrokerError(f"topic {topic!r} does not exist at {self.bootstrap} and the broker did not create it "
@@ -134,8 +124,9 @@ class TopicReader:
         self.from_beginning = from_beginning
         self._tps: list[TopicPartition] = []
         self._started = False
+        check_access(k, connect_timeout_s)
         try:
-            with _quiet_bootstrap():
+            with quiet_kafka():
                 self._c = KafkaConsumer(enable_auto_commit=False, group_id=None, allow_auto_create_topics=False,
                                         isolation_level="read_committed", bootstrap_timeout_ms=int(connect_timeout_s * 1000), **connection_args(k))
         except KafkaError as e:

@@ -44,8 +44,9 @@ from streamvae.service.batch import BatchOutcome, Marks
 from streamvae.service.compose import assemble
 from streamvae.service.delivery import make_delivery
 from streamvae.service.emit import Emitter
-from streamvae.service.metrics import Metrics, batch_metrics
+from streamvae.service.metrics import Metrics
 from streamvae.service.partitions import Partitions, key
+from streamvae.service.ready import Probes
 from streamvae.service.runtime import MemoryTrim, settle_runtime
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class Daemon:
         self.last_checkpoint = clock.monotonic()
         self.settled = True  # between two batches: the state is one a checkpoint may hold
         self.trim = MemoryTrim(clock)
-        self.metrics.set("model_info", 1, version=self.pipeline.model_version)
+        self.probes = Probes(cfg.http.ready_poll_age, cfg.group.max_poll_interval_ms / 1000, clock)
+        self.metrics.model.info({"version": self.pipeline.model_version})
         self._checkpoint(write=False)  # the state to go back to should the first delivery fail
 
     # -- rebalance listener (runs inside poll: keep it short, never call the model) ----
@@ -109,12 +111,17 @@ class Daemon:
         self.stop_event.set()
 
     def health(self) -> dict[str, object]:
-        h: dict[str, object] = {"ok": not self.stop_event.is_set(), "model_version": self.pipeline.model_version,
+        """``/healthz``: alive (streamvae/service/ready.py), the model serving, how long since a batch."""
+        h: dict[str, object] = {**self.probes.health(self.stop_event.is_set()), "model_version": self.pipeline.model_version,
                                 "seconds_since_batch": round(self.clock.time() - self.last_batch_at, 3)}
         swapper = self.parts.swapper
         if swapper is not None and swapper.loading is not None:
             h["model_loading"] = swapper.loading.version
         return h
+
+    def readiness(self) -> dict[str, object]:
+        """``/readyz``: each condition of streamvae/service/ready.py, and why it fails."""
+        return self.probes.ready(self.pipeline.model_version, self.stop_event.is_set())
 
     def run(self) -> int:
         if threading.current_thread() is threading.main_thread():
@@ -143,10 +150,12 @@ class Daemon:
                     backoff = 0.5
                 except KafkaError as e:
                     log.warning("poll failed (%r); retrying in %.1fs", e, backoff)
-                    self.metrics.inc("poll_errors_total")
+                    self.metrics.poll_errors.inc()
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                self.probes.polled(consumer, bool(batch))
+                self.metrics.after_poll(consumer, self.commits.failures_, self.clock.monotonic())
                 if self.commits.apply_answers():
                     failpoints.reach("after_commit")
                 if batch:
@@ -191,7 +200,7 @@ class Daemon:
         try:
             self.delivery.deliver(outbox, consumer, offsets)
         except DeliveryError as e:
-            self.metrics.inc("delivery_failures_total")
+            self.metrics.delivery_failures.inc()
             log.error("delivery failed (%s); not committing: the state goes back to the last checkpoint", e)
             self._rollback(consumer)
             return
@@ -206,8 +215,8 @@ class Daemon:
         self.delivery.commit(consumer, offsets, now)
         self.settled = True
         self.last_batch_at = self.clock.time()
-        batch_metrics(self.metrics, out, self.pipeline, self.clock.monotonic() - t0,
-                      unknown_values=self.parts.decoder.unknown_total_, commit_failures=self.commits.failures_)
+        self.metrics.batch_done(out, batch, self.pipeline, self.clock.monotonic() - t0, now=self.clock.time(),
+                                unknown_values=self.parts.decoder.unknown_total_)
         self.trim.after_batch(out.bytes)
 
     def _resume(self, consumer: Any, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
@@ -218,7 +227,8 @@ class Daemon:
             try:
                 om = consumer.committed(tp, metadata=True)
             except KafkaError as e:
-                log.warning("cannot read committed offset of %s (%r); scoring from the current position", tp, e)
+                log.warning("cannot read committed offset of %s (%r); scoring from the current position", tp, e,
+                            extra={"topic": tp.topic, "partition": tp.partition})
                 om = None
             if om is not None:
                 self.commits.committed[tp] = om.offset
@@ -263,7 +273,7 @@ class Daemon:
         lifecycle = retrainer.state() if retrainer is not None and write else {}
         ck.take(self.pipeline.model_version, positions, self.pipeline.state(), lifecycle, write=write)
         if write:
-            self.metrics.set("checkpoint_failures", ck.failures_)
+            self.metrics.count_to(self.metrics.checkpoint_failures, ck.failures_)
             failpoints.reach("after_checkpoint")
         self.last_checkpoint = self.clock.monotonic()
 
@@ -295,7 +305,7 @@ class Daemon:
         if new is None:
             return
         self.det = new
-        self.metrics.set("model_info", 1, version=self.pipeline.model_version)
+        self.metrics.model.info({"version": self.pipeline.model_version})
         if self.parts.retrainer is not None:
             self.parts.retrainer.model_swapped()
         self._checkpoint()  # a restart must not bring back the old model's thresholds

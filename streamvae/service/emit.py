@@ -29,7 +29,9 @@ class Emitter:
     Alert ids are deterministic, so an alert computed again (a batch read again after a
     restart or a failed delivery) has the id it had: the ids acknowledged are remembered
     (``published``; at start, read back from the tail of the alerts topic) and an alert
-    whose id is there is not sent again.
+    whose id is there is not sent again. Alerts and dead letters are counted in the
+    metrics once their batch is acknowledged (:meth:`delivered`), so the counts match
+    the topics even when a delivery fails and the batch is sent again.
     """
 
     def __init__(self, cfg: Config, metrics: Metrics) -> None:
@@ -37,23 +39,28 @@ class Emitter:
         self.metrics = metrics
         self.published = BoundedSet(PUBLISHED_IDS)
         self.guard = RejectionGuard(cfg.records.reject_window, cfg.records.reject_share)
+        self._unconfirmed: tuple[list[str], list[str]] = ([], [])  # the last batch's alert kinds, dead-letter reasons
 
     def send(self, outbox: Outbox, out: BatchOutcome, now: float) -> list[str]:
         """Queue the outcome's dead letters and new alerts; the ids of the alerts sent.
         (A batch read again after a failed delivery counts twice in the guard's window.)"""
+        kinds: list[str] = []
+        self._unconfirmed = (kinds, [dl.error.reason for dl in out.dead_letters])
         for dl in out.dead_letters:
             self._dead_letter(outbox, dl)
         new_ids = []
         event = self.guard.observe(out.records, [d.error.reason for d in out.dead_letters])
         if event is not None:
-            new_ids += self._rejection(outbox, event, out, now)
+            alarm = self._rejection(outbox, event, out, now)
+            new_ids += alarm
+            kinds += ["input_rejected"] * len(alarm)
         for a in out.alerts:
             if a.alert_id in self.published:
-                self.metrics.inc("alerts_suppressed_duplicate_total")
+                self.metrics.alerts_suppressed_duplicate.inc()
                 continue
             outbox.send(self.cfg.topics.alerts, a.entity, codec.dumps(a.to_dict()))
             new_ids.append(a.alert_id)
-            self.metrics.inc("alerts_total", kind=a.kind)
+            kinds.append(a.kind)
         if self.cfg.topics.scores:
             self._scores(outbox, out)
         failpoints.reach("sent")
@@ -74,11 +81,11 @@ class Emitter:
     def _rejection(self, outbox: Outbox, event: str, out: BatchOutcome, now: float) -> list[str]:
         """The guard's alarm: log, gauge and, when an episode opens, one ``input_rejected`` alert."""
         g, topic = self.guard, self.cfg.topics.input
-        self.metrics.set("input_rejected", 1 if event == "open" else 0)
+        self.metrics.input_rejected.set(1 if event == "open" else 0)
         if event == "close":
             log.info("input recovered: %.0f%% of the last %d records of %s refused", 100 * g.refused_share(), g.records, topic)
             return []
-        self.metrics.inc("input_rejected_episodes_total")
+        self.metrics.input_rejected_episodes.inc()
         log.error("input rejected: %.0f%% of the last %d records of %s were refused (%s); each went to %s with its "
                   "reason, and scoring goes on", 100 * g.refused_share(), g.records, topic,
                   ", ".join(f"{r} {n}" for r, n in g.reasons().items()), self.cfg.topics.dead_letter)
@@ -91,12 +98,19 @@ class Emitter:
                  "dead_letter_topic": self.cfg.topics.dead_letter, "partition": first.tp.partition,
                  "offset": first.offset, "detected_at": now}
         outbox.send(self.cfg.topics.alerts, topic, codec.dumps(alert))
-        self.metrics.inc("alerts_total", kind="input_rejected")
         return [aid]
 
     def delivered(self, ids: list[str]) -> None:
+        """The last batch sent is acknowledged: remember its alert ids, count its alerts
+        and dead letters."""
         for aid in ids:
             self.published.add(aid)
+        kinds, reasons = self._unconfirmed
+        for kind in kinds:
+            self.metrics.alerts.labels(kind=kind).inc()
+        for reason in reasons:
+            self.metrics.dead_letters.labels(reason=reason).inc()
+        self._unconfirmed = ([], [])
 
     def load_published(self) -> None:
         """Remember the alert ids already on the alerts topic, so a restart does not repeat them."""
@@ -118,6 +132,6 @@ class Emitter:
         env = codec.dead_letter(dl.key, dl.value, tp.topic, tp.partition, dl.offset, err.reason, str(err),
                                 items=dl.items, max_bytes=DEAD_LETTER_MAX_BYTES)
         outbox.send(self.cfg.topics.dead_letter, dl.key[:1024] if dl.key is not None else None, codec.dumps(env))
-        self.metrics.inc("dead_letters_total", reason=err.reason)
         log.warning("dead-lettered partition=%d offset=%d reason=%s%s", tp.partition, dl.offset, err.reason,
-                    f" ({len(dl.items)} bad items)" if dl.items else "")
+                    f" ({len(dl.items)} bad items)" if dl.items else "",
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": dl.offset, "reason": err.reason})

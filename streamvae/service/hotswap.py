@@ -189,15 +189,14 @@ class HotSwap:
                 job.reason, job.error = "recalibrate", f"thresholds cannot be recalibrated on its scores: {e}"
         if job.error is not None:
             self.failed.add(job.version)
-            self.metrics.inc("model_swap_failures_total", reason=job.reason)
+            self.metrics.model_swap_failures.labels(reason=job.reason).inc()
             log.error("model %s NOT loaded, still serving %s: %s", job.version, old, job.error)
             return None
         delay = max(0.0, self.clock.time() - job.requested_at)
-        self.metrics.set("model_info", 0, version=old)
-        self.metrics.set("model_info", 1, version=job.version)
-        self.metrics.inc("model_swaps_total")
-        self.metrics.set("model_swap_load_seconds", job.seconds)
-        self.metrics.set("model_swap_delay_seconds", delay)
+        self.metrics.model.info({"version": job.version})
+        self.metrics.model_swaps.inc()
+        self.metrics.model_swap_load_seconds.set(job.seconds)
+        self.metrics.model_swap_delay_seconds.set(delay)
         log.info("now serving model %s (was %s): loaded in %.2fs, %.2fs after the promotion; thresholds recalibrated "
                  "on its held-out training windows and %d recent windows", job.version, old, job.seconds, delay,
                  job.info.get("recent", 0))

@@ -17,12 +17,15 @@ from typing import Any
 from streamvae.config import Config, ModelConfig, load_config
 from streamvae.kafka.control import ControlError, control_event, publish_control
 from streamvae.registry import Registry, RegistryError, is_registry
+from streamvae.service import logs
 
 log = logging.getLogger(__name__)
 
 
 def _open(args: argparse.Namespace) -> tuple[Registry, Config | None]:
     cfg = load_config(args.config) if args.config else None
+    if cfg is not None:
+        logs.apply(cfg, getattr(args, "debug", False))
     root = Path(cfg.model.path if cfg is not None else args.registry)
     where = f"model.path in {args.config}" if cfg is not None else "--registry"
     if not root.is_dir():

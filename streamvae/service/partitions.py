@@ -59,7 +59,8 @@ class Partitions:
         self.marks[tp] = marks
         self.start[tp] = (read_from, marks.learned_to)
         log.info("%s-%d: reading from %d, learned up to %d, emitted up to %d", tp.topic, tp.partition, read_from,
-                 marks.learned_to, marks.emitted_to)
+                 marks.learned_to, marks.emitted_to,
+                 extra={"topic": tp.topic, "partition": tp.partition, "offset": read_from})
         return read_from
 
     def delivered(self, positions: dict[Any, tuple[int, int]]) -> None:

@@ -43,7 +43,7 @@ from streamvae.lifecycle.normal import NormalBuffer
 from streamvae.lifecycle.samples import fill_from_samples
 from streamvae.offline.progress import Progress
 from streamvae.registry.store import Registry
-from streamvae.service import failpoints
+from streamvae.service import failpoints, logs
 from streamvae.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def _retrain(args: argparse.Namespace) -> RetrainReport:
     from streamvae.model import artifact, configure_threads
 
     cfg = load_config(args.config)
+    logs.apply(cfg, getattr(args, "debug", False))
     configure_threads(getattr(args, "threads", None) or 2)
     reg = Registry(cfg.model.path)
     cur = reg.current()
@@ -174,6 +175,7 @@ class RetrainWorker:
         self.child_log: Path | None = None
         self.child_result: Path | None = None
         self.child_reason = ""
+        self.child_started = 0.0
 
     @property
     def buffer(self) -> NormalBuffer:
@@ -189,8 +191,8 @@ class RetrainWorker:
         """Take a batch whose delivery is confirmed; the (topic, key, value) sample records
         to publish (none unless ``retrain.buffer = "kafka"``: a lost one costs nothing)."""
         seen = self.lifecycle.observe(res)
-        self.metrics.set("retrain_buffer_windows", len(self.lifecycle.buffer))
-        self.metrics.set("retrain_anomaly_windows", len(self.lifecycle.bank))
+        self.metrics.retrain_buffer_windows.set(len(self.lifecycle.buffer))
+        self.metrics.retrain_anomaly_windows.set(len(self.lifecycle.bank))
         if not self.publish:
             return []
         from streamvae.kafka.samples import encode_sample
@@ -233,8 +235,8 @@ class RetrainWorker:
             r = self.cfg.retrain
             self.lifecycle = Lifecycle(r, self.lifecycle.buffer.window, self.lifecycle.buffer.n_features,
                                        trigger=self.enabled, recalibrate=False)
-        self.metrics.set("retrain_buffer_windows", len(self.lifecycle.buffer))
-        self.metrics.set("retrain_anomaly_windows", len(self.lifecycle.bank))
+        self.metrics.retrain_buffer_windows.set(len(self.lifecycle.buffer))
+        self.metrics.retrain_anomaly_windows.set(len(self.lifecycle.bank))
 
     def close(self) -> None:
         """On shutdown: a running retrain is left to finish (it promotes through the
@@ -264,11 +266,12 @@ class RetrainWorker:
                 self.child = self._spawn(cmd, env, out)
         except (OSError, StreamvaeError) as e:
             log.error("cannot start the retrain job (%s)", e)
-            self.metrics.inc("retrains_total", result="failed")
+            self.metrics.retrains.labels(result="failed").inc()
             self.lifecycle.finished(now, ok=False)
             return
-        self.child_reason = reason
-        self.metrics.set("retrain_running", 1)
+        self.child_reason, self.child_started = reason, now
+        self.metrics.retrains_started.inc()
+        self.metrics.retrain_running.set(1)
         failpoints.reach("during_retrain")
         log.info("retrain started (pid %d): %s; %d normal windows, %d confirmed-anomaly windows; log %s",
                  self.child.pid, reason, len(self.lifecycle.buffer), len(self.lifecycle.bank), self.child_log)
@@ -279,8 +282,9 @@ class RetrainWorker:
         verdict = read_verdict(self.child_result)
         result = verdict["result"] if rc == 0 and verdict is not None else "failed"
         self.lifecycle.finished(now, ok=result == "promoted")
-        self.metrics.inc("retrains_total", result=result)
-        self.metrics.set("retrain_running", 0)
+        self.metrics.retrains.labels(result=result).inc()
+        self.metrics.retrain_duration.observe(max(0.0, now - self.child_started))
+        self.metrics.retrain_running.set(0)
         why = (verdict or {}).get("summary") or (verdict or {}).get("error") or f"no verdict in {self.child_result}"
         (log.info if result != "failed" else log.error)("retrain %s (exit %d, %s): %s; log %s", result, rc,
                                                          self.child_reason, str(why)[:2000], self.child_log)

@@ -7,12 +7,14 @@ import json
 import logging
 
 from streamvae.config import load_config
+from streamvae.service import logs
 
 log = logging.getLogger(__name__)
 
 
 def config_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
+    logs.apply(cfg, getattr(args, "debug", False))
     print(json.dumps(cfg.redacted(), indent=2, default=str))
     print(f"config {args.file}: OK")
     return 0
@@ -20,6 +22,7 @@ def config_check(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    logs.apply(cfg, getattr(args, "debug", False))
     from streamvae.model import configure_threads
 
     configure_threads(1)  # score on one thread: two collapse when the other core is busy
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     det = load(resolve(cfg.model.path)).warmup(cfg.group.max_poll_records)
     daemon = Daemon(cfg, det, config_path=args.config)
-    server = serve(cfg.http.host, cfg.http.port, daemon.metrics, daemon.health) if cfg.http.port else None
+    server = serve(cfg.http.host, cfg.http.port, daemon.metrics, daemon.health, daemon.readiness) if cfg.http.port else None
     try:
         return daemon.run()
     finally:

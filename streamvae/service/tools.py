@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import signal
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Iterator
 
-from streamvae.config import KafkaConfig
+from streamvae.config import ENV_PREFIX, KafkaConfig, load_config
 from streamvae.core.bounded import BoundedSet
 from streamvae.errors import ConfigError
 from streamvae.files import write_atomic
@@ -31,13 +33,21 @@ MAX_SEEN = 1_000_000  # alert ids remembered for dropping duplicates
 
 
 def kafka_config(bootstrap: str) -> KafkaConfig:
-    """``--bootstrap HOST:PORT[,HOST:PORT...]`` -> KafkaConfig, or a ConfigError naming it."""
+    """``--bootstrap HOST:PORT[,HOST:PORT...]`` -> KafkaConfig, or a ConfigError naming it.
+
+    The other ``[kafka]`` settings (TLS, SASL, ...) come from the environment, as for
+    the daemon: ``STREAMVAE_KAFKA__SECURITY_PROTOCOL``, ``..._SASL_PASSWORD`` and so on
+    (``scripts/kafka start --secure`` writes them to a file to source)."""
     parts = [p.strip() for p in (bootstrap or "").split(",")]
     for p in parts:
         m = _HOSTPORT.match(p)
         if not m or not 1 <= int(m.group(2)) <= 65535:
             raise ConfigError(f"--bootstrap must be host:port[,host:port...] with a port in [1, 65535]; got {bootstrap!r}")
-    return KafkaConfig(bootstrap_servers=",".join(parts), client_id="streamvae-tools")
+    prefix = f"{ENV_PREFIX}KAFKA__"
+    env = {k: v for k, v in os.environ.items() if k.startswith(prefix) and k != f"{prefix}BOOTSTRAP_SERVERS"}
+    k = load_config(None, env).kafka if env else KafkaConfig()
+    return dataclasses.replace(k, bootstrap_servers=",".join(parts),
+                               client_id=k.client_id if f"{prefix}CLIENT_ID" in env else "streamvae-tools")
 
 
 @contextlib.contextmanager
@@ -203,7 +213,8 @@ def alerts(args: argparse.Namespace) -> int:
                         a = None
                     if not isinstance(a, dict) or not isinstance(a.get("alert_id"), str):
                         bad += 1
-                        log.warning("alerts: skipped partition %d offset %d: not an alert object", m.partition, m.offset)
+                        log.warning("alerts: skipped partition %d offset %d: not an alert object", m.partition, m.offset,
+                                    extra={"topic": args.topic, "partition": m.partition, "offset": m.offset})
                         continue
                     if a["alert_id"] in seen:
                         dups += 1

@@ -93,11 +93,17 @@ def memory_mb(pid: int | str = "self") -> dict[str, float]:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text as ``{'name{labels}': value}`` (comments and unparsable lines left out)."""
+    """Prometheus text as ``{'name{labels}': value}``, one entry per sample line: a
+    histogram's ``_bucket{le="..."}``, ``_count`` and ``_sum`` lines each count. Left
+    out: comments, unparsable lines, and the ``_created`` timestamps prometheus-client
+    adds to counters and histograms unless they are disabled (the daemon disables them).
+    Sample lines carry no timestamp (prometheus-client writes none)."""
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             name, _, v = line.rpartition(" ")
+            if name.split("{", 1)[0].endswith("_created"):
+                continue
             try:
                 out[name] = float(v)
             except ValueError:

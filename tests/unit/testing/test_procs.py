@@ -44,6 +44,29 @@ def test_parse_metrics_keeps_labels_and_skips_comments() -> None:
     assert not any(k.startswith("#") for k in got) and len(got) == 5
 
 
+def test_parse_metrics_reads_prometheus_client_output_with_histograms() -> None:
+    from prometheus_client import generate_latest
+
+    from streamvae.service.metrics import Metrics
+
+    m = Metrics()  # the daemon's own: a histogram, an info, labelled counters
+    m.batch_records.observe(7)
+    m.model.info({"version": "v1"})
+    m.alerts.labels(kind="open").inc()
+    m.dead_letters.labels(reason='say "hi"').inc()
+    got = parse_metrics(generate_latest(m.registry).decode())
+    assert got['streamvae_batch_records_bucket{le="10.0"}'] == 1.0 and got['streamvae_batch_records_bucket{le="+Inf"}'] == 1.0
+    assert got["streamvae_batch_records_count"] == 1.0 and got["streamvae_batch_records_sum"] == 7.0
+    assert got['streamvae_model_info{version="v1"}'] == 1.0 and got['streamvae_alerts_total{kind="open"}'] == 1.0
+    assert got['streamvae_dead_letters_total{reason="say \\"hi\\""}'] == 1.0
+
+
+def test_parse_metrics_leaves_created_timestamps_out() -> None:
+    text = ("# TYPE streamvae_records counter\nstreamvae_records_total 5.0\nstreamvae_records_created 1.7e+09\n"
+            'streamvae_batch_records_created{x="1"} 1.7e+09\n')
+    assert parse_metrics(text) == {"streamvae_records_total": 5.0}
+
+
 def test_write_config_is_toml(tmp_path: Path) -> None:
     p = write_config(tmp_path / "c.toml", {"kafka": {"bootstrap_servers": "h:1"}, "threshold": {"q": 1e-3, "kind": "spot"}})
     assert tomllib.loads(p.read_text()) == {"kafka": {"bootstrap_servers": "h:1"}, "threshold": {"q": 1e-3, "kind": "spot"}}
