@@ -5,52 +5,44 @@ in the same run.
 
 One run, one broker, one model (trained here as scripts/bench_e2e.py trains it, or
 ``--model``), the same records for every group size: ``--records`` (default 100,000)
-from 100 entities (F=8, W=32, stride 1, L=10; bench_e2e.py's data), each entity's
-records in the partition its key hashes to (kafka-python's partitioner), so the
-partitions hold unequal shares. For k in 1, 2, 3:
+from 100 entities (F=8, W=32, stride 1, L=10; bench_e2e.py's correlated sinusoids, one
+reading a second per entity), each entity's records in the partition its key hashes to
+(kafka-python's partitioner), so the partitions hold unequal shares. For k in 1, 2, 3, k
+daemons of a fresh group on a fresh, empty 6-partition topic, started at once, each
+through bench_e2e.py's shim (the unmodified daemon, with ``StreamPipeline.process`` and
+``Daemon.handle`` noting the wall clock; see its docstring, (e)); once all are ready and
+the group is stable with k members, each holding partitions (DescribeGroups, polled
+every 50 ms):
 
-drain     k daemons (``streamvae run``, one config, a fresh group id) start at once on
-          a fresh, empty 6-partition topic; once all are ready and the group is stable
-          with k members, each holding partitions (DescribeGroups, polled every 50 ms),
-          the Java Kafka client (scripts/loadgen/PacedProducer.java, which bench_e2e.py
+drain     the Java Kafka client (scripts/loadgen/PacedProducer.java, which bench_e2e.py
           compiles; acks=all, linger 5 ms) sends all the records as fast as it can (a
-          burst of about a second) and the daemons drain them. records_per_s = records
+          burst of a second or two) and the daemons drain them. records_per_s = records
           / (the moment every partition's committed ``scored_to`` metadata reaches its
-          end offset (polled every 0.1 s, as bench_e2e.py (c) waits) - the first send).
+          end offset (polled every 0.1 s, as bench_e2e.py (c) waits) - the first send);
           ratio_to_one = records_per_s(k) / records_per_s(first size).
-          Why not a topic filled before the daemons start: the daemons get ready one
-          by one (each imports TensorFlow and loads the model, on the same 2 cores), the
-          first starts consuming at once, and each later join moves partitions only
-          after the members' next heartbeat (up to 3 s). Measured with a pre-filled
-          topic of 40,000 records, the group of 3 was stable 3.4 s after the last
-          daemon got ready, by when 28,000 records had been scored by the first ones:
-          what was left measured the tail of an uneven drain, not the group.
+          Why not a topic filled before the daemons start: they get ready one by one
+          (each imports TensorFlow and loads the model, on the same cores), the first
+          starts consuming at once, and a later join moves partitions only at the
+          members' next heartbeat (up to 3 s). With a pre-filled topic of 40,000 records
+          the group of 3 was stable 3.4 s after the last daemon got ready, by when the
+          first ones had scored 28,000 records: the rest measured an uneven tail.
 balance   each daemon's records (its /metrics ``records_total``) and the bound the
           partitions set: records / the busiest daemon's records, the ratio the group
           would reach if every daemon ran at the one-process rate.
-cores     from the load generator's launch to the end: CPU seconds of each daemon
-          process, of the broker JVM (its pid from the LocalBroker, or the process
-          listening on ``--bootstrap``'s port, found through /proc/net/tcp), of the load
-          generator (its own count after its start-up), of this process (it polls the
-          group's offsets) and of the whole machine (/proc/stat), each divided by that
-          wall time: the share of a core each used. other = what the rest of the
-          machine used (other sessions' jobs); idle = cores left unused.
-latency   k fresh daemons on a fresh 6-partition topic, with ``topics.scores`` set (one
-          record per scored window, naming the source partition and offset) on a
-          scores topic whose record timestamps are the broker's append time
-          (LogAppendTime). One reading per entity primes the group; once the group is
-          stable with k members and has scored it, the same load generator sends
-          records at one fixed rate for every k (default 0.5 x the k=1 drain rate),
-          ``--warmup`` s left out, then ``--seconds`` s measured. Each input record
-          carries a ``sent_us`` header (wall clock at ``send()``). Latency per window =
-          append time of its scores record - ``sent_us`` of the input record that
-          completed it (found by partition and offset): produce -> score published.
-          It holds the producer's linger and request, the broker, the fetch, waiting
-          for the batch before, scoring, and the daemon's own produce of the scores
-          record (linger 5 ms, then its flush): an upper bound of produce -> scored,
-          above bench_e2e.py's (e) by those last steps and by the cost of publishing one
-          scores record per window. All processes share one clock. The CPU shares
-          during the paced run are shown too.
+cores     from the burst's launch to the end: CPU seconds of each daemon process, of the
+          broker JVM (its pid from the LocalBroker, or the process listening on
+          ``--bootstrap``'s port), of the load generator (its own count after its
+          start-up), of this process (it polls the group's offsets) and of the whole
+          machine (/proc/stat), each over that wall time: the share of a core each used
+          (streamvae/testing/benchtools.py). other = what the rest of the machine used
+          (other jobs); idle = cores left unused.
+latency   then the same daemons: the load generator sends the next readings of every
+          entity at one fixed rate for every k (default 0.5 x the k=1 drain rate),
+          ``--warmup`` s left out, ``--seconds`` s measured, each record with a
+          ``sent_us`` header (wall clock at ``send()``). Per record, produce -> score =
+          the moment ``process`` returned for its batch - ``sent_us``: bench_e2e.py's
+          (e) figure, for each group size. All processes share one clock. The CPU
+          shares during this phase are shown too.
 
 Everything runs on this machine's cores: the broker JVM and the load generator share
 them with the daemons. Each daemon scores on one thread; on 2 cores two daemons can use
@@ -60,8 +52,9 @@ third daemon only shares the cores (the table shows where they went).
 Prints a table, then one JSON line (last): processes, records_per_s, ratio_to_one,
 balance_bound, p50_latency_ms, p99_latency_ms, latency_rate_per_s,
 daemon_cpu_ms_per_1k_records (all daemons' CPU over the drain per 1,000 records),
-rss_mb_per_daemon (peak VmHWM of the largest daemon), cpu_share ({k: {daemons, broker,
-producer, bench, other, idle}} during the drain), cpu_share_paced, records, entities,
+rss_mb_per_daemon (peak VmHWM of the largest daemon; the shim's stamps add about 0.1 KB
+a record), cpu_share and cpu_share_paced ({part: [one value per group size]}, part:
+daemons (summed), each_daemon, broker, producer, bench, other, idle), records, entities,
 partitions, cores.
 
     .venv/bin/python scripts/bench_scaleout.py [--records 100000] [--seconds 15] [--bootstrap HOST:PORT] [--model DIR]
@@ -90,14 +83,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import orjson  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.errors import KafkaError  # noqa: E402
 from kafka.partitioner.default import murmur2  # noqa: E402
 
-import bench_e2e as e2e  # noqa: E402  (its data, model, topics and load generator: one definition of each)
+import bench_e2e as e2e  # noqa: E402  (its data, model, topics, shim and load generator: one definition of each)
 from streamvae.testing.benchtools import CpuWatch, listening_pid  # noqa: E402
 from streamvae.testing.broker import use_broker  # noqa: E402
-from streamvae.testing.procs import DaemonProc, memory_mb, run_cmd  # noqa: E402
+from streamvae.testing.procs import DaemonProc, memory_mb  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 
 READY_S = 180.0  # k daemons importing TensorFlow at once on 2 cores
@@ -112,26 +104,27 @@ FAST = 1e9  # the load generator's rate for a burst: every record due at once
 
 @dataclass
 class Group:
-    """k daemons of one group on ``topics`` (fresh group id, one config, ``env`` added)."""
+    """k daemons of one group on ``topics`` (fresh group id, one config), each run through
+    bench_e2e.py's shim, which writes its batches' stamps to ``stamps[i]`` when it exits."""
 
     k: int
     topics: Topics
     model: Path
     work: Path
-    tag: str
     max_poll: int
-    env: dict[str, str] = field(default_factory=dict)
     daemons: list[DaemonProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.id = f"bench-{self.tag}-{uuid.uuid4().hex[:8]}"
-        self.config = e2e.bench_config(self.topics, self.work / f"{self.tag}.toml", self.model, self.id, self.max_poll)
+        self.id = f"bench-scale{self.k}-{uuid.uuid4().hex[:8]}"
+        self.config = e2e.bench_config(self.topics, self.work / f"scale{self.k}.toml", self.model, self.id,
+                                       self.max_poll)
+        self.stamps = [self.work / f"stamps-{self.k}-{i}.json" for i in range(self.k)]
 
     def start(self) -> None:
         """Start all k at once; return when all are ready and the group is stable with k members."""
         for i in range(self.k):
-            self.daemons.append(DaemonProc(run_cmd(self.config), self.work / f"daemon-{self.tag}-{i}.log",
-                                           env=self.env, cwd=ROOT))
+            cmd = [sys.executable, "-c", e2e._SHIM, str(self.stamps[i]), str(self.config)]
+            self.daemons.append(DaemonProc(cmd, self.work / f"daemon-{self.k}-{i}.log", cwd=ROOT))
         for d in self.daemons:
             d.wait_ready(READY_S)
         with Cluster(self.topics.bootstrap) as c:
@@ -209,6 +202,30 @@ def scored_total(k: Cluster, group: str, topic: str, ends: dict[int, int]) -> in
 # ----------------------------------------------------------------------------------------
 
 
+class Feed:
+    """Every entity's readings (bench_e2e.py's ``series``, one a second), step by step:
+    ``messages(a, b)`` are steps a..b-1 of every entity, entity by entity within a step,
+    each as (key, partition its key hashes to, JSON value)."""
+
+    def __init__(self, n_entities: int, steps: int, partitions: int, seed: int = 2026) -> None:
+        rng = np.random.default_rng(seed)
+        self.steps = steps
+        self.data = np.round(np.stack([e2e.series(steps, rng) for _ in range(n_entities)]), 4)
+        self.names = [e2e.entity_name(e) for e in range(n_entities)]
+        self.keys = [n.encode() for n in self.names]
+        self.parts = [(murmur2(k) & 0x7FFFFFFF) % partitions for k in self.keys]
+
+    def messages(self, first: int, end: int, limit: int | None = None) -> list[tuple[bytes, int, bytes]]:
+        out: list[tuple[bytes, int, bytes]] = []
+        for step in range(first, end):
+            for e, name in enumerate(self.names):
+                if limit is not None and len(out) == limit:
+                    return out
+                value = {"entity": name, "ts": e2e.T0 + step, "values": dict(zip(e2e.FEATURES, self.data[e, step].tolist()))}
+                out.append((self.keys[e], self.parts[e], orjson.dumps(value)))
+        return out
+
+
 def write_messages(path: Path, msgs: Iterable[tuple[bytes, int, bytes]]) -> dict[int, int]:
     """The load generator's file (per message: partition, key, value; see
     PacedProducer.java); the records per partition."""
@@ -220,14 +237,9 @@ def write_messages(path: Path, msgs: Iterable[tuple[bytes, int, bytes]]) -> dict
     return counts
 
 
-def burst_messages(n_records: int, n_entities: int, partitions: int) -> list[tuple[bytes, int, bytes]]:
-    """bench_e2e.py's records (``make_records``), each in the partition its key hashes to."""
-    keys, values, _ = e2e.make_records(n_records, n_entities, seed=2026)
-    part_of: dict[bytes, int] = {}
-    for key in keys:
-        if key not in part_of:
-            part_of[key] = (murmur2(key) & 0x7FFFFFFF) % partitions
-    return [(k, part_of[k], v) for k, v in zip(keys, values)]
+def send(java: Sequence[str], bootstrap: str, topic: str, rate: float, msg_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*java, bootstrap, topic, str(rate), str(msg_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -239,31 +251,72 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     return info
 
 
+def with_producer(share: dict[str, float], info: dict[str, Any], seconds: float) -> dict[str, float]:
+    """``share`` with the load generator's own CPU (from its clock, after its start-up)
+    moved out of ``other``."""
+    producer = info["cpu_s"] / seconds
+    return {**share, "producer": producer, "other": max(0.0, share["other"] - producer)}
+
+
+def latencies(stamp_files: Iterable[Path], cut_us: float) -> np.ndarray:
+    """Per record sent at or after ``cut_us``: ms from its ``sent_us`` to the moment
+    ``process`` returned for its batch (the shims' stamps)."""
+    out = []
+    for path in stamp_files:
+        for _start, t_score, _done, stamps in json.loads(path.read_text()):
+            sent = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)[:, 0]
+            sent = sent[sent >= cut_us]
+            if len(sent) and t_score > 0:
+                out.append(t_score * 1e3 - sent / 1e3)
+    return np.concatenate(out) if out else np.empty(0)
+
+
 # ----------------------------------------------------------------------------------------
-# the two phases
+# one group size
 # ----------------------------------------------------------------------------------------
 
 
-def drain(bootstrap: str, model: Path, k_procs: int, msg_file: Path, ends: dict[int, int], max_poll: int,
-          work: Path, broker_pid: int | None, java: Sequence[str]) -> dict[str, Any]:
-    """k daemons drain a burst of records; see the module doc, ``drain``, ``balance``, ``cores``."""
-    n_records = sum(ends.values())
-    topics = e2e.bench_topics(bootstrap, len(ends), f"scale{k_procs}")
-    g = Group(k_procs, topics, model, work, f"drain{k_procs}", max_poll)
-    c = Cluster(bootstrap)
+@dataclass
+class Phases:
+    """What ``measure_group`` needs besides the group size."""
+
+    bootstrap: str
+    model: Path
+    work: Path
+    max_poll: int
+    broker_pid: int | None
+    java: list[str]
+    burst: Path
+    ends: dict[int, int]
+    feed: Feed
+    burst_steps: int
+    seconds: float
+    warmup: float
+    rate: float = 0.0  # records/s of the paced runs; 0: half the first group size's drain rate
+    skip_latency: bool = False
+    paced: Path | None = None  # their messages, written once the rate is known
+
+
+def measure_group(k_procs: int, ph: Phases) -> dict[str, Any]:
+    """k daemons: the burst drained, then (``ph.paced``) records at ``ph.rate``; see the module doc."""
+    n_records = sum(ph.ends.values())
+    topics = e2e.bench_topics(ph.bootstrap, len(ph.ends), f"scale{k_procs}")
+    g = Group(k_procs, topics, ph.model, ph.work, ph.max_poll)
+    c = Cluster(ph.bootstrap)
+    lat: dict[str, Any] | None = None
     try:
         g.start()
-        watch = CpuWatch({**g.pids(), "broker": broker_pid, "bench": os.getpid()})
+        # drain
+        watch = CpuWatch({**g.pids(), "broker": ph.broker_pid, "bench": os.getpid()})
         watch.start()
-        prod = subprocess.Popen([*java, bootstrap, topics.input, str(FAST), str(msg_file)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        prod = send(ph.java, ph.bootstrap, topics.input, FAST, ph.burst)
         try:
             deadline = time.monotonic() + DRAIN_LIMIT_S
             while True:
                 g.check_alive()
                 if prod.poll() not in (None, 0):
                     finish(prod, 10.0)  # raises with its stderr
-                total = scored_total(c, g.id, topics.input, ends)
+                total = scored_total(c, g.id, topics.input, ph.ends)
                 if total >= n_records:
                     t_end = time.time()
                     break
@@ -276,118 +329,49 @@ def drain(bootstrap: str, model: Path, k_procs: int, msg_file: Path, ends: dict[
             if prod.poll() is None:
                 prod.kill()
                 prod.wait(10)
-        per_daemon = [d.totals() for d in g.daemons]
-        rss = [memory_mb(d.proc.pid)["peak"] for d in g.daemons]
+        share = with_producer(share, info, watch.seconds)
+        per_s = n_records / (t_end - info["t_start_wall"])
+        by_daemon = [d.totals().get("records_total", 0.0) for d in g.daemons]
+        rss = max(memory_mb(d.proc.pid)["peak"] for d in g.daemons)
+        # latency, on the same daemons
+        if not ph.skip_latency:
+            if ph.paced is None:
+                ph.rate = ph.rate or 0.5 * per_s
+                ph.paced = ph.work / "paced.bin"
+                want = int(ph.rate * (ph.seconds + ph.warmup))
+                msgs = ph.feed.messages(ph.burst_steps, ph.feed.steps, limit=want)
+                if len(msgs) < want:
+                    raise RuntimeError(f"the feed holds {len(msgs):,} readings after the burst, {want:,} wanted: "
+                                       "lower --latency-rate or --seconds")
+                write_messages(ph.paced, msgs)
+            lwatch = CpuWatch({**g.pids(), "broker": ph.broker_pid})
+            lwatch.start()
+            pinfo = finish(send(ph.java, ph.bootstrap, topics.input, ph.rate, ph.paced), 600.0)
+            lshare = with_producer(lwatch.stop(), pinfo, lwatch.seconds)
+            topics.wait_caught_up(120.0, g.daemons[0], g.id, poll=0.1)
+            g.check_alive()
+            lat = {"achieved": pinfo["sent"] / pinfo["seconds"], "cut_us": (pinfo["t_start_wall"] + ph.warmup) * 1e6,
+                   "share": lshare}
     except BaseException:
         g.close()
         raise
     finally:
         c.close()
-    g.stop()
-    span = t_end - info["t_start_wall"]
-    by_daemon = [m.get("records_total", 0.0) for m in per_daemon]
-    # the generator's own CPU from its clock (after its start-up), not counted in "other"
-    share["producer"] = info["cpu_s"] / watch.seconds
-    share["other"] = max(0.0, share["other"] - share["producer"])
-    return {
-        "per_s": n_records / span, "seconds": span, "burst_s": info["seconds"], "records_by_daemon": by_daemon,
-        "bound": n_records / max(max(by_daemon), 1.0),
-        "alerts": sum(m.get("alerts_total", 0.0) for m in per_daemon),
-        "cpu_ms_per_1k": 1e6 * sum(share[n] for n in g.pids()) * watch.seconds / n_records,
-        "rss_mb": max(rss), "share": share,
+    g.stop()  # the shims write their stamps as the daemons exit
+    out: dict[str, Any] = {
+        "per_s": per_s, "seconds": t_end - info["t_start_wall"],
+        "burst_s": info["seconds"], "records_by_daemon": by_daemon, "bound": n_records / max(max(by_daemon), 1.0),
+        "cpu_ms_per_1k": 1e6 * sum(share[n] for n in g.pids()) * watch.seconds / n_records, "rss_mb": rss,
+        "share": share,
     }
-
-
-def _prime(topic: str, bootstrap: str, n_entities: int) -> None:
-    """One reading per entity at ts T0 (the paced run's readings start at T0 + 1)."""
-    rng = np.random.default_rng(6)
-    reading = e2e.series(n_entities, rng).round(4).tolist()
-    prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for e in range(n_entities):
-            name = e2e.entity_name(e)
-            prod.send(topic, key=name.encode(), value=orjson.dumps(
-                {"entity": name, "ts": e2e.T0, "values": dict(zip(e2e.FEATURES, reading[e]))}))
-        prod.flush(30)
-    finally:
-        prod.close(10)
-
-
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets now (all partitions, from the start)."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      max_partition_fetch_bytes=8 * 1024 * 1024)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        ends = c.end_offsets(tps)
-        c.assign(tps)
-        c.seek_to_beginning()
-        out: list[Any] = []
-        left = {tp for tp in tps if ends[tp] > 0}
-        deadline = time.monotonic() + 300
-        while left and time.monotonic() < deadline:
-            for tp, recs in c.poll(timeout_ms=500, max_records=10_000).items():
-                out += recs
-                if c.position(tp) >= ends[tp]:
-                    left.discard(tp)
-        if left:
-            raise RuntimeError(f"could not read {topic} to its end in 300 s")
-        return out
-    finally:
-        c.close()
-
-
-def latencies(inputs: Iterable[Any], scores: Iterable[Any], cut_us: float) -> np.ndarray:
-    """Per scored window, ms from its input record's ``sent_us`` to its scores record's
-    append time; windows completed by records sent before ``cut_us`` are left out."""
-    sent = {}
-    for r in inputs:
-        h = dict(r.headers or ())
-        if "sent_us" in h:
-            sent[(r.partition, r.offset)] = int(h["sent_us"])
-    out = []
-    for r in scores:
-        v = orjson.loads(r.value)
-        s = sent.get((v["partition"], v["offset"]))
-        if s is not None and s >= cut_us:
-            out.append(r.timestamp - s / 1e3)
-    return np.asarray(out, dtype=np.float64)
-
-
-def paced(bootstrap: str, model: Path, k_procs: int, rate: float, seconds: float, warmup: float, n_entities: int,
-          partitions: int, max_poll: int, work: Path, broker_pid: int | None, java: Sequence[str]) -> dict[str, Any]:
-    """k fresh daemons publishing their scores; records at ``rate``; see the module doc, ``latency``."""
-    topics = e2e.bench_topics(bootstrap, partitions, f"scale{k_procs}lat")
-    scores = topics.input.replace("sensors-", "scores-")
-    with Cluster(bootstrap) as c:
-        c.create({scores: 1}, {scores: {"message.timestamp.type": "LogAppendTime"}})
-    msg_file = work / f"paced-{k_procs}.bin"
-    write_messages(msg_file, e2e.paced_messages(list(range(partitions)), rate, seconds + warmup, n_entities))
-    g = Group(k_procs, topics, model, work, f"lat{k_procs}", max_poll, env={"STREAMVAE_TOPICS__SCORES": scores})
-    try:
-        g.start()
-        _prime(topics.input, bootstrap, n_entities)
-        topics.wait_caught_up(120.0, g.daemons[0], g.id, poll=0.1)
-        watch = CpuWatch({**g.pids(), "broker": broker_pid})
-        watch.start()
-        prod = subprocess.Popen([*java, bootstrap, topics.input, str(rate), str(msg_file)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        info = finish(prod, seconds + warmup + 120)
-        share = watch.stop()
-        topics.wait_caught_up(120.0, g.daemons[0], g.id, poll=0.1)
-        g.check_alive()
-    except BaseException:
-        g.close()
-        raise
-    g.stop()
-    share["producer"] = info["cpu_s"] / watch.seconds
-    share["other"] = max(0.0, share["other"] - share["producer"])
-    lat = latencies(read_all(bootstrap, topics.input), read_all(bootstrap, scores), (info["t_start_wall"] + warmup) * 1e6)
-    if len(lat) == 0:
-        raise RuntimeError("no scored window in the measured part of the paced run")
-    return {"rate": rate, "achieved": info["sent"] / info["seconds"], "windows": len(lat),
-            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max()),
-            "share": share}
+    if lat is not None:
+        ms = latencies(g.stamps, lat["cut_us"])
+        if len(ms) == 0:
+            raise RuntimeError("no record scored in the measured part of the paced run")
+        out["latency"] = {"rate": ph.rate, "achieved": lat["achieved"], "records": len(ms),
+                          "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+                          "max": float(ms.max()), "share": lat["share"]}
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -399,7 +383,7 @@ def _r(x: float, nd: int = 2) -> float | None:
 
 @dataclass
 class Run:
-    """What one run measured: per group size its drain and its paced run."""
+    """What one run measured: per group size, ``measure_group``'s result."""
 
     sizes: list[int]
     max_poll: int
@@ -410,8 +394,11 @@ class Run:
     train_s: float = 0.0
     seconds: float = 0.0
     ends: dict[int, int] = field(default_factory=dict)
-    drains: dict[int, dict[str, Any]] = field(default_factory=dict)
-    lats: dict[int, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def lats(self) -> dict[int, dict[str, Any]]:
+        return {n: g["latency"] for n, g in self.groups.items() if "latency" in g}
 
 
 def parse_args() -> argparse.Namespace:
@@ -433,7 +420,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace, sizes: list[int]) -> Run:
-    """Train (or take) the model, start (or take) the broker, and run every phase."""
+    """Train (or take) the model, start (or take) the broker, and measure every group size."""
     from streamvae.config import Config
 
     max_poll = args.max_poll_records or Config().group.max_poll_records
@@ -445,18 +432,19 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> Run:
         model, r.train_s = (Path(args.model), 0.0) if args.model else e2e.train_model(work, args.epochs)
         r.bootstrap, broker = use_broker(args.bootstrap)
         r.broker_pid = broker.pid if broker is not None else listening_pid(int(r.bootstrap.rsplit(":", 1)[1]))
-        java = e2e.java_load_generator(work)
-        msg_file = work / "burst.bin"
-        counts = write_messages(msg_file, burst_messages(args.records, args.entities, args.partitions))
+        burst_steps = -(-args.records // args.entities)
+        # room after the burst for paced runs of up to 100,000 records/s (or the rate asked for)
+        paced_steps = int(max(args.latency_rate or 0.0, 100_000) * (args.seconds + args.warmup) / args.entities) + 2
+        feed = Feed(args.entities, burst_steps + paced_steps, args.partitions)
+        burst = work / "burst.bin"
+        counts = write_messages(burst, feed.messages(0, burst_steps, limit=args.records))
         r.ends = {p: counts.get(p, 0) for p in range(args.partitions)}
+        ph = Phases(r.bootstrap, model, work, max_poll, r.broker_pid, e2e.java_load_generator(work), burst, r.ends,
+                    feed, burst_steps, args.seconds, args.warmup, args.latency_rate or 0.0, args.skip_latency)
         for n in sizes:
-            r.drains[n] = drain(r.bootstrap, model, n, msg_file, r.ends, max_poll, work, r.broker_pid, java)
-            print(f"drain, {n} daemon(s): {r.drains[n]['per_s']:,.0f} records/s", file=sys.stderr, flush=True)
-        rate = args.latency_rate or 0.5 * r.drains[sizes[0]]["per_s"]
-        for n in ([] if args.skip_latency else sizes):
-            r.lats[n] = paced(r.bootstrap, model, n, rate, args.seconds, args.warmup, args.entities, args.partitions,
-                              max_poll, work, r.broker_pid, java)
-            print(f"latency, {n} daemon(s): p99 {r.lats[n]['p99']:.1f} ms", file=sys.stderr, flush=True)
+            r.groups[n] = g = measure_group(n, ph)
+            lat = f"; p50 {g['latency']['p50']:.1f} ms, p99 {g['latency']['p99']:.1f} ms" if "latency" in g else ""
+            print(f"{n} daemon(s): {g['per_s']:,.0f} records/s{lat}", file=sys.stderr, flush=True)
     except BaseException:
         print(f"bench_scaleout failed; daemon logs and configs kept in {work}", file=sys.stderr)
         raise
@@ -474,14 +462,16 @@ def daemon_shares(s: dict[str, float], n: int) -> list[float]:
     return [s[f"daemon{i + 1}"] for i in range(n)]
 
 
-def _shares(s: dict[str, float], n: int, keys: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {"daemons": [_r(x) for x in daemon_shares(s, n)]}
-    out.update({key: _r(s[key]) for key in keys})
+def shares_by_part(shares: list[tuple[int, dict[str, float]]], parts: tuple[str, ...]) -> dict[str, list[Any]]:
+    """``{part: [one value per group size]}``: daemons (summed), each_daemon, then ``parts``."""
+    out: dict[str, list[Any]] = {"daemons": [_r(sum(daemon_shares(s, n))) for n, s in shares],
+                                 "each_daemon": [[_r(x) for x in daemon_shares(s, n)] for n, s in shares]}
+    out.update({p: [_r(s[p]) for _, s in shares] for p in parts})
     return out
 
 
 def print_tables(args: argparse.Namespace, r: Run) -> None:
-    sizes, drains, lats, ends, max_poll = r.sizes, r.drains, r.lats, r.ends, r.max_poll
+    sizes, drains, lats, ends, max_poll = r.sizes, r.groups, r.lats, r.ends, r.max_poll
     cores = os.cpu_count() or 1
     base = drains[sizes[0]]["per_s"]
     print(f"streamvae scale-out: {args.records:,} records, {args.entities} entities, {args.partitions} partitions "
@@ -509,13 +499,13 @@ def print_tables(args: argparse.Namespace, r: Run) -> None:
     print("producer: the load generator's burst; bench: this process polling the group's offsets; other: the rest of "
           "the machine (other jobs).")
     if lats:
-        print(f"\nlatency, produce -> score published (scores record append time - sent_us), "
+        print(f"\nlatency, produce -> score (process returned - sent_us), the same daemons, "
               f"{lats[sizes[0]]['rate']:,.0f} records/s for every size, {args.seconds:.0f}s after {args.warmup:.0f}s warm-up")
-        print(f"{'daemons':>7} {'achieved/s':>10} {'windows':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  "
+        print(f"{'daemons':>7} {'achieved/s':>10} {'records':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  "
               f"CPU share: daemons, broker, load generator, other, idle")
         for n in sizes:
             x, s = lats[n], lats[n]["share"]
-            print(f"{n:>7} {x['achieved']:>10,.0f} {x['windows']:>8,} {x['p50']:>7.1f} {x['p99']:>7.1f} {x['max']:>7.1f}  "
+            print(f"{n:>7} {x['achieved']:>10,.0f} {x['records']:>8,} {x['p50']:>7.1f} {x['p99']:>7.1f} {x['max']:>7.1f}  "
                   f"{sum(daemon_shares(s, n)):.2f}, {s['broker']:.2f}, {s['producer']:.2f}, {s['other']:.2f}, "
                   f"{s['idle']:.2f}")
     busiest = max(max(d["share"]["other"] for d in drains.values()),
@@ -531,7 +521,7 @@ def print_tables(args: argparse.Namespace, r: Run) -> None:
 
 def summary(args: argparse.Namespace, r: Run) -> dict[str, Any]:
     """The last line's figures."""
-    sizes, drains, lats = r.sizes, r.drains, r.lats
+    sizes, drains, lats = r.sizes, r.groups, r.lats
     base = drains[sizes[0]]["per_s"]
 
     return {
@@ -544,10 +534,10 @@ def summary(args: argparse.Namespace, r: Run) -> dict[str, Any]:
         "latency_rate_per_s": round(lats[sizes[0]]["rate"]) if lats else None,
         "daemon_cpu_ms_per_1k_records": [round(drains[n]["cpu_ms_per_1k"]) for n in sizes],
         "rss_mb_per_daemon": [round(drains[n]["rss_mb"]) for n in sizes],
-        "cpu_share": {str(n): _shares(drains[n]["share"], n, ("broker", "producer", "bench", "other", "idle"))
-                      for n in sizes},
-        "cpu_share_paced": {str(n): _shares(lats[n]["share"], n, ("broker", "producer", "other", "idle"))
-                            for n in sizes} if lats else None,
+        "cpu_share": shares_by_part([(n, drains[n]["share"]) for n in sizes],
+                                    ("broker", "producer", "bench", "other", "idle")),
+        "cpu_share_paced": shares_by_part([(n, lats[n]["share"]) for n in sizes],
+                                          ("broker", "producer", "other", "idle")) if lats else None,
         "records": args.records,
         "entities": args.entities,
         "partitions": args.partitions,

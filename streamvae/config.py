@@ -76,7 +76,7 @@ SECONDS = interval(0, unit="seconds")
 
 def _spec(default: Any, rule: Rule, note: str = "", secret: bool = False) -> Any:
     allowed = f"{rule.text} ({note})" if note else rule.text
-    return field(default=default, metadata={"check": rule, "allowed": allowed, "secret": secret})
+    return field(default=default, repr=not secret, metadata={"check": rule, "allowed": allowed, "secret": secret})
 
 
 class _Section:

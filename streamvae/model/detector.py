@@ -20,7 +20,7 @@ import numpy.typing as npt
 from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
-from streamvae.model.score import GraphScorer
+from streamvae.model.score import GraphScorer, make_scorer
 from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,8 @@ class VAEDetector:
     def _fitted(self) -> tuple[Scaler, GraphScorer]:
         if self.scaler_ is None or self.vae_ is None:
             raise NotFittedError("this VAEDetector is not fitted; call fit() or load an artifact")
-        if self._scorer is None:
-            self._scorer = GraphScorer(self.vae_)
+        if self._scorer is None or self._scorer.vae is not self.vae_:  # the fused scorer holds a copy of the weights
+            self._scorer = make_scorer(self.vae_)
         return self.scaler_, self._scorer
 
     @property
@@ -163,8 +163,9 @@ class VAEDetector:
         """-log reconstruction probability per window (higher = more anomalous), the
         per-feature shares of the NLL, and the plain-MSE ablation score.
 
-        ``detail=False``: the score alone (``shares`` and ``mse`` None), ~10-15% cheaper;
-        each window's score is the same either way."""
+        ``detail=False``: the score alone (``shares`` and ``mse`` None), the path the
+        pipeline takes for every window; each window's score is the same either way (one
+        computation, :class:`~streamvae.model.score.FusedScorer`)."""
         scaler, scorer = self._fitted()
         x = self._windows(X)
         if len(x) == 0:

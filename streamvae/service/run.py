@@ -23,6 +23,9 @@ def config_check(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     logs.apply(cfg, getattr(args, "debug", False))
+    from streamvae.kafka.clients import check_access
+
+    check_access(cfg.kafka)  # refused credentials or an untrusted certificate: one line now, not after the model loads
     from streamvae.model import configure_threads
 
     configure_threads(1)  # score on one thread: two collapse when the other core is busy

@@ -288,3 +288,13 @@ def test_flags_over_a_config_are_checked_by_the_same_rules() -> None:
 def test_each_section_names_itself_as_the_config_does() -> None:
     for f in dataclasses.fields(Config):
         assert getattr(Config(), f.name).section == f.name
+
+
+def test_secrets_never_show_in_a_repr() -> None:
+    """A config printed by a debugger, a traceback's locals or a stray ``log.debug("%r")``."""
+    cfg = load_config(env={"STREAMVAE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMVAE_KAFKA__SASL_MECHANISM": "PLAIN",
+                           "STREAMVAE_KAFKA__SASL_USERNAME": "u", "STREAMVAE_KAFKA__SASL_PASSWORD": "hunter2-xyz",
+                           "STREAMVAE_KAFKA__SSL_PASSWORD": "keypass-xyz"})
+    assert cfg.kafka.sasl_password == "hunter2-xyz"
+    for text in (repr(cfg), str(cfg), repr(cfg.kafka)):
+        assert "hunter2-xyz" not in text and "keypass-xyz" not in text
