@@ -13,12 +13,18 @@ logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def configure_threads(n: int) -> None:
-    """Pin TensorFlow to ``n`` intra-op and 1 inter-op threads.
+    """Pin TensorFlow to ``n`` intra-op and 1 inter-op threads, and the BLAS NumPy calls
+    (the fused scorer's matmuls) to ``n`` threads.
 
     Must run before TensorFlow executes its first op. Scoring runs on one thread: on this
     2-core machine inference set to 2 threads collapses as soon as the other core is busy
-    (consumer, producer, retrain), see scripts/bench_model.py.
+    (consumer, producer, retrain), see scripts/bench_model.py. OpenBLAS's idle threads
+    also spin after every call: with its default two threads the daemon took 0.69 of a
+    core at 200 records/s, against ~0.1 with one (scripts/bench_e2e.py, (f)).
     """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n, user_api="blas")  # process-wide, for the process's life
     import tensorflow as tf
 
     try:

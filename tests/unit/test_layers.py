@@ -15,7 +15,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "config": ({"errors"}, set()),  # config raises ConfigError; both stay stdlib-only
     "files": ({"errors"}, set()),  # atomic file writes: stdlib only, usable from every layer
     "core": ({"errors", "config", "files"}, {"numpy", "river"}),
-    "model": ({"core", "errors", "config", "files"} | LEAF, {"numpy", "tensorflow", "keras"}),
+    "model": ({"core", "errors", "config", "files"} | LEAF, {"numpy", "tensorflow", "keras", "threadpoolctl"}),
     "registry": ({"model", "core", "errors", "config", "files"} | LEAF, {"numpy"}),
     # what to learn and when; TensorFlow only through model/, and only where a candidate is trained
     "lifecycle": ({"model", "registry", "core", "errors", "config", "files"} | LEAF, {"numpy", "river"}),
