@@ -79,6 +79,7 @@ BENCHMARKS: tuple[Bench, ...] = (
 # JSON keys shown in a benchmark's table of key figures (the whole line is folded below it)
 KEY_WORDS = ("ratio", "per_s", "latency", "_ms", "cpu", "mem", "rss", "_mb", "mib", "gflops", "seconds", "_s")
 STDERR_TAIL = 40
+OTHER_NOTE = 0.25  # cores used by other processes during a benchmark above which its section says so
 
 
 @dataclass
@@ -217,9 +218,10 @@ def render_section(o: Outcome) -> str:
              f"- command: `{shown}`",
              f"- wall time: {o.seconds:,.1f} s"]
     if o.cpu:
+        other = o.cpu["other"] / max(o.seconds, 1e-9)
         lines.append(f"- CPU: {o.cpu['benchmark']:,.1f} s its processes, {o.cpu['broker']:,.1f} s the broker, "
-                     f"{o.cpu['other']:,.1f} s other processes ({o.cpu['other'] / max(o.seconds, 1e-9):.2f} cores: "
-                     "figures taken while other jobs ran are less trustworthy)")
+                     f"{o.cpu['other']:,.1f} s other processes ({other:.2f} cores"
+                     + ("; figures taken while other jobs ran are less trustworthy)" if other > OTHER_NOTE else ")"))
     lines.append("")
     if not o.ok:
         lines += [f"**Failed: {o.why}.** Last lines of its stderr:", "", "```", o.stderr_tail or "(nothing)", "```", ""]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Scale-out: 1, 2 and 3 ``streamvae run`` processes in one consumer group on a
-6-partition topic; throughput, latency and where the cores go, each against one process
-in the same run.
+"""Scale-out: 1, 2 and 3 daemons of one consumer group on a 6-partition topic.
+
+Throughput, latency and where the cores go, for k ``streamvae run`` processes, each
+against one process in the same run.
 
 One run, one broker, one model (trained here as scripts/bench_e2e.py trains it, or
 ``--model``), the same records for every group size: ``--records`` (default 100,000)

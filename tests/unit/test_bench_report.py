@@ -99,6 +99,16 @@ def test_a_good_run_is_rendered_with_table_and_figures(tmp_path: Path) -> None:
     assert '"crc32c": "C"' in page  # the whole JSON line, folded
 
 
+def test_the_cpu_line_warns_only_when_other_jobs_took_a_share(tmp_path: Path) -> None:
+    b = fake(tmp_path, "good", GOOD)
+    o = br.run_bench(b, br.command(b, sys.executable, False, None), timeout=60)
+    o.seconds = 10.0
+    o.cpu = {"benchmark": 9.0, "broker": 1.0, "other": 0.5}
+    assert "- CPU: 9.0 s its processes, 1.0 s the broker, 0.5 s other processes (0.05 cores)" in br.render_section(o)
+    o.cpu["other"] = 12.0
+    assert "(1.20 cores; figures taken while other jobs ran are less trustworthy)" in br.render_section(o)
+
+
 @pytest.mark.parametrize("code, why", [(FAILS, "exit code 3"), (NO_JSON, "its last line is not a JSON object")],
                          ids=["exits-3", "no-json"])
 def test_a_failed_run_is_reported_with_its_stderr(tmp_path: Path, code: str, why: str) -> None:
