@@ -22,6 +22,7 @@ def configure_threads(n: int) -> None:
     also spin after every call: with its default two threads the daemon took 0.69 of a
     core at 200 records/s, against ~0.1 with one (scripts/bench_e2e.py, (f)).
     """
+    import numpy  # noqa: F401  (threadpoolctl limits the BLAS libraries already loaded: load NumPy's)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(n, user_api="blas")  # process-wide, for the process's life
