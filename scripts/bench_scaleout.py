@@ -10,7 +10,7 @@ from 100 entities (F=8, W=32, stride 1, L=10; bench_e2e.py's correlated sinusoid
 reading a second per entity), each entity's records in the partition its key hashes to
 (kafka-python's partitioner), so the partitions hold unequal shares. For k in 1, 2, 3, k
 daemons of a fresh group on a fresh, empty 6-partition topic, started at once, each
-through bench_e2e.py's shim (the unmodified daemon, with ``StreamPipeline.process`` and
+through the latency shim (streamvae/testing/latencyshim.py) (the unmodified daemon, with ``StreamPipeline.process`` and
 ``Daemon.handle`` noting the wall clock; see its docstring, (e)); once all are ready and
 the group is stable with k members, each holding partitions (DescribeGroups, polled
 every 50 ms):
@@ -89,7 +89,7 @@ from kafka.partitioner.default import murmur2  # noqa: E402
 
 import bench_e2e as e2e  # noqa: E402  (its data, model, topics, shim and load generator: one definition of each)
 from streamvae.testing.benchtools import CpuWatch, listening_pid  # noqa: E402
-from streamvae.testing.broker import use_broker  # noqa: E402
+from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
 from streamvae.testing.procs import DaemonProc, memory_mb  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 
@@ -106,7 +106,8 @@ FAST = 1e9  # the load generator's rate for a burst: every record due at once
 @dataclass
 class Group:
     """k daemons of one group on ``topics`` (fresh group id, one config), each run through
-    bench_e2e.py's shim, which writes its batches' stamps to ``stamps[i]`` when it exits."""
+    the latency shim (streamvae/testing/latencyshim.py), which writes its batches' stamps
+    to ``stamps[i]`` when it exits."""
 
     k: int
     topics: Topics
@@ -124,7 +125,7 @@ class Group:
     def start(self) -> None:
         """Start all k at once; return when all are ready and the group is stable with k members."""
         for i in range(self.k):
-            cmd = [sys.executable, "-c", e2e._SHIM, str(self.stamps[i]), str(self.config)]
+            cmd = [sys.executable, "-m", "streamvae.testing.latencyshim", str(self.stamps[i]), str(self.config)]
             self.daemons.append(DaemonProc(cmd, self.work / f"daemon-{self.k}-{i}.log", cwd=ROOT))
         for d in self.daemons:
             d.wait_ready(READY_S)
@@ -264,7 +265,7 @@ def latencies(stamp_files: Iterable[Path], cut_us: float) -> np.ndarray:
     ``process`` returned for its batch (the shims' stamps)."""
     out = []
     for path in stamp_files:
-        for _start, t_score, _done, stamps in json.loads(path.read_text()):
+        for _start, t_score, _done, stamps in json.loads(path.read_text())["batches"]:
             sent = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)[:, 0]
             sent = sent[sent >= cut_us]
             if len(sent) and t_score > 0:
@@ -440,7 +441,7 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> Run:
         burst = work / "burst.bin"
         counts = write_messages(burst, feed.messages(0, burst_steps, limit=args.records))
         r.ends = {p: counts.get(p, 0) for p in range(args.partitions)}
-        ph = Phases(r.bootstrap, model, work, max_poll, r.broker_pid, e2e.java_load_generator(work), burst, r.ends,
+        ph = Phases(r.bootstrap, model, work, max_poll, r.broker_pid, e2e.java_load_generator(work, kafka_jars()), burst, r.ends,
                     feed, burst_steps, args.seconds, args.warmup, args.latency_rate or 0.0, args.skip_latency)
         for n in sizes:
             r.groups[n] = g = measure_group(n, ph)

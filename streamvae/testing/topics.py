@@ -77,18 +77,19 @@ class Cluster:
 
 class Topics:
     """uuid-named topics ``<prefix>sensors-<uuid>`` (input, ``partitions`` partitions, with
-    ``input_configs``), ``...alerts-...`` and ``...dlq-...`` created on ``bootstrap``; the
+    ``input_configs``), ``...alerts-...`` (with ``alerts_configs``) and ``...dlq-...`` created on ``bootstrap``; the
     control topic is only named (the daemon creates it). ``group``: a uuid-named group id."""
 
     def __init__(self, bootstrap: str, partitions: int = 3, prefix: str = "",
-                 input_configs: Mapping[str, str] | None = None) -> None:
+                 input_configs: Mapping[str, str] | None = None, alerts_configs: Mapping[str, str] | None = None) -> None:
         tag = uuid.uuid4().hex[:8]
         self.bootstrap = bootstrap
         self.partitions = partitions
         self.input, self.alerts, self.dlq, self.control = (f"{prefix}{n}-{tag}" for n in ("sensors", "alerts", "dlq", "control"))
         self.group = f"streamvae-{prefix}{tag}"
         with Cluster(bootstrap) as k:
-            k.create({self.input: partitions, self.alerts: 1, self.dlq: 1}, {self.input: input_configs or {}})
+            k.create({self.input: partitions, self.alerts: 1, self.dlq: 1},
+                     {self.input: input_configs or {}, self.alerts: alerts_configs or {}})
 
     def config_sections(self, group: str | None = None) -> dict[str, dict[str, Any]]:
         """The daemon config's ``kafka``, ``topics`` and ``group`` sections for these topics."""

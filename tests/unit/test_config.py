@@ -113,6 +113,8 @@ BAD: dict[str, tuple[str, str | None]] = {
     "group.id": ('""', ""),
     "group.max_poll_records": ("0", "0"),
     "group.poll_timeout_ms": ("0", "0"),
+    "group.fetch_min_bytes": ("0", "0"),
+    "group.fetch_max_wait_ms": ("501", "501"),
     "group.commit_interval_ms": ("-1", "-1"),
     "group.session_timeout_ms": ("999", "999"),
     "group.max_poll_interval_ms": ("9999", "9999"),

@@ -1,0 +1,267 @@
+"""A live feed at a fixed rate, and what the daemon does with it: latency and CPU.
+
+``scripts/bench_e2e.py`` measures its latency rows and its CPU-per-record rows here:
+:func:`measure_paced` starts a daemon, primes every entity, then a load generator in its
+own process sends records at ``rate`` per second for ``warmup + seconds`` (the warm-up is
+left out of every figure). The records are :func:`series` readings of ``n_entities``
+pumps, round robin; with ``spike_every`` one reading in that many is a spike, so alerts
+flow and their latency can be measured too.
+
+Latency (``latency=True``). The daemon runs unmodified under
+:mod:`streamvae.testing.latencyshim`, which notes per poll when ``poll`` returned, when
+the batch's windows were scored and when the batch was done, and per record its
+``sent_us`` header (the generator's wall clock at ``send()``) and its broker append time
+(the input topic is LogAppendTime). All processes share one clock, so per record:
+produce -> score = t(scored) - t(sent). For alerts: the shim notes each alert's id and
+the record that completed its window; the alerts topic is LogAppendTime too, so
+produce -> alert on topic = t(alert appended) - t(that record sent).
+
+CPU (both modes): the daemon's CPU seconds (``/proc/<pid>/stat``) over the measured
+seconds, as a share of one core and per 1,000 records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+from streamvae.testing.procs import ROOT, DaemonProc, cpu_seconds, run_cmd
+from streamvae.testing.topics import Topics
+
+FEATURES = tuple(f"s{i}" for i in range(8))
+WINDOW = 32
+T0 = 1_700_000_000.0
+SPIKE = 12.0  # added to every feature of a spike reading (the series' range is about +-2)
+
+
+def series(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 8) correlated sinusoids (one-minute cycle, a random phase) plus noise, one reading a second."""
+    t = np.arange(n) + rng.uniform(0, 60)
+    b = 2 * np.pi * t / 60
+    x = np.stack([
+        np.sin(b), 0.8 * np.sin(b + 0.6), 0.5 * np.sin(b) + 0.5 * np.cos(b + 0.3) + 2.0, np.cos(b),
+        np.sin(2 * b), 0.3 * np.sin(b) + 0.7 * np.cos(2 * b + 1.0), 1.5 * np.sin(b + 1.2) - 1.0, np.sin(b) * np.cos(b),
+    ], axis=1)
+    return x + 0.1 * rng.standard_normal(x.shape)
+
+
+def entity_name(e: int) -> str:
+    return f"pump-{e:03d}"
+
+
+def paced_messages(partitions: Sequence[int], rate: float, seconds: float, n_entities: int,
+                   spike_every: int = 0) -> list[tuple[bytes, int, bytes]]:
+    """The (key, partition, value) of every record of a paced run, in sending order:
+    entity j % n_entities sends its reading j // n_entities + 1 (reading 0 primed the
+    windows: :func:`prime`); each key's partition is the one kafka-python's
+    DefaultPartitioner picks. ``spike_every``: record j is a spike when j % spike_every
+    == spike_every - 1 (0: none)."""
+    from kafka.partitioner.default import murmur2
+
+    total = int(rate * seconds)
+    per = total // n_entities + 2
+    rng = np.random.default_rng(7)
+    data = np.round(np.stack([series(per, rng) for _ in range(n_entities)]), 4)
+    names = [entity_name(e) for e in range(n_entities)]
+    keys = [n.encode() for n in names]
+    parts = sorted(partitions)
+    part_of = [parts[(murmur2(k) & 0x7FFFFFFF) % len(parts)] for k in keys]
+    msgs = []
+    for j in range(total):
+        e, k = j % n_entities, j // n_entities + 1
+        row = data[e][k] + (SPIKE if spike_every and j % spike_every == spike_every - 1 else 0.0)
+        value = orjson.dumps({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, np.round(row, 4).tolist()))})
+        msgs.append((keys[e], part_of[e], value))
+    return msgs
+
+
+def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, n_entities: int, spike_every: int) -> None:
+    """The Python load generator: ``rate`` records/s for ``seconds`` with ``make_producer``
+    (the project's producer: acks=all, linger 5 ms), each record with a ``sent_us``
+    header. Runs in its own small process (``python -m streamvae.testing.paced``). Prints
+    one JSON line: wall-clock start, records sent, seconds taken, CPU seconds."""
+    from streamvae.config import KafkaConfig
+    from streamvae.kafka.clients import make_producer
+
+    prod = make_producer(KafkaConfig(bootstrap_servers=bootstrap, client_id="streamvae-bench-producer"))
+    # made before the clock starts: this process shares the cores with the broker and the daemon
+    msgs = paced_messages(list(prod.partitions_for(topic)), rate, seconds, n_entities, spike_every)
+    total, sent = len(msgs), 0
+    cpu0 = time.process_time()
+    t_start_wall = time.time()
+    t0 = time.perf_counter()
+    while sent < total:  # record j is due at t0 + j / rate
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        while sent < due:
+            key, part, value = msgs[sent]
+            prod.send(topic, key=key, value=value, partition=part, headers=[("sent_us", b"%d" % (time.time() * 1e6))])
+            sent += 1
+        time.sleep(0.001)
+    took = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    prod.flush(30)
+    prod.close(10)
+    print(json.dumps({"t_start_wall": t_start_wall, "sent": sent, "seconds": took, "cpu_s": cpu}))
+
+
+def java_load_generator(work: Path, kafka_libs: Path) -> list[str]:
+    """Compile scripts/loadgen/PacedProducer.java against the broker's jars; the command that runs it."""
+    out = work / "loadgen"
+    out.mkdir(exist_ok=True)
+    cp = f"{kafka_libs}/*"
+    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(ROOT / "scripts" / "loadgen" / "PacedProducer.java")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"javac failed:\n{r.stderr[-3000:]}")
+    # a small heap, the serial collector and the C1 compiler only: the generator should
+    # take as little of the cores as it can
+    return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{out}{os.pathsep}{cp}", "PacedProducer"]
+
+
+def prime(bootstrap: str, topic: str, n_entities: int) -> None:
+    """One reading per entity (its reading 0), so the paced run starts with every entity known."""
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    rng = np.random.default_rng(6)
+    for e in range(n_entities):
+        prod.send(topic, key=entity_name(e).encode(), value=orjson.dumps(
+            {"entity": entity_name(e), "ts": T0, "values": dict(zip(FEATURES, series(1, rng)[0].round(4).tolist()))}))
+    prod.flush(30)
+    prod.close(10)
+
+
+class _Cpu:
+    """CPU seconds of some processes between :meth:`start` and :meth:`stop`, as shares of one core."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = dict(pids)
+        self.t0, self.c0 = 0.0, {k: 0.0 for k in pids}
+        self.share: dict[str, float] = {}
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        self.t0, self.c0 = time.perf_counter(), {k: cpu_seconds(p) for k, p in self.pids.items()}
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self.share = {k: (cpu_seconds(p) - self.c0[k]) / self.seconds for k, p in self.pids.items()}
+
+
+def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, seconds: float, warmup: float,
+                  n_entities: int, work: Path, log: Path, *, latency: bool = True, spike_every: int = 0,
+                  broker_pid: int | None = None, java: list[str] | None = None) -> dict[str, Any]:
+    """See the module doc. ``java``: the Java load generator's command (else kafka-python's
+    producer sends). Returns the rate achieved, the daemon's (and broker's, producer's) CPU
+    share over the measured seconds, CPU ms per 1,000 records, and with ``latency`` the
+    percentiles of each stage (ms) and of produce -> alert on topic."""
+    shim_out = work / f"latency-{uuid.uuid4().hex[:6]}.json"
+    if java is not None:  # the messages, written before the daemon starts
+        msg_file = work / f"paced-{uuid.uuid4().hex[:6]}.bin"
+        with open(msg_file, "wb") as fh:
+            for key, part, value in paced_messages(range(topics.partitions), rate, seconds + warmup, n_entities, spike_every):
+                fh.write(struct.pack(">ii", part, len(key)) + key + struct.pack(">i", len(value)) + value)
+        cmd = [*java, topics.bootstrap, topics.input, str(rate), str(msg_file)]
+    else:
+        cmd = [sys.executable, "-m", "streamvae.testing.paced", topics.bootstrap, topics.input, str(rate),
+               str(seconds + warmup), str(n_entities), str(spike_every)]
+    daemon_cmd = [sys.executable, "-m", "streamvae.testing.latencyshim", str(shim_out), str(cfg_path)] if latency \
+        else run_cmd(cfg_path)
+    d = DaemonProc(daemon_cmd, log, cwd=ROOT)
+    try:
+        d.wait_ready(120.0)
+        prime(topics.bootstrap, topics.input, n_entities)  # and wait until it is scored: the group is joined
+        topics.wait_caught_up(120.0, d, group, poll=0.05)
+        gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cpu = _Cpu({"daemon": d.proc.pid, "broker": broker_pid, "producer": gen.pid})
+        timer = threading.Timer(warmup, cpu.start)  # the warm-up is left out
+        timer.start()
+        out, err = gen.communicate(timeout=seconds + warmup + 120)
+        cpu.stop()
+        timer.cancel()
+        if gen.returncode != 0:
+            raise RuntimeError(f"paced producer failed:\n{err[-3000:]}")
+        info = json.loads(out.strip().splitlines()[-1])
+        topics.wait_caught_up(120.0, d, group, poll=0.1)
+        totals = d.totals()
+    finally:
+        rc = d.stop()
+    if rc != 0:
+        raise RuntimeError(f"paced daemon exited with {rc}\n{d.log_tail()}")
+    achieved = info["sent"] / info["seconds"]
+    cpu.share["producer"] = info["cpu_s"] / info["seconds"]  # its own clock: the process is gone
+    per_poll = totals.get("records_total", 0.0) / max(totals.get("batches_total", 0.0), 1.0)
+    res: dict[str, Any] = {"rate": rate, "achieved_rate": achieved, "cpu": cpu.share, "records_per_poll": per_poll,
+                           "cpu_ms_per_1000": 1e6 * cpu.share["daemon"] / achieved,
+                           "cpu_ms_per_poll": 1e3 * cpu.share["daemon"] / achieved * per_poll}
+    if latency:
+        res.update(_latencies(json.loads(shim_out.read_text()), (info["t_start_wall"] + warmup) * 1e6, topics))
+    return res
+
+
+def pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
+def _latencies(shim: dict[str, Any], cut_us: float, topics: Topics) -> dict[str, Any]:
+    """Per stage, p50/p99/max in ms, of the records sent after ``cut_us`` (see the module doc)."""
+    stage: dict[str, list[np.ndarray]] = {"score": [], "done": [], "poll": [], "append": []}
+    sizes = []
+    for t_poll, t_score, t_done, stamps in shim["batches"]:
+        st = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)
+        st = st[st[:, 0] >= cut_us]
+        if len(st) == 0:
+            continue
+        sent, append = st[:, 0] / 1e3, st[:, 1]  # ms
+        sizes.append(len(stamps))
+        stage["append"].append(append - sent)
+        stage["poll"].append(t_poll * 1e3 - sent)
+        if t_score > 0:
+            stage["score"].append(t_score * 1e3 - sent)
+        stage["done"].append(t_done * 1e3 - sent)
+    out: dict[str, Any] = {"polls": len(sizes), "mean_batch": float(np.mean(sizes)) if sizes else 0.0}
+    for name, parts in stage.items():
+        a = np.concatenate(parts) if parts else np.empty(0)
+        out[name] = {"n": len(a), "p50": pct(a, 50), "p99": pct(a, 99), "max": float(a.max()) if len(a) else float("nan")}
+    appended = _append_times(topics.bootstrap, topics.alerts)
+    lat = np.asarray([appended[aid] - sent_us / 1e3 for aid, sent_us in shim["alerts"]
+                      if sent_us >= cut_us and aid in appended], dtype=np.float64)
+    out["alert"] = {"n": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else float("nan")}
+    return out
+
+
+def _append_times(bootstrap: str, topic: str) -> dict[str, float]:
+    """alert id -> the broker's append time (ms) of every record on the alerts topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        got: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=500).values():
+                for r in recs:
+                    got[orjson.loads(r.value)["alert_id"]] = float(r.timestamp)
+        return got
+    finally:
+        c.close()
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    paced_produce(a[0], a[1], float(a[2]), float(a[3]), int(a[4]), int(a[5]))
