@@ -67,8 +67,9 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("retrain", "scripts/bench_retrain.py", "scoring while a retrain runs vs alone; retrain vs a bare "
           "train-step loop", quick=("--seconds", "1", "--windows", "5000", "--epochs", "2")),
     Bench("e2e", "scripts/bench_e2e.py", "Kafka end to end vs offline pipeline vs raw consume vs model only; "
-          "latency", quick=("--records", "20000", "--epochs", "3", "--model-seconds", "1", "--latency-seconds", "5",
-                            "--latency-warmup", "3"), takes_bootstrap=True),
+          "latency at 0.5x and 0.9x; CPU per record at 200/s, 2,000/s and full speed",
+          quick=("--records", "20000", "--epochs", "3", "--model-seconds", "1", "--latency-seconds", "5",
+                 "--latency-warmup", "3", "--cpu-seconds", "5"), takes_bootstrap=True),
     Bench("memory", "scripts/bench_memory.py", "the daemon's resident memory after hostile input vs a clean run",
           quick=("--records", "8000", "--repeats", "1", "--settle", "2", "--epochs", "2"), takes_bootstrap=True),
     Bench("scaleout", "scripts/bench_scaleout.py", "1, 2, 3 daemons of one group on 6 partitions: throughput, "
