@@ -49,7 +49,7 @@ this process after ``settle_runtime()`` (gc.freeze, the young generation's thres
 1 ms GIL switch interval), as ``Daemon.run`` does before its loop.
 
 How (e) is measured: see streamvae/testing/paced.py. In short, the UNMODIFIED daemon runs
-under a shim (streamvae/testing/latencyshim.py) that notes, per poll, when ``poll``
+under a shim (scripts/latencyshim.py) that notes, per poll, when ``poll``
 returned, when ``StreamPipeline.process`` returned (the windows scored: score, threshold
 and episodes done) and when ``Daemon.handle`` returned (alerts acknowledged, offsets
 handed to the commit), and per record its ``sent_us`` header (wall clock at ``send()``)

@@ -10,7 +10,7 @@ from 100 entities (F=8, W=32, stride 1, L=10; bench_e2e.py's correlated sinusoid
 reading a second per entity), each entity's records in the partition its key hashes to
 (kafka-python's partitioner), so the partitions hold unequal shares. For k in 1, 2, 3, k
 daemons of a fresh group on a fresh, empty 6-partition topic, started at once, each
-through the latency shim (streamvae/testing/latencyshim.py) (the unmodified daemon, with ``StreamPipeline.process`` and
+through scripts/latencyshim.py (the unmodified daemon, with ``StreamPipeline.process`` and
 ``Daemon.handle`` noting the wall clock; see its docstring, (e)); once all are ready and
 the group is stable with k members, each holding partitions (DescribeGroups, polled
 every 50 ms):
@@ -106,7 +106,7 @@ FAST = 1e9  # the load generator's rate for a burst: every record due at once
 @dataclass
 class Group:
     """k daemons of one group on ``topics`` (fresh group id, one config), each run through
-    the latency shim (streamvae/testing/latencyshim.py), which writes its batches' stamps
+    the latency shim (scripts/latencyshim.py), which writes its batches' stamps
     to ``stamps[i]`` when it exits."""
 
     k: int
@@ -125,7 +125,7 @@ class Group:
     def start(self) -> None:
         """Start all k at once; return when all are ready and the group is stable with k members."""
         for i in range(self.k):
-            cmd = [sys.executable, "-m", "streamvae.testing.latencyshim", str(self.stamps[i]), str(self.config)]
+            cmd = [sys.executable, str(ROOT / "scripts" / "latencyshim.py"), str(self.stamps[i]), str(self.config)]
             self.daemons.append(DaemonProc(cmd, self.work / f"daemon-{self.k}-{i}.log", cwd=ROOT))
         for d in self.daemons:
             d.wait_ready(READY_S)

@@ -8,7 +8,7 @@ pumps, round robin; with ``spike_every`` one reading in that many is a spike, so
 flow and their latency can be measured too.
 
 Latency (``latency=True``). The daemon runs unmodified under
-:mod:`streamvae.testing.latencyshim`, which notes per poll when ``poll`` returned, when
+scripts/latencyshim.py, which notes per poll when ``poll`` returned, when
 the batch's windows were scored and when the batch was done, and per record its
 ``sent_us`` header (the generator's wall clock at ``send()``) and its broker append time
 (the input topic is LogAppendTime). All processes share one clock, so per record:
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import orjson
 
 from streamvae.testing.procs import ROOT, DaemonProc, cpu_seconds, run_cmd
 from streamvae.testing.topics import Topics
@@ -42,7 +41,12 @@ from streamvae.testing.topics import Topics
 FEATURES = tuple(f"s{i}" for i in range(8))
 WINDOW = 32
 T0 = 1_700_000_000.0
+SHIM = ROOT / "scripts" / "latencyshim.py"
 SPIKE = 12.0  # added to every feature of a spike reading (the series' range is about +-2)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def series(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,7 +85,7 @@ def paced_messages(partitions: Sequence[int], rate: float, seconds: float, n_ent
     for j in range(total):
         e, k = j % n_entities, j // n_entities + 1
         row = data[e][k] + (SPIKE if spike_every and j % spike_every == spike_every - 1 else 0.0)
-        value = orjson.dumps({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, np.round(row, 4).tolist()))})
+        value = _json({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, np.round(row, 4).tolist()))})
         msgs.append((keys[e], part_of[e], value))
     return msgs
 
@@ -136,7 +140,7 @@ def prime(bootstrap: str, topic: str, n_entities: int) -> None:
     prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     rng = np.random.default_rng(6)
     for e in range(n_entities):
-        prod.send(topic, key=entity_name(e).encode(), value=orjson.dumps(
+        prod.send(topic, key=entity_name(e).encode(), value=_json(
             {"entity": entity_name(e), "ts": T0, "values": dict(zip(FEATURES, series(1, rng)[0].round(4).tolist()))}))
     prod.flush(30)
     prod.close(10)
@@ -176,7 +180,7 @@ def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, secon
     else:
         cmd = [sys.executable, "-m", "streamvae.testing.paced", topics.bootstrap, topics.input, str(rate),
                str(seconds + warmup), str(n_entities), str(spike_every)]
-    daemon_cmd = [sys.executable, "-m", "streamvae.testing.latencyshim", str(shim_out), str(cfg_path)] if latency \
+    daemon_cmd = [sys.executable, str(SHIM), str(shim_out), str(cfg_path)] if latency \
         else run_cmd(cfg_path)
     d = DaemonProc(daemon_cmd, log, cwd=ROOT)
     try:
@@ -256,7 +260,7 @@ def _append_times(bootstrap: str, topic: str) -> dict[str, float]:
         while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
             for recs in c.poll(timeout_ms=500).values():
                 for r in recs:
-                    got[orjson.loads(r.value)["alert_id"]] = float(r.timestamp)
+                    got[json.loads(r.value)["alert_id"]] = float(r.timestamp)
         return got
     finally:
         c.close()

@@ -1,6 +1,7 @@
-"""``python -m streamvae.testing.latencyshim OUT CONFIG``: ``streamvae run --config CONFIG``,
+"""``python scripts/latencyshim.py OUT CONFIG``: ``streamvae run --config CONFIG``,
 unmodified, with three methods wrapped from outside to time each poll (see
-:mod:`streamvae.testing.paced`). At exit OUT holds, as JSON:
+streamvae/testing/paced.py; a script, not a module of streamvae.testing, because it
+reaches into the running daemon). At exit OUT holds, as JSON:
 
 - ``batches``: per poll, [t poll returned, t windows scored, t batch done (alerts
   acknowledged, offsets handed to the commit)], wall clock in seconds, and per record
@@ -16,7 +17,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's streamvae
 
 
 def main(out_path: str, config: str) -> int:
