@@ -35,15 +35,24 @@ def broker_mod() -> Any:
     return broker_module()
 
 
-@pytest.fixture(scope="session")
-def broker(broker_mod: Any) -> Iterator[Any]:
-    b = broker_mod.LocalBroker()
+def started_broker(**kw: Any) -> Iterator[Any]:
+    """A started ``LocalBroker(**kw)`` for a fixture to yield, stopped after; a broker that
+    does not start fails the test (integration tests never skip)."""
+    mod = broker_module()
+    b = mod.LocalBroker(**kw)
     try:
         b.start()
-    except broker_mod.BrokerError as e:
-        pytest.fail(f"the Kafka broker did not start (integration tests need it; they do not skip):\n{e}")
-    yield b
-    b.stop()
+    except mod.BrokerError as e:
+        pytest.fail(f"the Kafka broker ({kw or 'plain'}) did not start (integration tests need it; they do not skip):\n{e}")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(broker_mod: Any) -> Iterator[Any]:
+    yield from started_broker()
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness import T0, DaemonProc, Env, series
-from harness import broker_mod, daemons, model_dir  # pytest fixtures
+from harness import T0, DaemonProc, Env, series, started_broker
+from harness import daemons, model_dir  # pytest fixtures
 
-__all__ = ["broker_mod", "daemons", "model_dir"]  # the fixtures, so that linters see them used
+__all__ = ["daemons", "model_dir"]  # the fixtures, so that linters see them used
 
 READY_AGE = 3.0
 SLACK = 10.0  # the broker's shutdown closing sockets, a poll (0.2 s), an HTTP round trip
@@ -47,15 +47,9 @@ def wait_for(d: DaemonProc, code: int, timeout: float) -> tuple[float, dict[str,
 
 
 @pytest.fixture
-def own_broker(broker_mod: Any) -> Iterator[Any]:
+def own_broker() -> Iterator[Any]:
     """A LocalBroker this test may stop and restart (the session's serves other tests)."""
-    b = broker_mod.LocalBroker()
-    try:
-        b.start()
-    except broker_mod.BrokerError as e:
-        pytest.fail(f"the Kafka broker did not start (integration tests need it; they do not skip):\n{e}")
-    yield b
-    b.stop()
+    yield from started_broker()
 
 
 def test_readyz_follows_the_broker_and_healthz_stays_up(own_broker: Any, model_dir: Path, tmp_path: Path,

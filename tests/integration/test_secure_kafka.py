@@ -39,6 +39,8 @@ from streamvae.offline.feed import write_training_csvs
 from streamvae.testing.broker import broker_module
 from streamvae.testing.procs import DaemonProc, run_cmd, streamvae_cmd, write_config
 
+from harness import started_broker
+
 FAIL_FAST_S = 30.0  # the issue's bound on a refused start
 KAFKA_PYTHON_LINE = re.compile(r'(DEBUG|INFO|WARNING|ERROR|CRITICAL) kafka\.|"logger": ?"kafka\.')  # text or JSON logs
 ENTITIES, RATE, DURATION = 2, 4.0, 240.0  # simulate: 960 readings, one per entity every 0.5 s
@@ -46,13 +48,7 @@ ENTITIES, RATE, DURATION = 2, 4.0, 240.0  # simulate: 960 readings, one per enti
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Any]:
-    mod = broker_module()
-    try:
-        secure = mod.LocalBroker(secure=True).start()
-    except mod.BrokerError as e:
-        pytest.fail(f"the secure Kafka broker did not start (these tests need it; they do not skip):\n{e}")
-    yield secure
-    secure.stop()
+    yield from started_broker(secure=True)
 
 
 @pytest.fixture(scope="module")
