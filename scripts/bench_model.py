@@ -8,7 +8,7 @@ per window; one thread for NumPy's BLAS and for TensorFlow.
 
 Headline (windows_per_s, model_gflops, ratio, by_batch, p99_ms_batch1, latency_ms): the
 call the pipeline makes for every window, ``VAEDetector.score(x, detail=False)`` (scaling,
-then streamvae.model.score.FusedScorer), counted at the matmul FLOPs of that path: the
+then streamvae.model.fused.FusedScorer), counted at the matmul FLOPs of that path: the
 encoder once and the decoder L times, 1.65 MFLOP per window.
 
 Until 2026-12-05 the headline row was ``score(x)`` WITH detail, through the TensorFlow

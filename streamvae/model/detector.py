@@ -20,7 +20,8 @@ import numpy.typing as npt
 from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
-from streamvae.model.score import GraphScorer, make_scorer
+from streamvae.model.fused import make_scorer
+from streamvae.model.score import GraphScorer
 from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class VAEDetector:
 
         ``detail=False``: the score alone (``shares`` and ``mse`` None), the path the
         pipeline takes for every window; each window's score is the same either way (one
-        computation, :class:`~streamvae.model.score.FusedScorer`)."""
+        computation, :class:`~streamvae.model.fused.FusedScorer`)."""
         scaler, scorer = self._fitted()
         x = self._windows(X)
         if len(x) == 0:

@@ -17,7 +17,8 @@ import pytest
 from conftest import tiny_config
 from streamvae.core.scaler import Scaler
 from streamvae.model.detector import VAEDetector
-from streamvae.model.score import FusedScorer, GraphScorer
+from streamvae.model.fused import FusedScorer
+from streamvae.model.score import GraphScorer
 from streamvae.model.vae import LOG_2PI, VAE, VAEConfig
 
 RTOL = 1e-5  # float32 through the network, float64 in the reference
