@@ -8,8 +8,10 @@ only lays the same computation out for a CPU (see :class:`FusedScorer`).
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,17 @@ from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput
 
 F32 = npt.NDArray[np.float32]
 
+
+def _load_tail() -> ModuleType | None:
+    """The C tail (streamvae/model/_tail.c), or None where it was not built: installing
+    builds it where a C compiler is found, and the NumPy tail computes the same without."""
+    try:
+        return importlib.import_module("streamvae.model._tail")
+    except ImportError:
+        return None
+
+
+TAIL = _load_tail()
 CHUNK = 128  # windows per pass: ~6 MB of work arrays per thread at W*F=256, L=10 (64-256 measure alike)
 FAST_MIN_VAR = 1.0 / 16  # the fast variance form is exact to ~2e-7 / min_var (relative); below this, the exact form
 
@@ -64,6 +77,7 @@ class _Work:
         sizes.update({f"enc{i}": (w.shape[0] + 1) * chunk for i, w in enumerate(net.enc)})
         sizes.update({f"dec{i}": (w.shape[0] + 1) * n for i, w in enumerate(net.dec)})
         self.flat = {k: np.empty(v, np.float32) for k, v in sizes.items()}
+        self.total = np.empty(n, np.float64)  # the C tail's per-column sums
 
     def view(self, name: str, rows: int, cols: int) -> F32:
         return self.flat[name][: rows * cols].reshape(rows, cols)
@@ -81,12 +95,18 @@ def _dense_relu(w: F32, h: F32, out: F32) -> F32:
 class _Kernel:
     """The fused computation for one network: weights, eps and per-thread work arrays."""
 
-    def __init__(self, vae: VAE, eps: np.ndarray, chunk: int) -> None:
+    def __init__(self, vae: VAE, eps: np.ndarray, chunk: int, tail: ModuleType | None) -> None:
         cfg = self.cfg = vae.cfg
         self.n_samples = len(eps)
         self.chunk = chunk
-        self.exact = cfg.min_var < FAST_MIN_VAR
-        self._net = _Net(vae, fold_min_var=not self.exact)
+        f32 = np.finfo(np.float32)
+        # The C tail takes min_var as a normal float32 (it reads each variance's exponent bits).
+        self.tail = tail if f32.tiny <= cfg.min_var <= f32.max else None
+        # The NumPy fast form needs + min_var in the variance head's bias; the C tail and
+        # the exact form take the head as it is.
+        self.folded = self.tail is None and cfg.min_var >= FAST_MIN_VAR
+        self.exact = self.tail is None and not self.folded  # the exact NumPy form from the first pass
+        self._net = _Net(vae, fold_min_var=self.folded)
         self._epsT = np.ascontiguousarray(eps.T, dtype=np.float32)  # (latent, L)
         self._exp_min_var = np.float32(math.exp(cfg.min_var))
         self._ones = np.ones(cfg.input_dim, np.float32)
@@ -114,12 +134,16 @@ class _Kernel:
 
     def _chunk(self, x: F32, exact: bool, score: npt.NDArray[np.float64], shares: F32 | None,
                mse: npt.NDArray[np.float64] | None) -> None:
-        """Fill ``score`` (and ``shares``, ``mse``) for at most ``chunk`` windows."""
+        """Fill ``score`` (and ``shares``, ``mse``) for at most ``chunk`` windows.
+
+        ``exact``: the NumPy tail's exact form, which the windows that the fast one (C or
+        NumPy) left non-finite go through again."""
         cfg = self.cfg
         L, D, F = self.n_samples, cfg.input_dim, cfg.n_features
         work = self._work()
         x0T, maskf, n_obs, muT, sigT = self._encode(x, work)
-        lp, sq = self._log_px(x0T, maskf, n_obs, muT, sigT, work, exact)  # (L, b) float64, (D, L, b) d^2/var
+        detailed = shares is not None and mse is not None
+        lp, sq = self._log_px(x0T, maskf, n_obs, muT, sigT, work, exact, detailed)  # (L, b) float64, (D, L, b) d^2/var
         top = lp.max(axis=0)
         top = np.where(np.isfinite(top), top, 0.0)
         lse = np.log(np.exp(lp - top).sum(axis=0)) + top
@@ -127,7 +151,7 @@ class _Kernel:
         # float32, as the graph returns it: the likelihoods are float32, and digits beyond
         # would be rounding noise that moves with the batch (BLAS blocks by shape and position).
         score[:] = np.where(n_obs > 0, -(lse - math.log(L)) * D / np.maximum(n_obs, 1.0), np.nan).astype(np.float32)
-        if shares is not None and mse is not None:
+        if shares is not None and mse is not None and sq is not None:
             # As GraphScorer._score_graph: the cells' 0.5 (x - mean)^2 / var, weighted by softmax_l(log p(x|z_l)).
             w = np.exp(lp - top - (lse - top)).astype(np.float32)  # (L, b)
             cell = np.einsum("dlb,lb->db", sq, w) * np.float32(0.5)
@@ -194,8 +218,9 @@ class _Kernel:
         return self._decode(z, work, self.cfg.input_dim)
 
     def _log_px(self, x0T: F32, maskf: F32 | None, n_obs: npt.NDArray[np.float64], muT: F32, sigT: F32,
-                work: _Work, exact: bool) -> tuple[npt.NDArray[np.float64], F32]:
-        """log p(x_obs | z_l), (L, b), and the cells' (x - mean)^2 / var, (D, L, b).
+                work: _Work, exact: bool, detail: bool) -> tuple[npt.NDArray[np.float64], F32 | None]:
+        """log p(x_obs | z_l), (L, b), and the cells' (x - mean)^2 / var, (D, L, b) (the C
+        tail writes them only for ``detail``). The C tail unless ``exact``.
 
         Decoder columns are sample-major: column l * b + j is sample l of window j."""
         cfg = self.cfg
@@ -208,6 +233,21 @@ class _Kernel:
         z3 += muT[:, None, :]
         z[K] = 1.0
         o = self._decode(z, work, 2 * D)
+        sq = work.view("sq", D, n)
+        if self.tail is not None and not exact:  # the same computation, each cell read once (_tail.c)
+            total: npt.NDArray[np.floating[Any]] = work.total[:n]
+            self.tail.nll(o, x0T, maskf, total, sq if detail else None, cfg.min_var)
+        else:
+            total = self._numpy_tail(o, x0T, maskf, sq, work, exact)
+        lp = -0.5 * (total.reshape(L, b) + LOG_2PI * n_obs)  # float64, a float32 total too
+        return lp, sq.reshape(D, L, b) if detail else None
+
+    def _numpy_tail(self, o: F32, x0T: F32, maskf: F32 | None, sq: F32, work: _Work, exact: bool) -> F32:
+        """sum_d (x - mean)^2 / var + log var per decoder column, (n,), and the cells'
+        (x - mean)^2 / var into ``sq``: what _tail.c computes, in ~10 NumPy passes.
+        Overwrites the decoder output ``o``."""
+        D, b = x0T.shape
+        L = o.shape[1] // b
         diff, var = o[:D], self._variance(o[D:], exact)
         diff3, var3 = diff.reshape(D, L, b), var.reshape(D, L, b)
         np.subtract(diff3, x0T[:, None, :], out=diff3)
@@ -215,13 +255,11 @@ class _Kernel:
             diff3 *= maskf[:, None, :]
             var3 *= maskf[:, None, :]
             var3 += (1.0 - maskf)[:, None, :]
-        sq = work.view("sq", D, n)
         np.square(diff, out=sq)  # squared first, as the graph does: the same overflow to inf
         sq /= var
-        total = self._ones @ sq  # (n,) sum_d (x - mean)^2 / var
+        total: F32 = self._ones @ sq  # (n,) sum_d (x - mean)^2 / var
         total += self._sum_log(var, work, exact)
-        lp = -0.5 * (total.reshape(L, b).astype(np.float64) + LOG_2PI * n_obs)
-        return lp, sq.reshape(D, L, b)
+        return total
 
     def _variance(self, r: F32, exact: bool) -> F32:
         """min_var + softplus(raw), in place over the variance head's rows ``r``.
@@ -232,7 +270,7 @@ class _Kernel:
         (raw + m > 88) makes the window's likelihood infinite, and it is redone exactly."""
         m = self.cfg.min_var
         if exact:
-            if not self.exact:
+            if self.folded:
                 r -= np.float32(m)  # the bias carries + m
             np.logaddexp(np.float32(0.0), r, out=r)
             r += np.float32(m)
@@ -281,35 +319,49 @@ class FusedScorer(GraphScorer):
     the reference (``GraphScorer.__call__(scorer, x)``).
 
     What makes it cheaper than the graph (scripts/bench_model.py's network, batch 256, one
-    thread: the graph takes ~10.5 ms, about half of it outside its matmuls; this ~8.3 ms,
-    of which the matmuls ~5.0 ms at ~88% of the matmul peak, the exp and the logs ~2.2 ms
-    (timed by making them no-ops), every other pass ~1.1 ms):
+    thread, AMD EPYC: the graph takes ~10.5 ms, about half of it outside its matmuls; this
+    ~6.3 ms with the C tail, ~8.3 ms with the NumPy one; of either, the matmuls ~4.7 ms,
+    ~90% of the matmul peak):
 
     - activations are columns ending in a row of ones: each Dense layer is one matmul
       with its bias folded in, then one in-place relu; the decoder's mean and variance
       heads are one matmul;
-    - the decoder variance min_var + softplus(r) is computed as log(e^m + e^(r + m)),
-      m = min_var: one exp and one log per cell (softplus alone is an exp and a log1p,
-      and NumPy's float32 log1p is ~10x slower than its log), exact to ~2e-7 / min_var;
-    - sum_d log var_d is the log of products of 8 variances: one log per 8 cells;
+    - the elementwise tail, from the decoder's output to each sample's likelihood, reads
+      each cell once in C (streamvae/model/_tail.c, ~0.8 ms): vectorised float32 exp and
+      log polynomials, softplus computed the exact way, and sum_d log var_d as the log of
+      a product of 8 variances' mantissas plus their exponents, one log per 8 cells;
+    - where the C tail was not built (no compiler at install) or ``native=False``, NumPy
+      does it in ~10 passes (~3.3 ms): min_var + softplus(r) as log(e^m + e^(r + m)),
+      m = min_var, one exp and one log per cell (softplus alone is an exp and a log1p, and
+      NumPy's float32 log1p is ~10x slower than its log), exact to ~2e-7 / min_var; and
+      sum_d log var_d as the log of products of 8 variances;
     - no op dispatch, no float64 pass over the (L, B, D) cells, work arrays reused, and
       the windows go through in chunks of ``chunk`` so those arrays stay in cache.
 
-    A window whose fast likelihood is not finite (the exp or a product overflowed, or
-    the window itself is absurd) is computed again the exact way: softplus by
-    ``logaddexp``, one log per cell. So is every window when ``min_var < 1/16``.
+    A window whose likelihood comes out not finite (a variance of inf or NaN in C; in
+    NumPy, also the exp or a product overflowed; or the window itself is absurd) is
+    computed again the exact NumPy way: softplus by ``logaddexp``, one log per cell. So is
+    every window when ``min_var < 1/16`` and the C tail is not in use.
 
     The weights are read once, here: build a new scorer after changing them
     (:meth:`VAEDetector.fit` does). Relu networks only (the default); the detector
     scores other activations with :class:`GraphScorer`.
     """
 
-    def __init__(self, vae: VAE, n_samples: int | None = None, seed: int | None = None, chunk: int = CHUNK) -> None:
+    def __init__(self, vae: VAE, n_samples: int | None = None, seed: int | None = None, chunk: int = CHUNK,
+                 native: bool = True) -> None:
         super().__init__(vae, n_samples, seed)
         if vae.cfg.activation != "relu":
             raise ValueError(f"FusedScorer computes relu networks only; this one uses {vae.cfg.activation!r} (use GraphScorer)")
         self.chunk = int(chunk)
-        self._kernel = _Kernel(vae, self.eps, self.chunk)
+        self.native = bool(native)
+        self._kernel = _Kernel(vae, self.eps, self.chunk, TAIL if self.native else None)
+
+    @property
+    def tail(self) -> str:
+        """Which elementwise tail scores: ``"C"`` (_tail.c) or ``"NumPy"`` (``native=False``,
+        or the extension was not built)."""
+        return "NumPy" if self._kernel.tail is None else "C"
 
     def __call__(self, x: np.ndarray, detail: bool = True) -> ScoreOutput:
         """Score flattened scaled windows (B, W*F), NaN = missing; see :meth:`GraphScorer.__call__`."""

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from importlib.metadata import version
@@ -27,10 +28,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def _copy(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "streamvae", src / "streamvae", ignore=shutil.ignore_patterns("__pycache__"))
+    # without this checkout's compiled extension: the install under test builds its own
+    shutil.copytree(ROOT / "streamvae", src / "streamvae", ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
     return src
+
+
+def _has_compiler() -> bool:
+    """Whether setuptools finds the C compiler it would build the optional extension with."""
+    return shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is not None
 
 
 def _pip(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -62,7 +69,14 @@ def test_install_prints_no_warning(tmp_path: Path, how: str) -> None:
     if how == "editable":  # and it works: the .pth names the copy, whose package imports
         (pth,) = (tmp_path / "site").glob("__editable__.streamvae-*.pth")
         assert pth.read_text().split() == [str(src.resolve())]
-    else:  # and only the package goes in it, not tests/ or scripts/
+        if _has_compiler():  # the C tail, compiled in place, next to fused.py
+            p = subprocess.run([sys.executable, "-c", "import streamvae.model._tail as t; print(t.isa)"], cwd=src,
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0 and p.stdout.strip(), p.stdout + p.stderr
+    else:  # and only the package goes in it, not tests/ or scripts/ (nor setup.py)
         (whl,) = (tmp_path / "wheels").glob("streamvae-*.whl")
+        name, ver = whl.name.split("-")[:2]
         with zipfile.ZipFile(whl) as z:
-            assert {n.split("/")[0] for n in z.namelist()} == {"streamvae", whl.name.split("-py")[0] + ".dist-info"}
+            assert {n.split("/")[0] for n in z.namelist()} == {"streamvae", f"{name}-{ver}.dist-info"}
+            if _has_compiler():
+                assert any(n.startswith("streamvae/model/_tail.") and n.endswith(".so") for n in z.namelist()), z.namelist()

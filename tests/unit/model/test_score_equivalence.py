@@ -4,7 +4,8 @@ Both are checked against a plain float64 NumPy reference written from the Keras 
 and the formula in streamvae/model/score.py's docstring: every cell's log-likelihood,
 then log-mean-exp over the L samples. Random windows with missing cells, a window with
 none observed, absurd values, and weights that push the fast form of the variance past
-exp's range (those windows are redone the exact way).
+exp's range (those windows are redone the exact way). Each fused check runs with both
+elementwise tails, the C one (streamvae/model/_tail.c) and NumPy's (``native=False``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ import pytest
 from conftest import tiny_config
 from streamvae.core.scaler import Scaler
 from streamvae.model.detector import VAEDetector
-from streamvae.model.fused import FusedScorer
+from streamvae.model.fused import TAIL, FusedScorer
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import LOG_2PI, VAE, VAEConfig
 
 RTOL = 1e-5  # float32 through the network, float64 in the reference
+TAILS = [True, False]  # FusedScorer(native=...): the C tail (where built), the NumPy tail
+
+
+@pytest.fixture(params=TAILS, ids=["C tail", "NumPy tail"])
+def native(request: pytest.FixtureRequest) -> bool:
+    """Which elementwise tail the fused scorer uses. Where the C one is not built, its
+    cases skip; test_tail.py fails instead wherever a C compiler could have built it."""
+    if request.param and TAIL is None:
+        pytest.skip("streamvae.model._tail is not built (test_tail.py says whether it should be)")
+    return bool(request.param)
 
 
 def reference(vae: VAE, eps: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,10 +94,11 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_fused_and_graph_match_the_reference(name: str) -> None:
+def test_fused_and_graph_match_the_reference(name: str, native: bool) -> None:
     vae = VAE(CONFIGS[name])
-    fused, graph = FusedScorer(vae, chunk=16), GraphScorer(vae)
+    fused, graph = FusedScorer(vae, chunk=16, native=native), GraphScorer(vae)
     x = windows(vae.cfg, 40, seed=1)  # 40 windows: chunks of 16, 16 and 8
+    assert fused.tail == ("C" if native else "NumPy")
     want_score, want_shares, want_mse = reference(vae, graph.eps, x)
     assert np.isnan(want_score[2]) and np.isfinite(np.delete(want_score, 2)).all()
     for got in (fused(x), graph(x)):
@@ -112,12 +124,12 @@ def test_trained_detector_scores_as_the_reference(detector: VAEDetector, heldout
     np.testing.assert_allclose(GraphScorer.__call__(scorer, flat).score, out.score, rtol=RTOL)
 
 
-def test_a_variance_beyond_exps_range_is_redone_exactly() -> None:
+def test_a_variance_beyond_exps_range_is_redone_exactly(native: bool) -> None:
     vae = VAE(tiny_config())
     w = vae.get_weights()
     w["x_var_raw.bias"] = np.where(np.arange(len(w["x_var_raw.bias"])) % 5 == 0, 120.0, 0.0).astype(np.float32)
     vae.set_weights(w)  # before the scorer is built: it copies the weights
-    fused = FusedScorer(vae)
+    fused = FusedScorer(vae, native=native)
     x = windows(vae.cfg, 20, seed=2)
     with np.errstate(over="ignore"):
         assert np.isinf(np.exp(np.float32(120.0 + vae.cfg.min_var)))  # the fast form's e^(raw + min_var)
@@ -128,9 +140,9 @@ def test_a_variance_beyond_exps_range_is_redone_exactly() -> None:
     np.testing.assert_allclose(np.delete(got.shares, 2, axis=0), np.delete(want_shares, 2, axis=0), rtol=1e-4, atol=1e-6)
 
 
-def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch() -> None:
+def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch(native: bool) -> None:
     vae = VAE(tiny_config())
-    fused = FusedScorer(vae, chunk=8)
+    fused = FusedScorer(vae, chunk=8, native=native)
     x = windows(vae.cfg, 30, seed=3)
     lean, full = fused(x, detail=False), fused(x)
     assert lean.shares is None and lean.mse is None
@@ -141,9 +153,9 @@ def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch() -
     np.testing.assert_allclose(fused(x[perm], detail=False).score, lean.score[perm], rtol=1e-6)
 
 
-def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan() -> None:
+def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan(native: bool) -> None:
     vae = VAE(tiny_config())
-    fused, graph = FusedScorer(vae), GraphScorer(vae)
+    fused, graph = FusedScorer(vae, native=native), GraphScorer(vae)
     x = windows(vae.cfg, 6, seed=4)
     x[0, 3], x[1, 4], x[3, 0] = 3.0e38, -1.0e20, 1.0e19
     got, nan = fused(x).score, np.isnan(graph(x).score)
@@ -158,9 +170,9 @@ def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan() -> None:
     np.testing.assert_allclose(got[~nan & ~big], want[~nan & ~big], rtol=RTOL)
 
 
-def test_threads_score_with_their_own_work_arrays() -> None:
+def test_threads_score_with_their_own_work_arrays(native: bool) -> None:
     vae = VAE(tiny_config())
-    fused = FusedScorer(vae, chunk=8)
+    fused = FusedScorer(vae, chunk=8, native=native)
     xs = [windows(vae.cfg, 25, seed=s) for s in range(4)]
     want = [fused(x, detail=False).score for x in xs]
     got: dict[int, list[np.ndarray]] = {}

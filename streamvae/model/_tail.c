@@ -1,0 +1,294 @@
+/* The fused scorer's elementwise tail: per decoder column, the Gaussian negative
+ * log-likelihood's data part, sum_d (x_d - mean_d)^2 / var_d + log var_d, with
+ * var = min_var + softplus(raw).
+ *
+ * Why C: in NumPy these are ~10 passes over the (D, n) cells, with NumPy's exp and log:
+ * ~3.3 ms of the ~8.3 ms a batch of 256 windows takes (the matmuls ~5.0 ms). Here each
+ * cell is read once, e^x and log are short branch-free float32 polynomials (Cephes')
+ * that gcc vectorises along the columns, and sum_d log var_d takes one log per 8 cells:
+ * ~0.9 ms (scripts/bench_model.py's network, AMD EPYC, AVX2).
+ *
+ * Semantics are those of streamvae/model/fused.py's NumPy tail in its exact form:
+ * softplus as max(r, 0) + log1p(e^-|r|), which cannot overflow; a missing cell (mask 0)
+ * has difference 0 and variance 1, so it adds 0 and log 1; the difference is squared
+ * before the division (an overflow gives inf, as in NumPy). A column with a variance of
+ * inf or NaN gets a NaN total, and the caller computes that window again in NumPy.
+ * No -ffast-math: it would let the compiler assume that there is no NaN to see.
+ *
+ * Layout (all C-contiguous): o (2D, n) float32, mean rows then raw-variance rows; the
+ * n = L * b columns are sample-major (column l * b + j is sample l of window j); x0 and
+ * mask (D, b) float32; total (n,) float64, written; sq (D, n) float32, optional, gets
+ * each cell's (x - mean)^2 / var for the attribution.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float as_float(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
+INLINE int32_t as_int(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
+
+/* e^x for x <= 0 (Cephes expf). Below -87 the argument is held at -87 (e^-87 = 1.6e-38,
+ * still a normal float): softplus then adds ~1e-38 to min_var, which float32 cannot see.
+ * The polynomials here go by Estrin's scheme, not Horner's: a shorter chain of dependent
+ * multiply-adds, so the CPU overlaps more columns. */
+INLINE float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding and taking it away rounds to an integer */
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float r2 = r * r, r4 = r2 * r2;
+    float p = (5.0000001201e-1f + 1.6666665459e-1f * r) + r2 * (4.1665795894e-2f + 8.3334519073e-3f * r) +
+              r4 * (1.3981999507e-3f + 1.9875691500e-4f * r);
+    float y = p * r2 + r + 1.0f;
+    return y * as_float(((int32_t)n + 127) << 23);
+}
+
+/* log v for a positive, finite, normal v (Cephes logf). */
+INLINE float log_normal(float v) {
+    int32_t i = as_int(v);
+    float e = (float)((i >> 23) - 126);
+    float m = as_float((i & 0x007fffff) | 0x3f000000); /* v = m * 2^e, m in [0.5, 1) */
+    int below = m < 0.707106781186547524f;
+    e = below ? e - 1.0f : e;
+    float x = (below ? m + m : m) - 1.0f; /* in [sqrt(1/2) - 1, sqrt(2) - 1) */
+    float z = x * x, x4 = z * z, x8 = x4 * x4;
+    float y = ((3.3333331174e-1f - 2.4999993993e-1f * x) + z * (2.0000714765e-1f - 1.6668057665e-1f * x)) +
+              x4 * ((1.4249322787e-1f - 1.2420140846e-1f * x) + z * (1.1676998740e-1f - 1.1514610310e-1f * x)) +
+              x8 * 7.0376836292e-2f;
+    y = y * x * z;
+    y = y + e * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    return (x + y) + e * 0.693359375f;
+}
+
+/* log1p(u) for u in [0, 1] = 2 atanh(s), s = u / (2 + u) in [0, 1/3]: the series
+ * 2 (s + s^3/3 + ... + s^13/13), whose first left-out term is under 2e-8 of the sum. No
+ * exponent to take apart, one division, and a polynomial in s^2 <= 1/9. */
+INLINE float log1p_unit(float u) {
+    float s = u / (2.0f + u);
+    float t = s * s, t2 = t * t, t4 = t2 * t2;
+    float p = ((1.0f / 3 + t * (1.0f / 5)) + t2 * (1.0f / 7 + t * (1.0f / 9))) +
+              t4 * ((1.0f / 11 + t * (1.0f / 13)));
+    return 2.0f * s + (2.0f * s) * t * p;
+}
+
+enum { GROUP = 8 }; /* variances per column multiplied before one log: their mantissas, each in [1, 2), stay below 2^8 */
+
+/* What each column carries from row to row, over the current GROUP rows: sums, the sum
+ * of its (x - mean)^2 / var and of its variances' exponents (times log 2), and the
+ * product of its variances' mantissas; and one row's variances. */
+typedef struct {
+    float *sums, *mant, *var;
+} columns;
+
+/* The variances of one row of n columns, into var. Two passes (e^-|r|, then the rest),
+ * and the cells in a third (cells()): in one pass, the chain of dependent operations per
+ * column is too long for the CPU to overlap many columns (it took ~1.4x as long). */
+INLINE void variances(const float *restrict raw, float *restrict var, Py_ssize_t n, float min_var) {
+    for (Py_ssize_t c = 0; c < n; c++)
+        var[c] = exp_nonpos(-fabsf(raw[c]));
+    for (Py_ssize_t c = 0; c < n; c++) {
+        float r = raw[c];
+        var[c] = min_var + (r != r ? r : (r > 0.0f ? r : 0.0f) + log1p_unit(var[c]));
+    }
+}
+
+/* One row's cells of one sample (b columns from column c): add them to the group sums. */
+INLINE void cells(const float *restrict mean, const float *restrict x, const float *restrict mask,
+                  float *restrict sq, columns g, Py_ssize_t c, Py_ssize_t b) {
+    const float *restrict v = g.var + c;
+    float *restrict sums = g.sums + c, *restrict mant = g.mant + c;
+    for (Py_ssize_t j = 0; j < b; j++) {
+        float var = v[j];
+        float diff = mean[j] - x[j];
+        if (mask) { /* the same rule, in the same order, as the NumPy tail */
+            diff *= mask[j];
+            var = var * mask[j] + (1.0f - mask[j]);
+        }
+        float q = diff * diff / var; /* squared first, as NumPy does: the same overflow to inf */
+        if (sq)
+            sq[j] = q;
+        /* log var = log(1.f) + e log 2, var = 1.f * 2^e (a normal float, as min_var >= FLT_MIN,
+         * checked). var - var is NaN where var is inf or NaN: the column's total is then
+         * NaN, and the caller computes that window again the exact NumPy way. */
+        int32_t bits = as_int(var);
+        mant[j] *= as_float((bits & 0x007fffff) | 0x3f800000);
+        sums[j] += q + (var - var) + (float)((bits >> 23) - 127) * 0.693147180559945309f;
+    }
+}
+
+/* total += the group's sums and the log of its mantissa product; then a new group. */
+INLINE void flush(double *restrict total, columns g, Py_ssize_t n) {
+    float *restrict sums = g.sums, *restrict mant = g.mant;
+    for (Py_ssize_t c = 0; c < n; c++) {
+        total[c] += (double)sums[c] + (double)log_normal(mant[c]);
+        sums[c] = 0.0f;
+        mant[c] = 1.0f;
+    }
+}
+
+/* The four variants (mask or not, sq or not) are spelled out so that each inner loop
+ * is compiled without a test per cell. */
+INLINE void tail(const float *o, const float *x0, const float *mask, double *total, float *sq, columns g,
+                 Py_ssize_t D, Py_ssize_t L, Py_ssize_t b, float min_var) {
+    Py_ssize_t n = L * b;
+    for (Py_ssize_t c = 0; c < n; c++) {
+        total[c] = 0.0;
+        g.sums[c] = 0.0f;
+        g.mant[c] = 1.0f;
+    }
+    for (Py_ssize_t d = 0; d < D; d++) {
+        const float *m = o + d * n, *x = x0 + d * b, *k = mask ? mask + d * b : NULL;
+        float *s = sq ? sq + d * n : NULL;
+        variances(o + (D + d) * n, g.var, n, min_var);
+        for (Py_ssize_t c = 0; c < n; c += b) {
+            if (mask && sq)
+                cells(m + c, x, k, s + c, g, c, b);
+            else if (mask)
+                cells(m + c, x, k, NULL, g, c, b);
+            else if (sq)
+                cells(m + c, x, NULL, s + c, g, c, b);
+            else
+                cells(m + c, x, NULL, NULL, g, c, b);
+        }
+        if (d % GROUP == GROUP - 1 || d == D - 1)
+            flush(total, g, n);
+    }
+}
+
+/* One build for every x86-64 CPU: the kernel is compiled twice, for AVX2 + FMA and for
+ * the baseline, and the module picks one when it loads, so a wheel is not tied to the
+ * machine that built it. (gcc's target_clones("arch=haswell") would dispatch on the CPU's
+ * model name, not its features, and give an AMD EPYC the baseline.) */
+typedef void kernel_fn(const float *, const float *, const float *, double *, float *, columns, Py_ssize_t,
+                       Py_ssize_t, Py_ssize_t, float);
+
+static void tail_base(const float *o, const float *x0, const float *mask, double *total, float *sq, columns g,
+                      Py_ssize_t D, Py_ssize_t L, Py_ssize_t b, float min_var) {
+    tail(o, x0, mask, total, sq, g, D, L, b, min_var);
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(NO_AVX2)
+#define HAVE_AVX2_BUILD 1
+__attribute__((target("avx2,fma"))) static void tail_avx2(const float *o, const float *x0, const float *mask,
+                                                           double *total, float *sq, columns g, Py_ssize_t D,
+                                                           Py_ssize_t L, Py_ssize_t b, float min_var) {
+    tail(o, x0, mask, total, sq, g, D, L, b, min_var);
+}
+#endif
+
+static kernel_fn *kernel = tail_base;
+static const char *kernel_name = "baseline";
+
+/* -- Python binding: buffers in, checked for type, shape and contiguity ------------- */
+
+static int get(PyObject *obj, Py_buffer *view, int writable, char type, int ndim, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    size_t len = strlen(f);
+    int native = len == 1 || (len == 2 && (f[0] == '=' || f[0] == '@' || f[0] == (PY_LITTLE_ENDIAN ? '<' : '>')));
+    if (!native || f[len - 1] != type || view->ndim != ndim) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of %s; got format %s with %d dims", name,
+                     ndim, type == 'f' ? "float32" : "float64", f, view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(nll_doc,
+             "nll(o, x0, mask, total, sq, min_var)\n--\n\n"
+             "Per decoder column, sum_d (x_d - mean_d)^2 / var_d + log var_d into total (n,) float64,\n"
+             "var = min_var + softplus(raw). o (2D, n), x0 and mask (D, b) float32, mask None when\n"
+             "nothing is missing; sq (D, n) float32 or None gets each cell's (x - mean)^2 / var.\n"
+             "n must be a multiple of b (L samples per window, sample-major). A column with a\n"
+             "variance of inf or NaN gets a NaN total: redo that window the exact NumPy way.");
+
+static PyObject *nll(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *o_obj, *x_obj, *mask_obj, *total_obj, *sq_obj;
+    float min_var;
+    if (!PyArg_ParseTuple(args, "OOOOOf:nll", &o_obj, &x_obj, &mask_obj, &total_obj, &sq_obj, &min_var))
+        return NULL;
+    Py_buffer o, x, mask, total, sq;
+    int has_mask = mask_obj != Py_None, has_sq = sq_obj != Py_None;
+    PyObject *result = NULL;
+    if (get(o_obj, &o, 0, 'f', 2, "o") < 0)
+        return NULL;
+    if (get(x_obj, &x, 0, 'f', 2, "x0") < 0)
+        goto release_o;
+    if (has_mask && get(mask_obj, &mask, 0, 'f', 2, "mask") < 0)
+        goto release_x;
+    if (get(total_obj, &total, 1, 'd', 1, "total") < 0)
+        goto release_mask;
+    if (has_sq && get(sq_obj, &sq, 1, 'f', 2, "sq") < 0)
+        goto release_total;
+    Py_ssize_t D = x.shape[0], b = x.shape[1], n = o.shape[1];
+    if (o.shape[0] != 2 * D || b == 0 || n % b != 0 || total.shape[0] != n ||
+        (has_mask && (mask.shape[0] != D || mask.shape[1] != b)) || (has_sq && (sq.shape[0] != D || sq.shape[1] != n))) {
+        PyErr_SetString(PyExc_ValueError, "nll: shapes must be o (2D, L*b), x0 and mask (D, b), total (L*b,), sq (D, L*b)");
+        goto release_sq;
+    }
+    if (!(min_var >= FLT_MIN && min_var <= FLT_MAX)) {
+        PyErr_Format(PyExc_ValueError, "nll: min_var must be a normal float32; got %g", (double)min_var);
+        goto release_sq;
+    }
+    float *scratch = PyMem_RawMalloc((size_t)n * 3 * sizeof(float));
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto release_sq;
+    }
+    columns g = {scratch, scratch + n, scratch + 2 * n};
+    Py_BEGIN_ALLOW_THREADS
+    kernel(o.buf, x.buf, has_mask ? mask.buf : NULL, total.buf, has_sq ? sq.buf : NULL, g, D, n / b, b, min_var);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    result = Py_NewRef(Py_None);
+release_sq:
+    if (has_sq)
+        PyBuffer_Release(&sq);
+release_total:
+    PyBuffer_Release(&total);
+release_mask:
+    if (has_mask)
+        PyBuffer_Release(&mask);
+release_x:
+    PyBuffer_Release(&x);
+release_o:
+    PyBuffer_Release(&o);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"nll", nll, METH_VARARGS, nll_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_tail",
+    .m_doc = "The fused scorer's elementwise tail in C (streamvae/model/_tail.c); optional: fused.py falls back to NumPy.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__tail(void) {
+#ifdef HAVE_AVX2_BUILD
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        kernel = tail_avx2;
+        kernel_name = "avx2+fma";
+    }
+#endif
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddStringConstant(m, "isa", kernel_name) < 0)
+        Py_CLEAR(m);
+    return m;
+}

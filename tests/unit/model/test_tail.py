@@ -1,0 +1,165 @@
+"""The C tail (streamvae/model/_tail.c): built where it can be, and the same numbers as
+the NumPy tail and the float64 definition.
+
+test_score_equivalence.py runs every fused check with both tails; here: that the build
+happened (a fresh clone + scripts/setup must compile it wherever there is a compiler, or
+the fast path would silently never run), the batch sizes and min_var values on either
+side of FAST_MIN_VAR, and the kernel itself against float64 NumPy, special values too.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from streamvae.model.detector import VAEDetector
+from streamvae.model.fused import FAST_MIN_VAR, TAIL, FusedScorer
+from streamvae.model.score import GraphScorer
+from streamvae.model.vae import VAE
+from test_score_equivalence import RTOL, reference, windows
+
+needs_tail = pytest.mark.skipif(TAIL is None, reason="streamvae.model._tail is not built (see the first test)")
+
+
+def _compiler() -> str | None:
+    """The C compiler setuptools would build with, if it is on PATH."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()
+    return shutil.which(cc[0]) if cc else None
+
+
+def test_the_c_tail_is_built_where_a_compiler_is() -> None:
+    if _compiler() is None:
+        pytest.skip("no C compiler: this install scores with the NumPy tail")
+    assert TAIL is not None, "a C compiler is here but streamvae.model._tail is not built: run `.venv/bin/pip install -e .`"
+
+
+@needs_tail
+def test_the_kernel_runs_the_avx2_build_where_the_cpu_has_it() -> None:
+    """The module picks its AVX2 + FMA build by the CPU's features (gcc's target_clones
+    with arch=haswell picks by model name and gave this AMD EPYC the baseline build)."""
+    assert TAIL is not None
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists():
+        pytest.skip("the AVX2 build is for x86-64 Linux")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    assert TAIL.isa == ("avx2+fma" if {"avx2", "fma"} <= flags else "baseline")
+
+
+@needs_tail
+def test_the_detector_scores_with_the_c_tail(detector: VAEDetector) -> None:
+    scorer = detector._fitted()[1]
+    assert isinstance(scorer, FusedScorer) and scorer.tail == "C"
+    assert FusedScorer(scorer.vae, native=False).tail == "NumPy"
+
+
+@needs_tail
+@pytest.mark.parametrize("min_var", [0.01, 0.5], ids=["below FAST_MIN_VAR", "above"])
+@pytest.mark.parametrize("batch", [1, 7, 128, 300])
+def test_c_tail_scores_as_the_graph_numpy_and_the_reference(batch: int, min_var: float) -> None:
+    assert 0.01 < FAST_MIN_VAR < 0.5  # the NumPy tail's exact form on one side, its fast form on the other
+    vae = VAE(tiny_config(min_var=min_var))
+    c, numpy_tail, graph = FusedScorer(vae), FusedScorer(vae, native=False), GraphScorer(vae)
+    x = windows(vae.cfg, max(batch, 8), seed=batch)[:batch]
+    x[0, 3] = np.nan  # a missing cell in every batch, batch 1 too
+    want, want_shares, want_mse = reference(vae, graph.eps, x)
+    got = c(x)
+    assert got.shares is not None and got.mse is not None
+    np.testing.assert_allclose(got.score, want, rtol=RTOL)
+    np.testing.assert_allclose(got.score, graph(x, detail=False).score, rtol=RTOL)
+    np.testing.assert_allclose(got.score, numpy_tail(x, detail=False).score, rtol=RTOL)
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got.shares[finite], want_shares[finite], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got.mse, want_mse, rtol=RTOL)
+    np.testing.assert_array_equal(c(x, detail=False).score, got.score)
+
+
+# -- the kernel alone, against float64 ------------------------------------------------
+
+RAW = [-1e30, -200.0, -87.5, -30.0, -5.0, -1e-3, -1e-30, 0.0, 1e-30, 1e-3, 0.7, 5.0, 30.0, 200.0, 1e30]
+
+
+def _kernel_case(d: int, n_samples: int, b: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """o (2d, L*b) with every raw value of RAW and random ones, x0 and a mask (d, b)."""
+    rng = np.random.default_rng(seed)
+    n = n_samples * b
+    o = np.empty((2 * d, n), np.float32)
+    o[:d] = 2.0 * rng.standard_normal((d, n))
+    raw = 6.0 * rng.standard_normal((d, n))
+    raw.flat[: len(RAW)] = RAW
+    o[d:] = raw
+    x0 = rng.standard_normal((d, b)).astype(np.float32)
+    mask = (rng.random((d, b)) > 0.2).astype(np.float32)
+    return o, x0, mask
+
+
+def _nll64(o: np.ndarray, x0: np.ndarray, mask: np.ndarray | None, min_var: float) -> tuple[np.ndarray, np.ndarray]:
+    d, b = x0.shape
+    o64 = o.astype(np.float64)
+    var = np.float64(np.float32(min_var)) + np.logaddexp(0.0, o64[d:])
+    diff = o64[:d] - np.tile(x0.astype(np.float64), o.shape[1] // b)
+    if mask is not None:
+        m = np.tile(mask.astype(np.float64), o.shape[1] // b)
+        diff, var = diff * m, var * m + (1.0 - m)
+    sq = diff**2 / var
+    return (sq + np.log(var)).sum(axis=0), sq
+
+
+@needs_tail
+@pytest.mark.parametrize("min_var", [1e-30, 0.01, 0.5, 7.0])
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_kernel_matches_float64(min_var: float, masked: bool) -> None:
+    assert TAIL is not None
+    d, n_samples, b = 21, 3, 37  # odd sizes: vector remainders, a group of variances cut short
+    o, x0, mask = _kernel_case(d, n_samples, b, seed=int(masked))
+    m = mask if masked else None
+    total, sq = np.empty(n_samples * b), np.empty((d, n_samples * b), np.float32)
+    TAIL.nll(o, x0, m, total, sq, min_var)
+    want, want_sq = _nll64(o, x0, m, min_var)
+    # 1e30 / min_var and its log: ~10 significant digits of headroom over float32 rounding
+    np.testing.assert_allclose(total, want, rtol=2e-6, atol=1e-4)
+    np.testing.assert_allclose(sq, want_sq, rtol=1e-6, atol=1e-30)
+    lean = np.empty_like(total)
+    TAIL.nll(o, x0, m, lean, None, min_var)
+    np.testing.assert_array_equal(lean, total)  # writing sq changes nothing
+
+
+@needs_tail
+def test_the_kernel_marks_what_the_exact_form_must_redo() -> None:
+    """A variance of inf or NaN makes the column's total NaN (the caller redoes that
+    window the exact NumPy way); a squared difference past float32 gives inf, as in NumPy."""
+    assert TAIL is not None
+    d, b = 4, 5
+    o = np.zeros((2 * d, b), np.float32)
+    x0 = np.zeros((d, b), np.float32)
+    o[d, 1], o[d, 2], o[1, 3] = np.inf, np.nan, 1e20
+    o[d + 2, 4] = -np.inf  # softplus(-inf) = 0: the variance is min_var, all finite
+    total = np.empty(b)
+    TAIL.nll(o, x0, None, total, None, 0.5)
+    assert np.isnan(total[1]) and np.isnan(total[2]) and np.isposinf(total[3])
+    finite = [0, 4]
+    np.testing.assert_allclose(total[finite], _nll64(o[:, finite], x0[:, finite], None, 0.5)[0], rtol=1e-6)
+
+
+@needs_tail
+def test_the_kernel_refuses_what_it_cannot_read() -> None:
+    assert TAIL is not None
+    o, x0 = np.zeros((8, 6), np.float32), np.zeros((4, 3), np.float32)
+    total = np.empty(6)
+    with pytest.raises(TypeError, match="float32"):
+        TAIL.nll(o.astype(np.float64), x0, None, total, None, 0.5)
+    with pytest.raises(ValueError, match="shapes"):
+        TAIL.nll(o[:6], x0, None, total, None, 0.5)
+    with pytest.raises(ValueError, match="min_var"):
+        TAIL.nll(o, x0, None, total, None, 0.0)
+    with pytest.raises((BufferError, ValueError)):  # a strided view is not C-contiguous
+        TAIL.nll(o[:, ::2].copy()[:, :3], np.zeros((4, 6), np.float32)[:, ::2], None, np.empty(3), None, 0.5)
+    with pytest.raises((BufferError, TypeError)):
+        TAIL.nll(o, x0, None, np.empty(6).view(np.int64), None, 0.5)
+    TAIL.nll(o, x0, None, total, None, 0.5)
+    np.testing.assert_allclose(total, 4 * np.log(0.5 + np.log(2.0)), rtol=1e-6)
