@@ -144,13 +144,16 @@ class GroupConfig(_Section):
     max_poll_records: int = _spec(2000, interval(1, integer=True))
     poll_timeout_ms: int = _spec(200, interval(1, integer=True))
     # The broker answers a fetch once it holds fetch_min_bytes for it or fetch_max_wait_ms
-    # has passed. Each fetch round costs the daemon ~1.5 ms of CPU in kafka-python, so
-    # at a slow feed a poll should bring many records, not one: at 200 records/s, 1 byte
-    # (Kafka's default) made 1.7 records a poll and cost 0.33 of a core, 4 KB makes ~18
-    # and ~0.07 (README "Latency and CPU"). The price: a record waits until 4 KB
-    # gathered or 100 ms passed; an idle daemon spends ~2% of a core on empty fetches.
-    fetch_min_bytes: int = _spec(4096, interval(1, integer=True), "bytes")
-    fetch_max_wait_ms: int = _spec(100, interval(0, 500, integer=True), "ms")
+    # has passed. A poll costs the daemon ~4 ms of CPU whatever it brings (kafka-python's
+    # fetch round and network thread, the pipeline's per-batch work), so at a slow feed a
+    # poll should bring many records, not one. At 200 records/s (~230 bytes each on the
+    # wire): 1 byte (Kafka's default) made 1.7 records a poll and cost 0.33 of a core,
+    # 4 KB / 100 ms ~18 records and 0.065, 8 KB / 150 ms ~33 records and 0.040 (README
+    # "Latency and CPU"). The price: a record of a slow feed waits until 8 KB gathered or
+    # 150 ms passed. A feed over ~1,000 records/s fills 8 KB within ~35 ms, and a busy
+    # daemon's polls bring more than that anyway. Keep the wait below poll_timeout_ms.
+    fetch_min_bytes: int = _spec(8192, interval(1, integer=True), "bytes")
+    fetch_max_wait_ms: int = _spec(150, interval(0, 500, integer=True), "ms")
     # Offsets are committed at most this often while records keep coming (and at once
     # when a poll comes back empty, on revocation and at shutdown); 0 commits every batch.
     commit_interval_ms: int = _spec(1000, interval(0, integer=True), "ms")
