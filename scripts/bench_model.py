@@ -29,9 +29,13 @@ which a busy machine moves less. The peak is the best 2048x2048 float32 NumPy ma
 sampled before each round of slices; ``peak_spread`` gives the worst and the best
 sample (how busy the machine was).
 
+The fused scorer's elementwise tail is C (streamvae/model/_tail.c) where it was built at
+install, else NumPy (or with ``--numpy-tail``); the table's detector rows and the JSON's
+``tail`` say which ran.
+
 Prints a table, then one JSON line.
 
-    .venv/bin/python scripts/bench_model.py [--seconds 2]
+    .venv/bin/python scripts/bench_model.py [--seconds 2] [--numpy-tail]
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 from streamvae.core.scaler import Scaler  # noqa: E402
+from streamvae.model import fused  # noqa: E402
 from streamvae.model.detector import VAEDetector  # noqa: E402
+from streamvae.model.fused import FusedScorer  # noqa: E402
 from streamvae.model.score import GraphScorer  # noqa: E402
 from streamvae.model.vae import VAE, VAEConfig  # noqa: E402
 
@@ -148,8 +154,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per row")
     ap.add_argument("--slices", type=int, default=8, help="each row's time is cut in this many slices, taken in turn")
+    ap.add_argument("--numpy-tail", action="store_true", help="score with the NumPy tail even where the C one is built")
     args = ap.parse_args()
     sec, slices = args.seconds, args.slices
+    if args.numpy_tail:  # before the detector builds its scorer
+        fused.TAIL = None
 
     cfg = VAEConfig(window=32, n_features=8, encoder=(128, 64), latent=16, n_samples=10)
     rng = np.random.default_rng(0)
@@ -163,6 +172,8 @@ def main() -> None:
         assert det.scaler_ is not None
         return det.scaler_.transform(x).reshape(len(x), -1)
 
+    scorer = det._fitted()[1]
+    tail = scorer.tail if isinstance(scorer, FusedScorer) else "graph"  # C (_tail.c) or NumPy
     graph, xla = GraphScorer(vae), GraphScorer(vae, jit=True)
     t0 = time.perf_counter()
     xla(scaled(windows[256]), detail=False)  # compiles the 256 bucket
@@ -191,11 +202,13 @@ def main() -> None:
     pk = peak.gflops
     print(f"VAE scoring, W={cfg.window} F={cfg.n_features} {cfg.input_dim}->{'->'.join(map(str, cfg.encoder))}->{cfg.latent} "
           f"(decoder mirrored), L={cfg.n_samples}, one thread; {lean / 1e6:.2f} MFLOP per window lean, {full / 1e6:.2f} with detail")
-    print(f"one-thread float32 matmul peak (2048x2048 NumPy): {pk:.1f} GFLOP/s (samples {min(peak.samples):.1f}-{pk:.1f})\n")
-    print(f"{'path':<40} {'batch':>6} {'windows/s':>11} {'GFLOP/s':>8} {'% peak':>7} {'p50 ms':>8} {'p99 ms':>8}")
-    print("-" * 94)
+    print(f"one-thread float32 matmul peak (2048x2048 NumPy): {pk:.1f} GFLOP/s (samples {min(peak.samples):.1f}-{pk:.1f})")
+    print(f"the detector's fused scorer: {tail} elementwise tail ([C]: streamvae/model/_tail.c)\n")
+    print(f"{'path':<52} {'batch':>6} {'windows/s':>11} {'GFLOP/s':>8} {'% peak':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    print("-" * 106)
     for r in rows:
-        print(f"{r.path:<40} {r.batch:>6} {r.windows_per_s:>11,.0f} {r.gflops:>8.1f} {100 * r.gflops / pk:>6.1f}% "
+        label = f"{r.path} [{tail} tail]" if r.path in (LEAN, FULL) else r.path
+        print(f"{label:<52} {r.batch:>6} {r.windows_per_s:>11,.0f} {r.gflops:>8.1f} {100 * r.gflops / pk:>6.1f}% "
               f"{r.p(50):>8.3f} {r.p(99):>8.3f}")
 
     def pick(path: str, batch: int) -> Row:
@@ -212,6 +225,7 @@ def main() -> None:
         "by_batch": {str(r.batch): round(r.windows_per_s) for r in rows if r.path == LEAN},
         "mflop_per_window": round(lean / 1e6, 3),
         "path": "VAEDetector.score(x, detail=False)",
+        "tail": tail,
         "latency_ms": {str(r.batch): {"p50": round(r.p(50), 3), "p99": round(r.p(99), 3)} for r in rows if r.path == LEAN},
         "full": {"windows_per_s": round(full_row.windows_per_s), "ratio": round(full_row.gflops / pk, 3),
                  "mflop_per_window": round(full / 1e6, 3), "p99_ms_batch1": round(pick(FULL, 1).p(99), 3)},
