@@ -37,7 +37,7 @@ INLINE int32_t as_int(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; 
  * The polynomials here go by Estrin's scheme, not Horner's: a shorter chain of dependent
  * multiply-adds, so the CPU overlaps more columns. */
 INLINE float exp_nonpos(float x) {
-    x = x < -87.0f ? -87.0f : x;
+    x = x >= -87.0f ? x : -87.0f; /* NaN too: its result is replaced, and NaN -> int would be undefined */
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding and taking it away rounds to an integer */
     float n = (x * 1.44269504088896341f + magic) - magic;
     float r = x - n * 0.693359375f;
