@@ -205,17 +205,21 @@ static int get(PyObject *obj, Py_buffer *view, int writable, char type, int ndim
 }
 
 PyDoc_STRVAR(nll_doc,
-             "nll(o, x0, mask, total, sq, min_var)\n--\n\n"
+             "nll(o, x0, mask, total, sq, min_var, baseline=False)\n--\n\n"
              "Per decoder column, sum_d (x_d - mean_d)^2 / var_d + log var_d into total (n,) float64,\n"
              "var = min_var + softplus(raw). o (2D, n), x0 and mask (D, b) float32, mask None when\n"
              "nothing is missing; sq (D, n) float32 or None gets each cell's (x - mean)^2 / var.\n"
              "n must be a multiple of b (L samples per window, sample-major). A column with a\n"
-             "variance of inf or NaN gets a NaN total: redo that window the exact NumPy way.");
+             "variance of inf or NaN gets a NaN total: redo that window the exact NumPy way.\n"
+             "baseline: run the baseline build even where the AVX2 one is picked (for tests).");
 
-static PyObject *nll(PyObject *Py_UNUSED(module), PyObject *args) {
+static PyObject *nll(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs) {
     PyObject *o_obj, *x_obj, *mask_obj, *total_obj, *sq_obj;
     float min_var;
-    if (!PyArg_ParseTuple(args, "OOOOOf:nll", &o_obj, &x_obj, &mask_obj, &total_obj, &sq_obj, &min_var))
+    int baseline = 0;
+    static char *keywords[] = {"o", "x0", "mask", "total", "sq", "min_var", "baseline", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOf|p:nll", keywords, &o_obj, &x_obj, &mask_obj, &total_obj,
+                                     &sq_obj, &min_var, &baseline))
         return NULL;
     Py_buffer o, x, mask, total, sq;
     int has_mask = mask_obj != Py_None, has_sq = sq_obj != Py_None;
@@ -247,7 +251,7 @@ static PyObject *nll(PyObject *Py_UNUSED(module), PyObject *args) {
     }
     columns g = {scratch, scratch + n, scratch + 2 * n};
     Py_BEGIN_ALLOW_THREADS
-    kernel(o.buf, x.buf, has_mask ? mask.buf : NULL, total.buf, has_sq ? sq.buf : NULL, g, D, n / b, b, min_var);
+    (baseline ? tail_base : kernel)(o.buf, x.buf, has_mask ? mask.buf : NULL, total.buf, has_sq ? sq.buf : NULL, g, D, n / b, b, min_var);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(scratch);
     result = Py_NewRef(Py_None);
@@ -267,7 +271,7 @@ release_o:
 }
 
 static PyMethodDef methods[] = {
-    {"nll", nll, METH_VARARGS, nll_doc},
+    {"nll", (PyCFunction)(void (*)(void))nll, METH_VARARGS | METH_KEYWORDS, nll_doc},
     {NULL, NULL, 0, NULL},
 };
 

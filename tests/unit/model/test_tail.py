@@ -110,27 +110,34 @@ def _nll64(o: np.ndarray, x0: np.ndarray, mask: np.ndarray | None, min_var: floa
     return (sq + np.log(var)).sum(axis=0), sq
 
 
+# the build the CPU gets (AVX2 + FMA here), and the baseline build, which CPUs without
+# AVX2 run and this one would not run otherwise
+BUILDS = pytest.mark.parametrize("baseline", [False, True], ids=["picked build", "baseline build"])
+
+
 @needs_tail
+@BUILDS
 @pytest.mark.parametrize("min_var", [1e-30, 0.01, 0.5, 7.0])
 @pytest.mark.parametrize("masked", [False, True])
-def test_the_kernel_matches_float64(min_var: float, masked: bool) -> None:
+def test_the_kernel_matches_float64(min_var: float, masked: bool, baseline: bool) -> None:
     assert TAIL is not None
     d, n_samples, b = 21, 3, 37  # odd sizes: vector remainders, a group of variances cut short
     o, x0, mask = _kernel_case(d, n_samples, b, seed=int(masked))
     m = mask if masked else None
     total, sq = np.empty(n_samples * b), np.empty((d, n_samples * b), np.float32)
-    TAIL.nll(o, x0, m, total, sq, min_var)
+    TAIL.nll(o, x0, m, total, sq, min_var, baseline=baseline)
     want, want_sq = _nll64(o, x0, m, min_var)
     # 1e30 / min_var and its log: ~10 significant digits of headroom over float32 rounding
     np.testing.assert_allclose(total, want, rtol=2e-6, atol=1e-4)
     np.testing.assert_allclose(sq, want_sq, rtol=1e-6, atol=1e-30)
     lean = np.empty_like(total)
-    TAIL.nll(o, x0, m, lean, None, min_var)
+    TAIL.nll(o, x0, m, lean, None, min_var, baseline=baseline)
     np.testing.assert_array_equal(lean, total)  # writing sq changes nothing
 
 
 @needs_tail
-def test_the_kernel_marks_what_the_exact_form_must_redo() -> None:
+@BUILDS
+def test_the_kernel_marks_what_the_exact_form_must_redo(baseline: bool) -> None:
     """A variance of inf or NaN makes the column's total NaN (the caller redoes that
     window the exact NumPy way); a squared difference past float32 gives inf, as in NumPy."""
     assert TAIL is not None
@@ -140,7 +147,7 @@ def test_the_kernel_marks_what_the_exact_form_must_redo() -> None:
     o[d, 1], o[d, 2], o[1, 3] = np.inf, np.nan, 1e20
     o[d + 2, 4] = -np.inf  # softplus(-inf) = 0: the variance is min_var, all finite
     total = np.empty(b)
-    TAIL.nll(o, x0, None, total, None, 0.5)
+    TAIL.nll(o, x0, None, total, None, 0.5, baseline=baseline)
     assert np.isnan(total[1]) and np.isnan(total[2]) and np.isposinf(total[3])
     finite = [0, 4]
     np.testing.assert_allclose(total[finite], _nll64(o[:, finite], x0[:, finite], None, 0.5)[0], rtol=1e-6)
