@@ -14,14 +14,16 @@ window come from a second call on the flagged windows alone.
 
 A big batch (``overlap`` or more readings) is scored in several model calls instead, on
 a worker thread: each part goes to the worker as soon as it is assembled, so the model
-scores one part while the main thread assembles the next, and scores the last while the
-main thread checks the sensor rules and runs the thresholds of the parts before. The
-model releases the GIL while it computes, so most of the pipeline's own Python work
-overlaps the model's. ``readings`` may be an iterator: the daemon decodes the records of
-a poll lazily, so decoding overlaps the model too. The results are the same as with one
-call: a window's score does not depend on its batch (common random numbers, see
-streamvae/model/score.py), and everything stateful runs on the main thread in arrival
-order.
+scores one part while the main thread assembles the next; what is left when the batch is
+assembled goes in parts of ``TAIL_PART``, and the main thread judges each part (threshold,
+features, episodes) while the model scores the one after. The model releases the GIL
+while it computes, so most of the pipeline's own Python work overlaps the model's.
+``readings`` may be an iterator: the daemon decodes the records of a poll lazily, so
+decoding overlaps the model too. The results are the same as with one call: a window's
+score does not depend on its batch (common random numbers, see
+streamvae/model/score.py), everything stateful runs on the main thread in arrival order,
+and a change accepted as an entity's new normal waits for every part before it re-scores
+the entity's later windows.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy.typing as npt
 from streamvae.core.baseline import NORMAL_SHARE, Baselines
 from streamvae.core.episodes import Alert, EpisodeTracker
 from streamvae.core.rules import SensorRules
-from streamvae.core.scoring import Scorer
+from streamvae.core.scoring import Scorer, finite_or_worst
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.windows import Window, WindowAssembler
 from streamvae.errors import RecordError
@@ -50,19 +52,10 @@ FIRST_PART = 64  # windows in the first model call of a big batch, at least
 # in parts no bigger than a full poll's, so it needs no more memory than one (the model's
 # intermediate tensors grow with the batch, and freed memory is not given back at once)
 MAX_PART = 2048
-
-
-def _finite_or_worst(scores: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Scores with every non-finite one (a likelihood that under- or overflowed on values
-    far outside anything the model saw) made +inf: the most anomalous score there is,
-    flagged by any threshold and learned by none.
-
-    >>> _finite_or_worst(np.array([1.0, np.nan, -np.inf])).tolist()
-    [1.0, inf, inf]
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    ok = np.isfinite(s)
-    return s if ok.all() else np.where(ok, s, np.inf)
+# A big batch's windows still unscored when it is assembled go to the model in parts of
+# this size: the main thread runs each part's thresholds and episodes while the model
+# scores the next, so only the last part's wait on them (bench_e2e (b)).
+TAIL_PART = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,50 +183,37 @@ class StreamPipeline:
         if not done:
             return result
         if sent < len(done):
-            rest = self._stack(done[sent:])
-            parts.append((rest, self._score_async(rest) if parts else self.scorer.score(rest, detail=False)))
+            if parts:  # the rest in small parts: the main thread judges each while the model scores the next
+                for lo in range(sent, len(done), TAIL_PART):
+                    xp = self._stack(done[lo : lo + TAIL_PART])
+                    parts.append((xp, self._score_async(xp)))
+            else:
+                rest = self._stack(done[sent:])
+                parts.append((rest, self.scorer.score(rest, detail=False)))
         x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])  # as the model saw them
         raw = np.stack([w.values for w in done]) if self.baselines else x
         result.windows = raw
         broken = self.rules.check(raw) if self.rules is not None else None
-        # 1 thresholds, window by window, part by part as each part's scores arrive
-        update, get = self.thresholds.update, self.thresholds.get
         scores: list[float] = []
         verdicts: list[tuple[float | None, bool]] = []
-        add_verdict = verdicts.append
-        flagged_at: list[int] = []
-        j = 0
-        for _, out in parts:
-            part = _finite_or_worst((out.result() if isinstance(out, Future) else out).score).tolist()
-            scores.extend(part)
-            for s in part:
-                w = done[j]
-                if broken is not None and broken[j] is not None:
-                    # a rule flags it; like any flagged window it does not move the threshold
-                    add_verdict((get(w.entity), True))
-                else:
-                    verdict = update(w.entity, s, w.end_ts)
-                    add_verdict(verdict)
-                    if verdict[1]:
-                        flagged_at.append(j)
-                j += 1
-        # 2 the features behind each flagged window: a second, small model call
         shares: dict[int, npt.NDArray[np.float32]] = {}
-        if flagged_at:
-            chunks: list[npt.NDArray[np.float32]] = []
-            for i in range(0, len(flagged_at), MAX_PART):
-                part_shares = self.scorer.score(x[flagged_at[i : i + MAX_PART]]).shares
-                assert part_shares is not None  # asked for with detail
-                chunks.append(part_shares)
-            detail = np.concatenate(chunks)
-            shares = {j: sh if np.isfinite(sh).all() else self._extreme(x[j]) for j, sh in zip(flagged_at, detail)}
-        # 3 episodes, in arrival order; a change that persisted may become the new normal
+        pending = deque(out for _, out in parts)
+
+        def judge_next() -> None:
+            out = pending.popleft()
+            part = finite_or_worst((out.result() if isinstance(out, Future) else out).score).tolist()
+            self._judge(done, part, x, broken, scores, verdicts, shares)
+
+        # 3 episodes, in arrival order, each window as soon as its part is judged (steps 1
+        # and 2); a change that persisted may become the new normal
         names, k = self.names, self.top_k
         observe, is_open = self.episodes.observe, self.episodes.is_open
         version = self.model_version
         add_alerts, add_scored, add_normal = result.alerts.extend, result.scored.append, result.normal.append
         track = self.episodes.accept_after > 0 and self.baselines is not None
         for j, w in enumerate(done):
+            while j >= len(scores):
+                judge_next()
             s, (thr, flagged) = scores[j], verdicts[j]
             entity = w.entity
             rule = broken[j] if broken is not None else None
@@ -253,10 +233,38 @@ class StreamPipeline:
                 accepted = self._follow_episode(w, j, s, thr, alerts, rule is None)
                 if accepted is not None:
                     add_alerts([accepted])
+                    while pending:  # every window judged first, as in one model call
+                        judge_next()
                     self._rescore_rest(entity, j, done, scores, verdicts, shares, broken)
             if not flagged and not is_open(entity):
                 add_normal(w)
         return result
+
+    def _judge(self, done: list[Window], part: list[float], x: npt.NDArray[np.float32],
+               broken: list[tuple[str, int] | None] | None, scores: list[float],
+               verdicts: list[tuple[float | None, bool]], shares: dict[int, npt.NDArray[np.float32]]) -> None:
+        """Steps 1 and 2 for the next part's windows (``part``: their scores): 1 each score
+        meets its entity's threshold, window by window; 2 the features behind each flagged
+        window, from a second, small model call."""
+        update, get = self.thresholds.update, self.thresholds.get
+        flagged_at: list[int] = []
+        for j, s in enumerate(part, len(scores)):
+            w = done[j]
+            if broken is not None and broken[j] is not None:
+                # a rule flags it; like any flagged window it does not move the threshold
+                verdicts.append((get(w.entity), True))
+            else:
+                verdict = update(w.entity, s, w.end_ts)
+                verdicts.append(verdict)
+                if verdict[1]:
+                    flagged_at.append(j)
+        scores.extend(part)
+        for i in range(0, len(flagged_at), MAX_PART):
+            at = flagged_at[i : i + MAX_PART]
+            detail = self.scorer.score(x[at]).shares
+            assert detail is not None  # asked for with detail
+            for j, sh in zip(at, detail):
+                shares[j] = sh if np.isfinite(sh).all() else self._extreme(x[j])
 
     def _extreme(self, values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Feature shares for a window the model could not score (its likelihood overflowed):
@@ -332,7 +340,7 @@ class StreamPipeline:
             return
         out = self.scorer.score(self._stack([done[i] for i in later]))
         thr = self.thresholds.get(entity)
-        rescored = _finite_or_worst(out.score)
+        rescored = finite_or_worst(out.score)
         for n, i in enumerate(later):
             scores[i] = float(rescored[n])
             flagged = thr is not None and bool(scores[i] > thr)
