@@ -23,16 +23,20 @@ def settle_runtime() -> None:
     and each early collection walked them while they were still in use (offline
     pipeline ~2% faster, same script).
 
-    GIL: a thread waiting for the GIL gets it after at most 1 ms instead of 5 ms. While
+    GIL: a thread waiting for the GIL gets it after at most 0.1 ms instead of 5 ms. While
     the main thread assembles windows (pure Python), the scoring worker needs the GIL
-    to start each model call and to return from it (see ``StreamPipeline``); with 5 ms
-    slices it waited ~5 ms at each, idle. Offline pipeline / model-only rate 0.72 ->
-    0.74 (mean of 4 runs each, 200k records).
+    between the model's NumPy calls (about 50 a part; each computes with the GIL
+    released, see ``StreamPipeline``), and with long slices it waited at each, idle.
+    Measured with scripts/bench_e2e.py (b)'s offline pipeline, 100k records: the
+    worker's wall time per window against its CPU time was 42.6 vs 28.2 us at 1 ms,
+    38.4 vs 29.0 at 0.1 ms (the offline / model-only rate 0.65 -> 0.74 with the scorer's
+    chunks of 128; 5 ms gave 0.72 -> 0.74 at 1 ms before the C tail made the model
+    faster). Shorter slices (20 us) measured within noise of 0.1 ms.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(0.0001)
 
 
 def _malloc_trim() -> Any:
