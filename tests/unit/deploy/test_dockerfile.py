@@ -125,3 +125,14 @@ def test_every_copied_path_exists_and_passes_the_dockerignore(dockerfile: str) -
             assert (ROOT / src).exists(), src
             assert sent(src.rstrip("/")), f"{src} is excluded by Dockerfile.dockerignore"
     assert not sent(".venv") and not sent("tests")
+
+
+def test_the_build_stage_compiles_the_scorers_c_tail(dockerfile: str) -> None:
+    # setup.py declares the extension (optional: without it or gcc the wheel still builds,
+    # silently without the tail), so the build stage needs both; the runtime checks it loads
+    build = dict(stages(dockerfile))["build"]
+    copied = " ".join(a for i, a in build if i == "COPY").split()
+    assert "setup.py" in copied and (ROOT / "setup.py").exists()
+    assert "gcc" in " ".join(a for i, a in build if i == "RUN")
+    runtime = " ".join(a for i, a in stages(dockerfile)[-1][1] if i == "RUN")
+    assert "import streamvae.model._tail" in runtime
