@@ -6,9 +6,10 @@ load, and a bad value is a ``ConfigError`` naming the key, the value and what is
 Unknown sections and keys are errors too: a typo never silently falls back to a default.
 
 One vocabulary says what a setting may be (``errors.Rule``: ``interval``, ``one_of``,
-``text``, ``FLAG``), one message shape says it is not (``ConfigError.invalid``). A
-section checks its fields, then the rules between them (what each ``threshold.kind``
-accepts, SASL credentials, ...), however it is built: file, environment or ``replace``.
+``text``; ``FLAG``, ``TOPIC`` and the rest in streamvae/configrules.py), one message
+shape says it is not (``ConfigError.invalid``). A section checks its fields, then the
+rules between them (what each ``threshold.kind`` accepts, SASL credentials, ...), however
+it is built: file, environment or ``replace``.
 
 Examples
 --------
@@ -21,78 +22,17 @@ streamvae.errors.ConfigError: threshold.q must be a number in [0.5, 1) for kind 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
+from streamvae.configrules import FLAG, HOSTS, PATH, SECONDS, TOPIC, Section, kafka_name, spec
 from streamvae.errors import ConfigError, Rule, check, interval, one_of, text
 
 ENV_PREFIX = "STREAMVAE_"
-
-
-# --- what config values may be -----------------------------------------------------------
-def _kafka_name(v: Any) -> bool:
-    """A legal Kafka topic name (and group.instance.id): at most 249 of [A-Za-z0-9._-], not . or .."""
-    return isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None and v not in (".", "..")
-
-
-def _hosts(v: Any) -> bool:
-    """What kafka-python reads as bootstrap servers: host, host:port, [IPv6]:port or a bare
-    IPv6 address, each with an optional PROTOCOL:// prefix; a port is in [1, 65535]."""
-    for part in v.strip().split(",") if isinstance(v, str) and v.strip() else [""]:
-        p = re.sub(r"^.*://", "", part.strip())
-        if p.startswith("["):  # [IPv6] or [IPv6]:port
-            host, closed, port = p[1:].partition("]")
-            if not closed or (port and not port.startswith(":")):
-                return False
-            port = port[1:] if port else "9092"
-        elif ":" not in p or _ipv6(p):
-            host, port = p, "9092"
-        else:
-            host, port = p.rsplit(":", 1)
-        if not host or not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
-            return False
-    return True
-
-
-def _ipv6(p: str) -> bool:
-    try:
-        ipaddress.IPv6Address(p)
-        return True
-    except ValueError:
-        return False
-
-
-FLAG = Rule(lambda v: isinstance(v, bool), "true or false")
-TOPIC = Rule(_kafka_name, "a topic name (at most 249 ASCII letters, digits, '.', '_', '-')")
-PATH = text("a path", empty=True).or_unset()
-SECONDS = interval(0, unit="seconds")
-
-
-def _spec(default: Any, rule: Rule, note: str = "", secret: bool = False) -> Any:
-    allowed = f"{rule.text} ({note})" if note else rule.text
-    return field(default=default, repr=not secret, metadata={"check": rule, "allowed": allowed, "secret": secret})
-
-
-class _Section:
-    """Checks each field by its rule when built, then the rules between fields (``_rules``)."""
-
-    section: ClassVar[str]
-    __dataclass_fields__: ClassVar[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            check(f"{self.section}.{f.name}", f.metadata["check"], getattr(self, f.name),
-                  secret=f.metadata["secret"], allowed=f.metadata["allowed"])
-        self._rules()
-
-    def _rules(self) -> None:
-        pass
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -100,21 +40,21 @@ SASL_MECHANISMS = one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
-class KafkaConfig(_Section):
+class KafkaConfig(Section):
     section = "kafka"
-    bootstrap_servers: str = _spec("127.0.0.1:9092", Rule(_hosts, "host:port[,host:port...] with a port in [1, 65535]"))
-    client_id: str = _spec("streamvae", text("a non-empty string"))
-    security_protocol: str = _spec("PLAINTEXT", one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
-    sasl_mechanism: str | None = _spec(None, SASL_MECHANISMS.or_unset())
-    sasl_username: str | None = _spec(None, text("a string", empty=True).or_unset())
-    sasl_password: str | None = _spec(None, text("a string", empty=True).or_unset(), secret=True)
-    ssl_cafile: str | None = _spec(None, PATH)
-    ssl_certfile: str | None = _spec(None, PATH)
-    ssl_keyfile: str | None = _spec(None, PATH)
-    ssl_password: str | None = _spec(None, text("a string", empty=True).or_unset(), "the key file's password", secret=True)
-    ssl_check_hostname: bool = _spec(True, FLAG, "the broker's certificate must name the host connected to")
+    bootstrap_servers: str = spec("127.0.0.1:9092", HOSTS)
+    client_id: str = spec("streamvae", text("a non-empty string"))
+    security_protocol: str = spec("PLAINTEXT", one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    sasl_mechanism: str | None = spec(None, SASL_MECHANISMS.or_unset())
+    sasl_username: str | None = spec(None, text("a string", empty=True).or_unset())
+    sasl_password: str | None = spec(None, text("a string", empty=True).or_unset(), secret=True)
+    ssl_cafile: str | None = spec(None, PATH)
+    ssl_certfile: str | None = spec(None, PATH)
+    ssl_keyfile: str | None = spec(None, PATH)
+    ssl_password: str | None = spec(None, text("a string", empty=True).or_unset(), "the key file's password", secret=True)
+    ssl_check_hostname: bool = spec(True, FLAG, "the broker's certificate must name the host connected to")
     # kafka-python's consumer refuses one outside (fetch_max_wait_ms = 500, connections_max_idle_ms = 540000)
-    request_timeout_ms: int = _spec(30_000, interval(501, 539_999, integer=True),
+    request_timeout_ms: int = spec(30_000, interval(501, 539_999, integer=True),
                                     "ms; kafka-python wants it between the fetch wait and the idle-connection limit")
 
     def _rules(self) -> None:
@@ -126,23 +66,23 @@ class KafkaConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TopicsConfig(_Section):
+class TopicsConfig(Section):
     section = "topics"
-    input: str = _spec("sensors", TOPIC)
-    alerts: str = _spec("alerts", TOPIC)
-    dead_letter: str = _spec("sensors.dlq", TOPIC)
-    control: str = _spec("streamvae.control", TOPIC)
-    samples: str = _spec("streamvae.samples", TOPIC, "normal and confirmed-anomaly windows for retraining")
-    scores: str | None = _spec(None, TOPIC.or_unset(), "one record per scored window (score, threshold, source "
+    input: str = spec("sensors", TOPIC)
+    alerts: str = spec("alerts", TOPIC)
+    dead_letter: str = spec("sensors.dlq", TOPIC)
+    control: str = spec("streamvae.control", TOPIC)
+    samples: str = spec("streamvae.samples", TOPIC, "normal and confirmed-anomaly windows for retraining")
+    scores: str | None = spec(None, TOPIC.or_unset(), "one record per scored window (score, threshold, source "
                                "offset), delivered like the alerts; unset: none")
 
 
 @dataclass(frozen=True)
-class GroupConfig(_Section):
+class GroupConfig(Section):
     section = "group"
-    id: str = _spec("streamvae", text("a consumer group id"))
-    max_poll_records: int = _spec(2000, interval(1, integer=True))
-    poll_timeout_ms: int = _spec(200, interval(1, integer=True))
+    id: str = spec("streamvae", text("a consumer group id"))
+    max_poll_records: int = spec(2000, interval(1, integer=True))
+    poll_timeout_ms: int = spec(200, interval(1, integer=True))
     # The broker answers a fetch once it holds fetch_min_bytes for it or fetch_max_wait_ms
     # has passed. A poll costs the daemon ~4 ms of CPU whatever it brings (kafka-python's
     # fetch round and network thread, the pipeline's per-batch work), so at a slow feed a
@@ -152,20 +92,20 @@ class GroupConfig(_Section):
     # "Latency and CPU"). The price: a record of a slow feed waits until 8 KB gathered or
     # 150 ms passed. A feed over ~1,000 records/s fills 8 KB within ~35 ms, and a busy
     # daemon's polls bring more than that anyway. Keep the wait below poll_timeout_ms.
-    fetch_min_bytes: int = _spec(8192, interval(1, integer=True), "bytes")
-    fetch_max_wait_ms: int = _spec(150, interval(0, 500, integer=True), "ms")
+    fetch_min_bytes: int = spec(8192, interval(1, integer=True), "bytes")
+    fetch_max_wait_ms: int = spec(150, interval(0, 500, integer=True), "ms")
     # Offsets are committed at most this often while records keep coming (and at once
     # when a poll comes back empty, on revocation and at shutdown); 0 commits every batch.
-    commit_interval_ms: int = _spec(1000, interval(0, integer=True), "ms")
-    session_timeout_ms: int = _spec(10_000, interval(1000, integer=True))
-    max_poll_interval_ms: int = _spec(300_000, interval(10_000, integer=True))
-    auto_offset_reset: str = _spec("earliest", one_of("earliest", "latest"))
+    commit_interval_ms: int = spec(1000, interval(0, integer=True), "ms")
+    session_timeout_ms: int = spec(10_000, interval(1000, integer=True))
+    max_poll_interval_ms: int = spec(300_000, interval(10_000, integer=True))
+    auto_offset_reset: str = spec("earliest", one_of("earliest", "latest"))
     # Static membership (Kafka's group.instance.id): a daemon restarted within the session
     # timeout gets its partitions back at once instead of waiting for its dead self to
     # expire. "auto": the host name and the lowest slot number no other daemon of this
     # group on this host holds (a lock file; a killed process drops its lock, so its
     # restart takes the same slot); "none": dynamic membership; anything else: used as is.
-    instance_id: str = _spec("auto", Rule(lambda v: v in ("auto", "none") or _kafka_name(v),
+    instance_id: str = spec("auto", Rule(lambda v: v in ("auto", "none") or kafka_name(v),
                                           "auto, none, or an id unique within the group (at most 249 ASCII "
                                           "letters, digits, '.', '_', '-')"))
     # "at_least_once": alerts and dead letters are confirmed, then the offsets committed
@@ -173,34 +113,34 @@ class GroupConfig(_Section):
     # "exactly_once": one Kafka transaction per batch holds its alerts, dead letters and
     # the offset commit with its scored_to; consumers of the alerts topic must read with
     # isolation_level = read_committed. Costs throughput: see README "Delivery".
-    delivery: str = _spec("at_least_once", one_of("at_least_once", "exactly_once"))
+    delivery: str = spec("at_least_once", one_of("at_least_once", "exactly_once"))
 
 
 @dataclass(frozen=True)
-class RecordsConfig(_Section):
+class RecordsConfig(Section):
     section = "records"
     # A bigger record is refused unread (``too_large``); its dead letter keeps its first
     # bytes, its length and its SHA-256, within the producer's request size.
-    max_record_bytes: int = _spec(1_000_000, interval(1, integer=True), "bytes")
+    max_record_bytes: int = spec(1_000_000, interval(1, integer=True), "bytes")
     # A reading stamped further ahead of the daemon's clock is refused (``ts_in_future``):
     # it would move its entity's clock to a time no later reading reaches.
-    max_future_s: float = _spec(300.0, SECONDS, "allowed clock skew of a producer ahead of the daemon")
-    max_lateness: float = _spec(0.0, SECONDS)
-    max_gap: float | None = _spec(None, interval(0, math.inf, "neither", unit="seconds").or_unset(),
+    max_future_s: float = spec(300.0, SECONDS, "allowed clock skew of a producer ahead of the daemon")
+    max_lateness: float = spec(0.0, SECONDS)
+    max_gap: float | None = spec(None, interval(0, math.inf, "neither", unit="seconds").or_unset(),
                                   "unset: 30 readings at the model's training interval")
-    entities: list[str] | None = _spec(None, Rule(lambda v: isinstance(v, list) and all(isinstance(e, str) and e for e in v),
+    entities: list[str] | None = spec(None, Rule(lambda v: isinstance(v, list) and all(isinstance(e, str) and e for e in v),
                                                   "a list of entity ids").or_unset(), "unset: any")
     # The dead-letter guard: more than reject_share of the last reject_window records refused
     # (a schema change upstream, a broken producer) is said loudly, once per episode.
-    reject_window: int = _spec(1000, interval(10, integer=True), "records the refused share is judged over")
-    reject_share: float = _spec(0.5, interval(0, 1, "right"), "share of refused records that raises the alarm")
+    reject_window: int = spec(1000, interval(10, integer=True), "records the refused share is judged over")
+    reject_share: float = spec(0.5, interval(0, 1, "right"), "share of refused records that raises the alarm")
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Section):
+class ModelConfig(Section):
     section = "model"
-    path: str = _spec("models/current", text("a model artifact directory or a registry with CURRENT"))
-    keep_versions: int = _spec(5, interval(2, integer=True), "versions kept in the registry")
+    path: str = spec("models/current", text("a model artifact directory or a registry with CURRENT"))
+    keep_versions: int = spec(5, interval(2, integer=True), "versions kept in the registry")
 
 
 # What each tracker kind takes from [threshold], and the range it accepts there;
@@ -220,22 +160,22 @@ MIN_PEAKS = 10  # the fewest peaks SPOT fits a tail to (core/thresholds.py): DSP
 
 
 @dataclass(frozen=True)
-class ThresholdConfig(_Section):
+class ThresholdConfig(Section):
     section = "threshold"
-    kind: str = _spec("spot", one_of(*TRACKER_PARAMS))
-    q: float = _spec(1e-3, interval(0, 1, "neither"), "spot, dspot: the risk, in (0, 0.1); quantile: the quantile, "
+    kind: str = spec("spot", one_of(*TRACKER_PARAMS))
+    q: float = spec(1e-3, interval(0, 1, "neither"), "spot, dspot: the risk, in (0, 0.1); quantile: the quantile, "
                      "in [0.5, 1)")
-    level: float = _spec(0.98, LEVEL)
-    depth: int = _spec(50, DEPTH)
-    value: float | None = _spec(None, FINITE.or_unset(), "kind = fixed")
-    per_entity: bool = _spec(True, FLAG)
-    min_history: int = _spec(2000, interval(20, integer=True), "an entity's own unflagged windows before it gets a "
+    level: float = spec(0.98, LEVEL)
+    depth: int = spec(50, DEPTH)
+    value: float | None = spec(None, FINITE.or_unset(), "kind = fixed")
+    per_entity: bool = spec(True, FLAG)
+    min_history: int = spec(2000, interval(20, integer=True), "an entity's own unflagged windows before it gets a "
                              "tracker of its own")
-    min_history_s: float = _spec(86_400.0, SECONDS, "event time those windows must span: a day covers the slow "
+    min_history_s: float = spec(86_400.0, SECONDS, "event time those windows must span: a day covers the slow "
                                  "cycles of most plants and services")
-    max_entities: int = _spec(100_000, interval(1, integer=True))
-    state_file: str | None = _spec(None, PATH, "unset: thresholds re-learn after a restart")
-    save_every: float = _spec(60.0, interval(0, closed="neither", unit="seconds"))
+    max_entities: int = spec(100_000, interval(1, integer=True))
+    state_file: str | None = spec(None, PATH, "unset: thresholds re-learn after a restart")
+    save_every: float = spec(60.0, interval(0, closed="neither", unit="seconds"))
 
     def _rules(self) -> None:
         when = f'kind = "{self.kind}"'
@@ -254,56 +194,56 @@ WINDOWS = interval(0, integer=True)
 
 
 @dataclass(frozen=True)
-class EpisodesConfig(_Section):
+class EpisodesConfig(Section):
     """Episode timing, in windows of one entity (a reading each at stride 1), never in
     seconds: the same setting works at one reading a second and at one an hour."""
 
     section = "episodes"
-    open_after: int = _spec(8, interval(1, integer=True), "consecutive flagged windows")
-    close_after: int = _spec(0, WINDOWS, "consecutive windows without a flag; 0: one window length")
-    update_every: int = _spec(0, WINDOWS, "windows between two updates; 0: five window lengths")
-    accept: bool = _spec(True, FLAG, "a change that persists may become the entity's new normal; false: it stays an "
+    open_after: int = spec(8, interval(1, integer=True), "consecutive flagged windows")
+    close_after: int = spec(0, WINDOWS, "consecutive windows without a flag; 0: one window length")
+    update_every: int = spec(0, WINDOWS, "windows between two updates; 0: five window lengths")
+    accept: bool = spec(True, FLAG, "a change that persists may become the entity's new normal; false: it stays an "
                          "anomaly until a retrain")
-    accept_after: int = _spec(0, WINDOWS, "windows an episode lasts before its change may become the entity's new "
+    accept_after: int = spec(0, WINDOWS, "windows an episode lasts before its change may become the entity's new "
                               "normal; 0: three window lengths")
-    accept_min_s: float = _spec(3600.0, SECONDS, "event time an episode must also last before its change may become "
+    accept_min_s: float = spec(3600.0, SECONDS, "event time an episode must also last before its change may become "
                                 "the new normal: a fault of minutes never does")
 
 
 @dataclass(frozen=True)
-class RulesConfig(_Section):
+class RulesConfig(Section):
     section = "rules"
-    dead_sensor: bool = _spec(True, FLAG)
-    stuck_sensor: bool = _spec(True, FLAG)
+    dead_sensor: bool = spec(True, FLAG)
+    stuck_sensor: bool = spec(True, FLAG)
 
 
 @dataclass(frozen=True)
-class RetrainConfig(_Section):
+class RetrainConfig(Section):
     """Retraining on the windows the daemon judged normal (issue 5)."""
 
     section = "retrain"
-    enabled: bool = _spec(False, FLAG, "the daemon runs the retrain worker")
-    buffer: str = _spec("local", one_of("local", "kafka"), "local: this daemon's own buffer; kafka: shared through "
+    enabled: bool = spec(False, FLAG, "the daemon runs the retrain worker")
+    buffer: str = spec("local", one_of("local", "kafka"), "local: this daemon's own buffer; kafka: shared through "
                         "topics.samples")
-    max_windows: int = _spec(20_000, interval(100, integer=True), "normal windows kept, all entities")
-    max_anomalies: int = _spec(2_000, interval(1, integer=True), "windows from confirmed alert episodes kept for the gate")
-    sample_every: int = _spec(10, interval(1, integer=True), "1 normal window in N per entity is sampled")
-    margin: float = _spec(300.0, SECONDS, "no normal sample this close before or after an episode")
-    fleet_share: float = _spec(0.5, interval(0, 1), "share of the fleet alarming at once that means a new operating "
+    max_windows: int = spec(20_000, interval(100, integer=True), "normal windows kept, all entities")
+    max_anomalies: int = spec(2_000, interval(1, integer=True), "windows from confirmed alert episodes kept for the gate")
+    sample_every: int = spec(10, interval(1, integer=True), "1 normal window in N per entity is sampled")
+    margin: float = spec(300.0, SECONDS, "no normal sample this close before or after an episode")
+    fleet_share: float = spec(0.5, interval(0, 1), "share of the fleet alarming at once that means a new operating "
                                "point; 0: off")
-    shift_span: float = _spec(0.0, SECONDS, "after a fleet-wide shift a retrain learns the newest this many seconds of "
+    shift_span: float = spec(0.0, SECONDS, "after a fleet-wide shift a retrain learns the newest this many seconds of "
                               "the move; cover the plant's slowest regular cycle; 0: the span in which the buffer "
                               "collects min_windows windows")
-    state_dir: str | None = _spec(None, PATH, "a directory for the local buffer on disk; unset: memory only")
-    schedule: float = _spec(0.0, SECONDS, "between scheduled retrains; 0: none")
-    after_windows: int = _spec(0, WINDOWS, "retrain after this many new buffered windows; 0: never")
-    drift: str = _spec("adwin", one_of("adwin", "page_hinkley", "none"))
-    drift_delta: float = _spec(0.002, interval(0, 1, "neither"))
-    min_interval: float = _spec(600.0, SECONDS, "between two retrains")
-    min_windows: int = _spec(1_000, interval(50, integer=True), "buffered windows needed to retrain")
-    epochs: int = _spec(20, interval(1, integer=True))
-    tolerance: float = _spec(0.01, interval(0, 0.5, "left"))
-    samples_retention_ms: int = _spec(86_400_000, interval(1, integer=True), "retention of topics.samples")
+    state_dir: str | None = spec(None, PATH, "a directory for the local buffer on disk; unset: memory only")
+    schedule: float = spec(0.0, SECONDS, "between scheduled retrains; 0: none")
+    after_windows: int = spec(0, WINDOWS, "retrain after this many new buffered windows; 0: never")
+    drift: str = spec("adwin", one_of("adwin", "page_hinkley", "none"))
+    drift_delta: float = spec(0.002, interval(0, 1, "neither"))
+    min_interval: float = spec(600.0, SECONDS, "between two retrains")
+    min_windows: int = spec(1_000, interval(50, integer=True), "buffered windows needed to retrain")
+    epochs: int = spec(20, interval(1, integer=True))
+    tolerance: float = spec(0.01, interval(0, 0.5, "left"))
+    samples_retention_ms: int = spec(86_400_000, interval(1, integer=True), "retention of topics.samples")
 
     def _rules(self) -> None:
         # the buffer never holds more than max_windows: a larger min_windows never retrains
@@ -312,19 +252,19 @@ class RetrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class HttpConfig(_Section):
+class HttpConfig(Section):
     section = "http"
-    host: str = _spec("127.0.0.1", text("an address to bind"))
-    port: int = _spec(0, interval(0, 65535, integer=True), "0: none")
+    host: str = spec("127.0.0.1", text("an address to bind"))
+    port: int = spec(0, interval(0, 65535, integer=True), "0: none")
     # /readyz: not ready once the last poll that reached the broker is older than this
-    ready_poll_age: float = _spec(30.0, interval(1, 3600, unit="seconds"))
+    ready_poll_age: float = spec(30.0, interval(1, 3600, unit="seconds"))
 
 
 @dataclass(frozen=True)
-class LogConfig(_Section):
+class LogConfig(Section):
     section = "log"
-    format: str = _spec("text", one_of("text", "json"), "json: one object per line, for log collectors")
-    level: str = _spec("INFO", one_of("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = spec("text", one_of("text", "json"), "json: one object per line, for log collectors")
+    level: str = spec("INFO", one_of("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @dataclass(frozen=True)

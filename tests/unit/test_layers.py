@@ -12,7 +12,8 @@ LEAF = {"streamvae"}  # the package root: __version__ only, imports nothing
 # layer -> streamvae layers it may import (besides itself) and third-party top-level packages
 ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "errors": (set(), set()),
-    "config": ({"errors"}, set()),  # config raises ConfigError; both stay stdlib-only
+    "config": ({"errors", "configrules"}, set()),  # config raises ConfigError; all three stay stdlib-only
+    "configrules": ({"errors"}, set()),
     "files": ({"errors"}, set()),  # atomic file writes: stdlib only, usable from every layer
     "core": ({"errors", "config", "files"}, {"numpy", "river"}),
     "model": ({"core", "errors", "config", "files"} | LEAF, {"numpy", "tensorflow", "keras", "threadpoolctl"}),
