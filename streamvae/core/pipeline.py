@@ -15,7 +15,7 @@ window come from a second call on the flagged windows alone.
 A big batch (``overlap`` or more readings) is scored in several model calls instead, on
 a worker thread: each part goes to the worker as soon as it is assembled, so the model
 scores one part while the main thread assembles the next; what is left when the batch is
-assembled goes in parts of ``TAIL_PART``, and the main thread judges each part (threshold,
+assembled goes in parts of ``MAX_PART``, and the main thread judges each part (threshold,
 features, episodes) while the model scores the one after. The model releases the GIL
 while it computes, so most of the pipeline's own Python work overlaps the model's.
 ``readings`` may be an iterator: the daemon decodes the records of a poll lazily, so
@@ -48,14 +48,13 @@ from streamvae.errors import RecordError
 log = logging.getLogger(__name__)
 
 FIRST_PART = 64  # windows in the first model call of a big batch, at least
-# windows in one model call, at most: a huge record (a block of 10,000 readings) is scored
-# in parts no bigger than a full poll's, so it needs no more memory than one (the model's
-# intermediate tensors grow with the batch, and freed memory is not given back at once)
-MAX_PART = 2048
-# A big batch's windows still unscored when it is assembled go to the model in parts of
-# this size: the main thread runs each part's thresholds and episodes while the model
-# scores the next, so only the last part's wait on them (bench_e2e (b)).
-TAIL_PART = 512
+# Windows in one model call, at most. The windows still unscored when a big batch is
+# assembled go in parts of this size, so the main thread runs each part's thresholds and
+# episodes while the model scores the next, and only the last part's wait on them
+# (bench_e2e (b)). And a huge record (a block of 10,000 readings) is scored in parts no
+# bigger than an ordinary poll's, so its arrays are no bigger either: the allocator keeps
+# a freed peak it cannot give back (scripts/bench_memory.py).
+MAX_PART = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +183,8 @@ class StreamPipeline:
             return result
         if sent < len(done):
             if parts:  # the rest in small parts: the main thread judges each while the model scores the next
-                for lo in range(sent, len(done), TAIL_PART):
-                    xp = self._stack(done[lo : lo + TAIL_PART])
+                for lo in range(sent, len(done), MAX_PART):
+                    xp = self._stack(done[lo : lo + MAX_PART])
                     parts.append((xp, self._score_async(xp)))
             else:
                 rest = self._stack(done[sent:])

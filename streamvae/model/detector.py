@@ -26,7 +26,10 @@ from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 
 log = logging.getLogger(__name__)
 
-SCORE_CHUNK = 4096  # = score.MAX_BUCKET
+# Windows per scorer call, scaled chunk by chunk: = fused.CHUNK, and a bucket of the
+# graph's. A call of 2,000 windows scaled at once made three float64 arrays of 4 MB,
+# which service/runtime.bound_heap maps and faults in afresh on every call.
+SCORE_CHUNK = 512
 
 
 def default_threshold(scores: npt.ArrayLike, q: float = 0.999, margin: float = 2.0) -> float:
@@ -172,8 +175,8 @@ class VAEDetector:
         if len(x) == 0:
             f = self.config.n_features
             return ScoreOutput(np.empty(0), np.empty((0, f), np.float32) if detail else None, np.empty(0) if detail else None)
-        flat = scaler.transform(x).reshape(len(x), -1)
-        parts = [scorer(flat[i : i + SCORE_CHUNK], detail) for i in range(0, len(flat), SCORE_CHUNK)]
+        chunks = (x[i : i + SCORE_CHUNK] for i in range(0, len(x), SCORE_CHUNK))
+        parts = [scorer(scaler.transform(c).reshape(len(c), -1), detail) for c in chunks]
         if not detail:
             return ScoreOutput(np.concatenate([p.score for p in parts]), None, None)
         return ScoreOutput(

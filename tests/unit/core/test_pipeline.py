@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import TAIL_PART, BatchResult, Reading, StreamPipeline
+from streamvae.core.pipeline import MAX_PART, BatchResult, Reading, StreamPipeline
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.spot import SPOT
 from conftest import FEATURE_NAMES, make_series
@@ -215,10 +215,10 @@ def test_batch_splits_give_identical_results(detector: Any, warm: np.ndarray) ->
 
     big = pipeline()
     whole = _flatten(run(big, rs, len(rs)))
-    # one batch, scored in parts on the worker: 64 and 256 while assembling, then the rest
-    # in parts of TAIL_PART
+    # one batch, scored in parts on the worker, none over MAX_PART windows: 100 and 400
+    # while assembling (n // 16, then 4x), then the rest in parts of MAX_PART
     assert len(rs) >= big.overlap and big._worker is not None
-    assert model.lean_calls == 2 + math.ceil((len(whole[0]) - 64 - 256) / TAIL_PART) > 3
+    assert model.lean_calls == 2 + math.ceil((len(whole[0]) - 100 - 400) / MAX_PART) > 3
     big.close()
     assert sum(a["kind"] == "open" for a in whole[1]) == 1
     lazy = pipeline()  # readings from an iterator, as the daemon decodes them
