@@ -49,7 +49,7 @@ def _libc(name: str) -> Any:
 
 _TRIM = _libc("malloc_trim")
 _MALLOPT = _libc("mallopt")
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MMAP_THRESHOLD = 2 << 20  # bytes; a poll's biggest arrays (2,000 windows of W*F=256 float32) are 2 MB
 
 
@@ -64,8 +64,13 @@ def bound_heap() -> None:
     slower: every part's temporary arrays were mapped and faulted in again."""
     if _MALLOPT is not None:
         _MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        # fixing one threshold stops glibc adjusting the other: keep its rule (trim at
+        # twice the mmap threshold), or the heap's top is given back and faulted in again
+        # on every batch; MemoryTrim gives the rest back when the feed goes quiet
+        _MALLOPT(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
 BIG_BATCH_BYTES = 4_000_000  # a poll that brought more than this gives its memory back after it
 TRIM_EVERY_S = 10.0
+QUIET_TRIM_EVERY_S = 1.0
 
 
 def give_back_memory() -> None:
@@ -78,9 +83,11 @@ def give_back_memory() -> None:
 
 
 class MemoryTrim:
-    """When to give memory back: after a batch of more than ``BIG_BATCH_BYTES``, and when
-    the feed goes quiet after batches ran, at most every ``TRIM_EVERY_S`` (the call takes a
-    few milliseconds on a big heap)."""
+    """When to give memory back: after a batch of more than ``BIG_BATCH_BYTES``, at most
+    every ``TRIM_EVERY_S`` (the call takes a few milliseconds on a big heap), and when the
+    feed goes quiet after batches ran, at most every ``QUIET_TRIM_EVERY_S``: a quiet feed
+    costs the loop nothing to wait for, and a burst's memory should not stay mapped for
+    up to 10 s after it (scripts/bench_memory.py reads memory 5 s after the drain)."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -90,14 +97,14 @@ class MemoryTrim:
     def after_batch(self, nbytes: int) -> None:
         self.due = True
         if nbytes > BIG_BATCH_BYTES:
-            self.now()
+            self.now(TRIM_EVERY_S)
 
     def quiet(self) -> None:
         if self.due:
-            self.now()
+            self.now(QUIET_TRIM_EVERY_S)
 
-    def now(self) -> None:
-        if self.clock.monotonic() - self.last >= TRIM_EVERY_S:
+    def now(self, every: float = TRIM_EVERY_S) -> None:
+        if self.clock.monotonic() - self.last >= every:
             self.last = self.clock.monotonic()
             self.due = False
             give_back_memory()
