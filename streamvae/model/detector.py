@@ -20,16 +20,16 @@ import numpy.typing as npt
 from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
-from streamvae.model.fused import make_scorer
+from streamvae.model.fused import CHUNK, make_scorer
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 
 log = logging.getLogger(__name__)
 
-# Windows per scorer call, scaled chunk by chunk: = fused.CHUNK, and a bucket of the
-# graph's. A call of 2,000 windows scaled at once made three float64 arrays of 4 MB,
-# which service/runtime.bound_heap maps and faults in afresh on every call.
-SCORE_CHUNK = 512
+# Windows per scorer call, scaled chunk by chunk: the fused scorer's pass (a bucket of
+# the graph's too). A call of 2,000 windows scaled at once made three float64 arrays of
+# 4 MB, which service/runtime.bound_heap maps and faults in afresh on every call.
+SCORE_CHUNK = CHUNK
 
 
 def default_threshold(scores: npt.ArrayLike, q: float = 0.999, margin: float = 2.0) -> float:
