@@ -186,6 +186,168 @@ __attribute__((target("avx2,fma"))) static void tail_avx2(const float *o, const 
 static kernel_fn *kernel = tail_base;
 static const char *kernel_name = "baseline";
 
+/* -- The whole forward pass, for the pipeline's scores-only call -------------------
+ *
+ * fused.py's _Kernel._chunk (detail=False) in one call that holds no GIL from the first
+ * matmul to the last score. In NumPy the pass is ~40 calls; each that lets the GIL go
+ * must win it back, and beside the pipeline's main thread (decoding, windows) each win
+ * waited: the offline pipeline's worker took 38.7 us of wall time per window for 32.7 us
+ * of CPU. The matmuls are NumPy's own OpenBLAS sgemm, found by fused.py through
+ * threadpoolctl and handed over once (set_sgemm); without it the NumPy pass runs.
+ *
+ * Steps and layout as in fused.py: activations are columns (one per window, or per
+ * sample of z, sample-major) ending in a row of ones, each layer's kernel transposed
+ * with its bias as the last column. */
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111 };
+typedef void sgemm64_fn(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
+                        int64_t, float, float *, int64_t);
+typedef void sgemm32_fn(int, int, int, int32_t, int32_t, int32_t, float, const float *, int32_t, const float *,
+                        int32_t, float, float *, int32_t);
+static void *sgemm_ptr = NULL;
+static int sgemm_ilp64 = 0;
+
+/* c (m, n) = a (m, k) @ b (k, n), all row-major and contiguous. */
+static void matmul(const float *a, const float *b, float *c, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) {
+    if (sgemm_ilp64)
+        ((sgemm64_fn *)sgemm_ptr)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+    else
+        ((sgemm32_fn *)sgemm_ptr)(ROW_MAJOR, NO_TRANS, NO_TRANS, (int32_t)m, (int32_t)n, (int32_t)k, 1.0f, a,
+                                  (int32_t)k, b, (int32_t)n, 0.0f, c, (int32_t)n);
+}
+
+/* out[:-1] = relu(w @ h) for w (rows, cols), h (cols, n); out[-1] = 1. */
+static void dense_relu(const float *w, Py_ssize_t rows, Py_ssize_t cols, const float *h, float *out, Py_ssize_t n) {
+    matmul(w, h, out, rows, n, cols);
+    Py_ssize_t cells = rows * n;
+    for (Py_ssize_t i = 0; i < cells; i++)
+        out[i] = out[i] < 0.0f ? 0.0f : out[i]; /* a NaN stays NaN, as in np.maximum */
+    for (Py_ssize_t j = 0; j < n; j++)
+        out[cells + j] = 1.0f;
+}
+
+typedef struct {
+    const float *w;
+    Py_ssize_t rows, cols;
+} layer;
+
+enum { MAX_LAYERS = 16 };
+
+typedef struct {
+    layer enc[MAX_LAYERS], dec[MAX_LAYERS], head, out;
+    int n_enc, n_dec;
+    const float *eps; /* (K, L) */
+    Py_ssize_t D, K, L;
+    float min_var;
+} net;
+
+/* One sample's z row: mean + sd * eps, the product rounded before the sum as in NumPy's
+ * two passes (no fused multiply-add), so both paths draw the same z. */
+__attribute__((optimize("fp-contract=off"))) static void sample_z(float *restrict z, const float *restrict mean,
+                                                                  const float *restrict sd, float eps, Py_ssize_t b) {
+    for (Py_ssize_t j = 0; j < b; j++)
+        z[j] = sd[j] * eps + mean[j];
+}
+
+/* Floats of work a pass over b windows takes (each piece rounded up to 16 floats, 64 bytes). */
+static Py_ssize_t round16(Py_ssize_t v) { return (v + 15) / 16 * 16; }
+static Py_ssize_t work_floats(const net *m, Py_ssize_t b) {
+    Py_ssize_t n = m->L * b, total = round16((2 * m->D + 1) * b) + round16(2 * m->K * b) + round16(2 * b);
+    for (int i = 0; i < m->n_enc; i++)
+        total += round16((m->enc[i].rows + 1) * b);
+    total += round16((m->K + 1) * n);
+    for (int i = 0; i < m->n_dec; i++)
+        total += round16((m->dec[i].rows + 1) * n);
+    total += round16(2 * m->D * n) + 3 * round16(n) + round16(2 * n);
+    return total;
+}
+
+/* Scores of b windows x (b, D) into score; bad[j] = 1 where a sample's likelihood came out
+ * not finite (the caller redoes those windows the exact NumPy way). */
+static void forward_pass(const net *m, const float *x, const double *mean, const double *scale, Py_ssize_t b,
+                         float *work, double *score, uint8_t *bad) {
+    const Py_ssize_t D = m->D, K = m->K, L = m->L, n = L * b;
+    float *p = work;
+    float *inp = p; p += round16((2 * D + 1) * b);
+    float *head = p; p += round16(2 * K * b);
+    double *n_obs = (double *)p; p += round16(2 * b);
+    /* [x0; mask; 1]: x transposed, a missing (non-finite) cell 0 with mask 0. With mean
+     * and scale, x is raw and scaled first as core/scaler.py's Scaler.transform does: in
+     * float64, clipped to float32's range (an infinite reading becomes the largest value,
+     * not a missing one), rounded once. */
+    int missing = 0;
+    for (Py_ssize_t j = 0; j < b; j++)
+        n_obs[j] = 0.0;
+    for (Py_ssize_t d = 0; d < D; d++) {
+        float *x0 = inp + d * b, *mk = inp + (D + d) * b;
+        for (Py_ssize_t j = 0; j < b; j++) {
+            float v = x[j * D + d];
+            if (mean) {
+                double z = ((double)v - mean[d]) / scale[d];
+                v = (float)(z < -FLT_MAX ? -FLT_MAX : z > FLT_MAX ? FLT_MAX : z);
+            }
+            int ok = isfinite(v);
+            x0[j] = ok ? v : 0.0f;
+            mk[j] = ok ? 1.0f : 0.0f;
+            n_obs[j] += ok;
+            missing |= !ok;
+        }
+    }
+    for (Py_ssize_t j = 0; j < b; j++)
+        inp[2 * D * b + j] = 1.0f;
+    const float *h = inp;
+    for (int i = 0; i < m->n_enc; i++) {
+        float *o = p; p += round16((m->enc[i].rows + 1) * b);
+        dense_relu(m->enc[i].w, m->enc[i].rows, m->enc[i].cols, h, o, b);
+        h = o;
+    }
+    matmul(m->head.w, h, head, 2 * K, b, m->head.cols);
+    /* z = mean + sd * eps_l, sd = e^(logvar / 2) */
+    float *z = p; p += round16((K + 1) * n);
+    for (Py_ssize_t k = 0; k < K; k++) {
+        float *sd = head + (K + k) * b;
+        for (Py_ssize_t j = 0; j < b; j++)
+            sd[j] = (float)exp((double)(0.5f * sd[j])); /* as fused.py: e^ in float64, rounded once */
+        for (Py_ssize_t l = 0; l < L; l++)
+            sample_z(z + k * n + l * b, head + k * b, sd, m->eps[k * L + l], b);
+    }
+    for (Py_ssize_t c = 0; c < n; c++)
+        z[K * n + c] = 1.0f;
+    const float *g = z;
+    for (int i = 0; i < m->n_dec; i++) {
+        float *o = p; p += round16((m->dec[i].rows + 1) * n);
+        dense_relu(m->dec[i].w, m->dec[i].rows, m->dec[i].cols, g, o, n);
+        g = o;
+    }
+    float *out = p; p += round16(2 * D * n);
+    matmul(m->out.w, g, out, 2 * D, n, m->out.cols);
+    columns cols = {p, p + round16(n), p + 2 * round16(n)};
+    p += 3 * round16(n);
+    double *total = (double *)p;
+    kernel(out, inp, missing ? inp + D * b : NULL, total, NULL, cols, D, L, b, m->min_var);
+    /* log p(x_obs | z_l) = -(total + log(2 pi) n_obs) / 2; the score is -log mean_l of its
+     * exp, rescaled to the full window's D cells, rounded to float32 as the graph returns it */
+    const double log_2pi = 1.8378770664093453, log_L = log((double)L);
+    for (Py_ssize_t j = 0; j < b; j++) {
+        double top = -INFINITY;
+        int finite = 1, has_nan = 0;
+        for (Py_ssize_t l = 0; l < L; l++) {
+            double lp = -0.5 * (total[l * b + j] + log_2pi * n_obs[j]);
+            finite &= isfinite(lp);
+            has_nan |= isnan(lp);
+            top = lp > top ? lp : top;
+        }
+        if (has_nan || !isfinite(top))
+            top = 0.0;
+        double sum = 0.0;
+        for (Py_ssize_t l = 0; l < L; l++)
+            sum += exp(-0.5 * (total[l * b + j] + log_2pi * n_obs[j]) - top);
+        double lse = log(sum) + top;
+        score[j] = n_obs[j] > 0 ? (double)(float)(-(lse - log_L) * (double)D / n_obs[j]) : NAN;
+        bad[j] = !finite;
+    }
+}
+
 /* -- Python binding: buffers in, checked for type, shape and contiguity ------------- */
 
 static int get(PyObject *obj, Py_buffer *view, int writable, char type, int ndim, const char *name) {
@@ -197,7 +359,7 @@ static int get(PyObject *obj, Py_buffer *view, int writable, char type, int ndim
     int native = len == 1 || (len == 2 && (f[0] == '=' || f[0] == '@' || f[0] == (PY_LITTLE_ENDIAN ? '<' : '>')));
     if (!native || f[len - 1] != type || view->ndim != ndim) {
         PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D array of %s; got format %s with %d dims", name,
-                     ndim, type == 'f' ? "float32" : "float64", f, view->ndim);
+                     ndim, type == 'f' ? "float32" : type == 'd' ? "float64" : "uint8", f, view->ndim);
         PyBuffer_Release(view);
         return -1;
     }
@@ -270,8 +432,207 @@ release_o:
     return result;
 }
 
+/* The network from Python: (layers, n_enc, eps, min_var), layers the enc kernels, the
+ * head, the dec kernels and the output heads, each (out, in + 1) float32; eps (K, L). */
+typedef struct {
+    net m;
+    Py_buffer views[2 * MAX_LAYERS + 3];
+    int n_views;
+} held_net;
+
+static void release_net(held_net *h) {
+    for (int i = 0; i < h->n_views; i++)
+        PyBuffer_Release(&h->views[i]);
+    h->n_views = 0;
+}
+
+static int hold_net(held_net *h, PyObject *layers, int n_enc, PyObject *eps_obj, float min_var, Py_ssize_t D) {
+    h->n_views = 0;
+    if (!PyTuple_Check(layers)) {
+        PyErr_SetString(PyExc_TypeError, "forward: layers must be a tuple of float32 arrays");
+        return -1;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(layers);
+    int n_dec = (int)count - n_enc - 2;
+    if (n_enc < 0 || n_dec < 0 || n_enc > MAX_LAYERS || n_dec > MAX_LAYERS) {
+        PyErr_SetString(PyExc_ValueError, "forward: layers must be enc..., head, dec..., out (at most 16 of each)");
+        return -1;
+    }
+    net *m = &h->m;
+    m->n_enc = n_enc;
+    m->n_dec = n_dec;
+    m->D = D;
+    m->min_var = min_var;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_buffer *v = &h->views[h->n_views];
+        if (get(PyTuple_GET_ITEM(layers, i), v, 0, 'f', 2, "a layer") < 0)
+            goto fail;
+        h->n_views++;
+        layer ly = {v->buf, v->shape[0], v->shape[1]};
+        if (i < n_enc)
+            m->enc[i] = ly;
+        else if (i == n_enc)
+            m->head = ly;
+        else if (i < count - 1)
+            m->dec[i - n_enc - 1] = ly;
+        else
+            m->out = ly;
+    }
+    Py_buffer *e = &h->views[h->n_views];
+    if (get(eps_obj, e, 0, 'f', 2, "eps") < 0)
+        goto fail;
+    h->n_views++;
+    m->eps = e->buf;
+    m->K = e->shape[0];
+    m->L = e->shape[1];
+    /* each layer takes the one before it, plus the row of ones */
+    Py_ssize_t in = 2 * D + 1;
+    for (int i = 0; i < n_enc; in = m->enc[i].rows + 1, i++)
+        if (m->enc[i].cols != in)
+            goto shapes;
+    if (m->head.cols != in || m->head.rows != 2 * m->K)
+        goto shapes;
+    in = m->K + 1;
+    for (int i = 0; i < n_dec; in = m->dec[i].rows + 1, i++)
+        if (m->dec[i].cols != in)
+            goto shapes;
+    if (m->out.cols != in || m->out.rows != 2 * D || m->L < 1)
+        goto shapes;
+    if (!(min_var >= FLT_MIN && min_var <= FLT_MAX)) {
+        PyErr_Format(PyExc_ValueError, "forward: min_var must be a normal float32; got %g", (double)min_var);
+        goto fail;
+    }
+    return 0;
+shapes:
+    PyErr_SetString(PyExc_ValueError, "forward: the layers' shapes do not chain (each (out, in + 1), head (2K, .), out (2D, .))");
+fail:
+    release_net(h);
+    return -1;
+}
+
+PyDoc_STRVAR(forward_doc,
+             "forward(x, layers, n_enc, eps, min_var, work, score, bad, mean=None, scale=None)\n--\n\n"
+             "Scores of windows x (b, D) float32 (non-finite = missing) into score (b,) float64,\n"
+             "x scaled first, (x - mean) / scale in float64 clipped to float32, where mean and\n"
+             "scale (D,) float64 are given;\n"
+             "with bad (b,) uint8 set where a sample's likelihood was not finite (redo those the\n"
+             "exact NumPy way). layers: the enc kernels, the head, the dec kernels and the output\n"
+             "heads in fused.py's layout; eps (K, L) float32; work float32 of at least\n"
+             "forward_work(layers, n_enc, eps, D, b) elements. No GIL is held while it runs.\n"
+             "Needs set_sgemm first.");
+
+static PyObject *forward(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs) {
+    PyObject *x_obj, *layers, *eps_obj, *work_obj, *score_obj, *bad_obj, *mean_obj = Py_None, *scale_obj = Py_None;
+    int n_enc;
+    float min_var;
+    static char *keywords[] = {"x", "layers", "n_enc", "eps", "min_var", "work", "score", "bad", "mean", "scale", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOiOfOOO|OO:forward", keywords, &x_obj, &layers, &n_enc, &eps_obj,
+                                     &min_var, &work_obj, &score_obj, &bad_obj, &mean_obj, &scale_obj))
+        return NULL;
+    if ((mean_obj == Py_None) != (scale_obj == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "forward: mean and scale go together");
+        return NULL;
+    }
+    int scaled = mean_obj != Py_None;
+    if (!sgemm_ptr) {
+        PyErr_SetString(PyExc_RuntimeError, "forward: no sgemm (call set_sgemm first)");
+        return NULL;
+    }
+    Py_buffer x, work, score, bad, mean, scale;
+    held_net h;
+    PyObject *result = NULL;
+    if (get(x_obj, &x, 0, 'f', 2, "x") < 0)
+        return NULL;
+    if (hold_net(&h, layers, n_enc, eps_obj, min_var, x.shape[1]) < 0)
+        goto release_x;
+    if (get(work_obj, &work, 1, 'f', 1, "work") < 0)
+        goto release_net;
+    if (get(score_obj, &score, 1, 'd', 1, "score") < 0)
+        goto release_work;
+    if (get(bad_obj, &bad, 1, 'B', 1, "bad") < 0)
+        goto release_score;
+    if (scaled && get(mean_obj, &mean, 0, 'd', 1, "mean") < 0)
+        goto release_bad;
+    if (scaled && get(scale_obj, &scale, 0, 'd', 1, "scale") < 0)
+        goto release_mean;
+    Py_ssize_t b = x.shape[0];
+    if (score.shape[0] != b || bad.shape[0] != b) {
+        PyErr_SetString(PyExc_ValueError, "forward: score and bad must have one element per window");
+        goto release_scale;
+    }
+    if (scaled && (mean.shape[0] != h.m.D || scale.shape[0] != h.m.D)) {
+        PyErr_SetString(PyExc_ValueError, "forward: mean and scale must have one element per cell of a window");
+        goto release_scale;
+    }
+    if (work.shape[0] < work_floats(&h.m, b)) {
+        PyErr_Format(PyExc_ValueError, "forward: work has %zd floats; %zd windows need %zd", work.shape[0], b,
+                     work_floats(&h.m, b));
+        goto release_scale;
+    }
+    if (b > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        forward_pass(&h.m, x.buf, scaled ? mean.buf : NULL, scaled ? scale.buf : NULL, b, work.buf, score.buf, bad.buf);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_NewRef(Py_None);
+release_scale:
+    if (scaled)
+        PyBuffer_Release(&scale);
+release_mean:
+    if (scaled)
+        PyBuffer_Release(&mean);
+release_bad:
+    PyBuffer_Release(&bad);
+release_score:
+    PyBuffer_Release(&score);
+release_work:
+    PyBuffer_Release(&work);
+release_net:
+    release_net(&h);
+release_x:
+    PyBuffer_Release(&x);
+    return result;
+}
+
+PyDoc_STRVAR(forward_work_doc, "forward_work(layers, n_enc, eps, D, b)\n--\n\n"
+                               "Floats of work forward() takes for b windows of D cells.");
+
+static PyObject *forward_work(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *layers, *eps_obj;
+    int n_enc;
+    Py_ssize_t D, b;
+    if (!PyArg_ParseTuple(args, "OiOnn:forward_work", &layers, &n_enc, &eps_obj, &D, &b))
+        return NULL;
+    held_net h;
+    if (hold_net(&h, layers, n_enc, eps_obj, 1.0f, D) < 0)
+        return NULL;
+    Py_ssize_t floats = work_floats(&h.m, b);
+    release_net(&h);
+    return PyLong_FromSsize_t(floats);
+}
+
+PyDoc_STRVAR(set_sgemm_doc, "set_sgemm(address, ilp64)\n--\n\n"
+                            "The address of a cblas_sgemm (64-bit integers if ilp64) for forward().");
+
+static PyObject *set_sgemm(PyObject *Py_UNUSED(module), PyObject *args) {
+    unsigned long long address;
+    int ilp64;
+    if (!PyArg_ParseTuple(args, "Kp:set_sgemm", &address, &ilp64))
+        return NULL;
+    if (!address) {
+        PyErr_SetString(PyExc_ValueError, "set_sgemm: a null address");
+        return NULL;
+    }
+    sgemm_ptr = (void *)(uintptr_t)address;
+    sgemm_ilp64 = ilp64;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"nll", (PyCFunction)(void (*)(void))nll, METH_VARARGS | METH_KEYWORDS, nll_doc},
+    {"forward", (PyCFunction)(void (*)(void))forward, METH_VARARGS | METH_KEYWORDS, forward_doc},
+    {"forward_work", forward_work, METH_VARARGS, forward_work_doc},
+    {"set_sgemm", set_sgemm, METH_VARARGS, set_sgemm_doc},
     {NULL, NULL, 0, NULL},
 };
 

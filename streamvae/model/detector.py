@@ -20,7 +20,7 @@ import numpy.typing as npt
 from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
-from streamvae.model.fused import CHUNK, make_scorer
+from streamvae.model.fused import CHUNK, Cells, FusedScorer, make_scorer
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 
@@ -101,6 +101,7 @@ class VAEDetector:
         self.fit_info_: dict[str, Any] = {}
         self.version_: str | None = None
         self._scorer: GraphScorer | None = None
+        self._cells_of: tuple[Scaler, Any, Cells] | None = None  # see _cells
 
     # -- checks -----------------------------------------------------------------
     def _windows(self, X: npt.ArrayLike) -> np.ndarray:
@@ -118,6 +119,16 @@ class VAEDetector:
         if self._scorer is None or self._scorer.vae is not self.vae_:  # the fused scorer holds a copy of the weights
             self._scorer = make_scorer(self.vae_)
         return self.scaler_, self._scorer
+
+    def _cells(self, scaler: Scaler) -> Cells:
+        """The scaler per cell of a flattened window, for :meth:`FusedScorer.scores`
+        (tiled once per scaler)."""
+        cached = self._cells_of
+        if cached is None or cached[0] is not scaler or cached[1] is not scaler.mean_:
+            w = self.config.window
+            cells = (np.tile(np.asarray(scaler.mean_, np.float64), w), np.tile(np.asarray(scaler.scale_, np.float64), w))
+            cached = self._cells_of = (scaler, scaler.mean_, cells)
+        return cached[2]
 
     @property
     def names(self) -> list[str]:
@@ -175,6 +186,8 @@ class VAEDetector:
         if len(x) == 0:
             f = self.config.n_features
             return ScoreOutput(np.empty(0), np.empty((0, f), np.float32) if detail else None, np.empty(0) if detail else None)
+        if not detail and isinstance(scorer, FusedScorer):  # scaled inside, per chunk
+            return ScoreOutput(scorer.scores(x.reshape(len(x), -1), self._cells(scaler)), None, None)
         chunks = (x[i : i + SCORE_CHUNK] for i in range(0, len(x), SCORE_CHUNK))
         parts = [scorer(scaler.transform(c).reshape(len(c), -1), detail) for c in chunks]
         if not detail:

@@ -8,6 +8,7 @@ only lays the same computation out for a CPU (see :class:`FusedScorer`).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import math
 import threading
@@ -32,13 +33,53 @@ def _load_tail() -> ModuleType | None:
         return None
 
 
+def _bind_sgemm(tail: ModuleType | None) -> bool:
+    """Hand NumPy's own OpenBLAS ``cblas_sgemm`` to the C forward pass (``_tail.forward``).
+
+    threadpoolctl names the library file NumPy loaded (and limits its threads, see
+    :func:`streamvae.model.configure_threads`); a ``64_`` suffix marks its 64-bit-integer
+    interface. False where there is no C tail or no OpenBLAS with a CBLAS sgemm: then the
+    NumPy pass scores, with the same results."""
+    if tail is None or not hasattr(tail, "set_sgemm"):
+        return False
+    from threadpoolctl import threadpool_info
+
+    for info in threadpool_info():
+        if info.get("internal_api") != "openblas":
+            continue
+        try:
+            lib = ctypes.CDLL(info["filepath"])
+        except OSError:
+            continue
+        for name, ilp64 in (("scipy_cblas_sgemm64_", True), ("cblas_sgemm64_", True), ("scipy_cblas_sgemm", False), ("cblas_sgemm", False)):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                tail.set_sgemm(ctypes.cast(fn, ctypes.c_void_p).value, ilp64)
+                return True
+    return False
+
+
 TAIL = _load_tail()
+FORWARD = _bind_sgemm(TAIL)  # the whole scores-only pass in C, without the GIL
 # Windows per pass: ~22 MB of work arrays per thread at W*F=256, L=10. Alone, 64-512
 # measure alike; beside the pipeline's main thread, fewer passes mean fewer waits for the
 # GIL between NumPy calls: the offline pipeline's worker took 40.1 us of wall time per
 # window at 128, 37.5 at 256 and 35.4 at 512 (29-30 us of CPU in each).
 CHUNK = 512
 FAST_MIN_VAR = 1.0 / 16  # the fast variance form is exact to ~2e-7 / min_var (relative); below this, the exact form
+
+
+# A scaler as the C pass takes it: per cell of a flattened window, mean and scale
+# (float64, (W*F,)); the window is scaled as (x - mean) / scale in float64, clipped to
+# float32's range (core/scaler.py's Scaler.transform).
+Cells = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _scaled(x: F32, cells: Cells) -> F32:
+    """``x`` scaled by ``cells`` in NumPy, as the C pass does it."""
+    mean, scale = cells
+    return np.clip((x.astype(np.float64) - mean) / scale, -_F32_MAX, _F32_MAX).astype(np.float32)
 
 
 def _augment(kernel: npt.NDArray[Any], bias: npt.NDArray[Any]) -> F32:
@@ -109,12 +150,15 @@ class _Kernel:
         # The NumPy fast form needs + min_var in the variance head's bias; the C tail and
         # the exact form take the head as it is.
         self.folded = self.tail is None and cfg.min_var >= FAST_MIN_VAR
+        self.forward = self.tail is not None and FORWARD  # scores-only passes in one C call
         self.exact = self.tail is None and not self.folded  # the exact NumPy form from the first pass
         self._net = _Net(vae, fold_min_var=self.folded)
         self._epsT = np.ascontiguousarray(eps.T, dtype=np.float32)  # (latent, L)
         self._exp_min_var = np.float32(math.exp(cfg.min_var))
         self._ones = np.ones(cfg.input_dim, np.float32)
         self._local = threading.local()
+        net = self._net
+        self._layers = (*net.enc, net.head, *net.dec, net.out)
 
     def _work(self) -> _Work:
         work: _Work | None = getattr(self._local, "work", None)
@@ -123,9 +167,47 @@ class _Kernel:
             work = self._local.work = _Work(self._net, cfg.input_dim, cfg.latent, self.n_samples, self.chunk)
         return work
 
+    def _forward_work(self) -> F32:
+        """This thread's work array for :meth:`_forward` (one block of ``chunk`` windows)."""
+        work: F32 | None = getattr(self._local, "forward", None)
+        if work is None:
+            assert self.tail is not None
+            size = self.tail.forward_work(self._layers, len(self._net.enc), self._epsT, self.cfg.input_dim, self.chunk)
+            work = self._local.forward = np.empty(size, np.float32)
+        return work
+
+    def _forward(self, x: F32, score: npt.NDArray[np.float64], cells: Cells | None) -> None:
+        """Scores of at most ``chunk`` windows in one C call (_tail.c's forward), scaling
+        them first with ``cells``; the windows whose likelihood came out not finite go
+        again through the exact form."""
+        assert self.tail is not None
+        bad = np.empty(len(x), np.uint8)
+        mean, scale = cells if cells is not None else (None, None)
+        self.tail.forward(x, self._layers, len(self._net.enc), self._epsT, self.cfg.min_var, self._forward_work(),
+                          score, bad, mean, scale)
+        if bad.any():
+            redo = np.flatnonzero(bad)
+            again = np.empty(len(redo))
+            xr = x[redo] if cells is None else _scaled(x[redo], cells)
+            with np.errstate(all="ignore"):
+                self._chunk(xr, True, again, None, None)
+            score[redo] = again
+
+    def scores(self, x: np.ndarray, cells: Cells | None = None) -> npt.NDArray[np.float64]:
+        """Scores alone; ``cells``: x is raw, to be scaled per cell first (see :data:`Cells`)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.forward:
+            return self.score(x if cells is None else _scaled(x, cells), detail=False).score
+        score = np.empty(len(x))
+        for lo in range(0, len(x), self.chunk):
+            self._forward(x[lo : lo + self.chunk], score[lo : lo + self.chunk], cells)
+        return score
+
     def score(self, x: np.ndarray, detail: bool) -> ScoreOutput:
-        x = np.asarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         b, f = len(x), self.cfg.n_features
+        if self.forward and not detail:
+            return ScoreOutput(self.scores(x), None, None)
         score = np.empty(b)
         shares = np.empty((b, f), np.float32) if detail else None
         mse = np.empty(b) if detail else None
@@ -202,7 +284,10 @@ class _Kernel:
         for i, w in enumerate(self._net.enc):
             h = _dense_relu(w, h, work.view(f"enc{i}", w.shape[0] + 1, b))
         head = self._net.head @ h  # (2 latent, b)
-        return x0T, maskf, n_obs, head[:K], np.exp(np.float32(0.5) * head[K:])
+        # sd in float64, rounded once: NumPy's float32 exp is not correctly rounded and
+        # libm's is, so the C pass (_tail.c's forward) draws bit-identical z.
+        sd = np.exp(np.float32(0.5) * head[K:], dtype=np.float64).astype(np.float32)
+        return x0T, maskf, n_obs, head[:K], sd
 
     def _decode(self, z: F32, work: _Work, rows: int) -> F32:
         """The first ``rows`` rows of [mean; var head] for latent columns ``z`` (latent + 1, n)."""
@@ -340,7 +425,15 @@ class FusedScorer(GraphScorer):
       NumPy's float32 log1p is ~10x slower than its log), exact to ~2e-7 / min_var; and
       sum_d log var_d as the log of products of 8 variances;
     - no op dispatch, no float64 pass over the (L, B, D) cells, work arrays reused, and
-      the windows go through in chunks of ``chunk`` so those arrays stay in cache.
+      the windows go through in chunks of ``chunk`` so those arrays stay in cache;
+    - a scores-only call (``detail=False``, and :meth:`scores`, the pipeline's every
+      window) runs each chunk as ONE C call that holds no GIL from the scaling of the raw
+      windows to the last score (:attr:`whole_pass`, _tail.c's ``forward``, with NumPy's
+      own OpenBLAS sgemm): the NumPy pass is ~40 calls, and beside the pipeline's main
+      thread each one that lets the GIL go waited to win it back (the offline pipeline's
+      worker: 38.7 us of wall time per window for 32.7 us of CPU; now 27-29 for 27-29).
+      The same numbers, bit for bit: both draw z the same way, and the NumPy pass takes
+      the posterior's sd as e^x in float64 rounded once, as C does.
 
     A window whose likelihood comes out not finite (a variance of inf or NaN in C; in
     NumPy, also the exp or a product overflowed; or the window itself is absurd) is
@@ -353,13 +446,14 @@ class FusedScorer(GraphScorer):
     """
 
     def __init__(self, vae: VAE, n_samples: int | None = None, seed: int | None = None, chunk: int = CHUNK,
-                 native: bool = True) -> None:
+                 native: bool = True, whole_pass: bool = True) -> None:
         super().__init__(vae, n_samples, seed)
         if vae.cfg.activation != "relu":
             raise ValueError(f"FusedScorer computes relu networks only; this one uses {vae.cfg.activation!r} (use GraphScorer)")
         self.chunk = int(chunk)
         self.native = bool(native)
         self._kernel = _Kernel(vae, self.eps, self.chunk, TAIL if self.native else None)
+        self._kernel.forward &= bool(whole_pass)
 
     @property
     def tail(self) -> str:
@@ -367,9 +461,23 @@ class FusedScorer(GraphScorer):
         or the extension was not built)."""
         return "NumPy" if self._kernel.tail is None else "C"
 
+    @property
+    def whole_pass(self) -> bool:
+        """Whether a scores-only call runs as one C call without the GIL (_tail.c's
+        ``forward``): the C tail is in use, NumPy's OpenBLAS was found, and
+        ``whole_pass=False`` was not asked for (that runs the NumPy pass with the C tail)."""
+        return self._kernel.forward
+
     def __call__(self, x: np.ndarray, detail: bool = True) -> ScoreOutput:
         """Score flattened scaled windows (B, W*F), NaN = missing; see :meth:`GraphScorer.__call__`."""
         return self._kernel.score(x, detail)
+
+    def scores(self, x: np.ndarray, cells: Cells) -> npt.NDArray[np.float64]:
+        """Scores alone of flattened RAW windows (B, W*F), scaled first per cell by
+        ``cells`` (:data:`Cells`): the same numbers as ``self(scaled, detail=False).score``.
+        With :attr:`whole_pass` the scaling happens inside the C pass, so the caller's
+        thread runs no NumPy pass of its own over the windows."""
+        return self._kernel.scores(x, cells)
 
     def warmup(self, max_batch: int = MAX_BUCKET) -> None:
         """Allocate this thread's work arrays and touch them once."""

@@ -5,7 +5,8 @@ and the formula in streamvae/model/score.py's docstring: every cell's log-likeli
 then log-mean-exp over the L samples. Random windows with missing cells, a window with
 none observed, absurd values, and weights that push the fast form of the variance past
 exp's range (those windows are redone the exact way). Each fused check runs with both
-elementwise tails, the C one (streamvae/model/_tail.c) and NumPy's (``native=False``).
+elementwise tails, the C one (streamvae/model/_tail.c) and NumPy's (``native=False``), and
+with the C tail both as one C pass for scores-only calls and inside the NumPy pass.
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ from streamvae.model.score import GraphScorer
 from streamvae.model.vae import LOG_2PI, VAE, VAEConfig
 
 RTOL = 1e-5  # float32 through the network, float64 in the reference
-TAILS = [True, False]  # FusedScorer(native=...): the C tail (where built), the NumPy tail
+# FusedScorer's three builds: scores-only calls as one C pass (where the C tail is built
+# and NumPy's OpenBLAS found), the NumPy pass with the C tail, the NumPy pass with NumPy's
+BUILDS = {"C pass": {"native": True}, "C tail": {"native": True, "whole_pass": False}, "NumPy tail": {"native": False}}
 
 
-@pytest.fixture(params=TAILS, ids=["C tail", "NumPy tail"])
-def native(request: pytest.FixtureRequest) -> bool:
-    """Which elementwise tail the fused scorer uses. Where the C one is not built, its
-    cases skip; test_tail.py fails instead wherever a C compiler could have built it."""
-    if request.param and TAIL is None:
+@pytest.fixture(params=list(BUILDS))
+def build(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """FusedScorer's keyword arguments for one of its builds. Where the C tail is not
+    built, the C cases skip; test_tail.py fails instead wherever a C compiler could have
+    built it (and wherever the C pass could run but does not)."""
+    kwargs = BUILDS[request.param]
+    if kwargs["native"] and TAIL is None:
         pytest.skip("streamvae.model._tail is not built (test_tail.py says whether it should be)")
-    return bool(request.param)
+    return kwargs
 
 
 def reference(vae: VAE, eps: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,11 +99,11 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_fused_and_graph_match_the_reference(name: str, native: bool) -> None:
+def test_fused_and_graph_match_the_reference(name: str, build: dict[str, bool]) -> None:
     vae = VAE(CONFIGS[name])
-    fused, graph = FusedScorer(vae, chunk=16, native=native), GraphScorer(vae)
+    fused, graph = FusedScorer(vae, chunk=16, **build), GraphScorer(vae)
     x = windows(vae.cfg, 40, seed=1)  # 40 windows: chunks of 16, 16 and 8
-    assert fused.tail == ("C" if native else "NumPy")
+    assert fused.tail == ("C" if build["native"] else "NumPy")
     want_score, want_shares, want_mse = reference(vae, graph.eps, x)
     assert np.isnan(want_score[2]) and np.isfinite(np.delete(want_score, 2)).all()
     for got in (fused(x), graph(x)):
@@ -106,6 +111,7 @@ def test_fused_and_graph_match_the_reference(name: str, native: bool) -> None:
         np.testing.assert_allclose(got.score, want_score, rtol=RTOL)
         np.testing.assert_allclose(np.delete(got.shares, 2, axis=0), np.delete(want_shares, 2, axis=0), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(got.mse, want_mse, rtol=RTOL)
+    np.testing.assert_array_equal(fused(x, detail=False).score, fused(x).score)  # one computation
     np.testing.assert_allclose(fused.reconstruct(x), graph.reconstruct(x), rtol=1e-5, atol=1e-5)
 
 
@@ -124,12 +130,12 @@ def test_trained_detector_scores_as_the_reference(detector: VAEDetector, heldout
     np.testing.assert_allclose(GraphScorer.__call__(scorer, flat).score, out.score, rtol=RTOL)
 
 
-def test_a_variance_beyond_exps_range_is_redone_exactly(native: bool) -> None:
+def test_a_variance_beyond_exps_range_is_redone_exactly(build: dict[str, bool]) -> None:
     vae = VAE(tiny_config())
     w = vae.get_weights()
     w["x_var_raw.bias"] = np.where(np.arange(len(w["x_var_raw.bias"])) % 5 == 0, 120.0, 0.0).astype(np.float32)
     vae.set_weights(w)  # before the scorer is built: it copies the weights
-    fused = FusedScorer(vae, native=native)
+    fused = FusedScorer(vae, **build)
     x = windows(vae.cfg, 20, seed=2)
     with np.errstate(over="ignore"):
         assert np.isinf(np.exp(np.float32(120.0 + vae.cfg.min_var)))  # the fast form's e^(raw + min_var)
@@ -138,11 +144,12 @@ def test_a_variance_beyond_exps_range_is_redone_exactly(native: bool) -> None:
     assert got.shares is not None
     np.testing.assert_allclose(got.score, want, rtol=RTOL)
     np.testing.assert_allclose(np.delete(got.shares, 2, axis=0), np.delete(want_shares, 2, axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(fused(x, detail=False).score, got.score)
 
 
-def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch(native: bool) -> None:
+def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch(build: dict[str, bool]) -> None:
     vae = VAE(tiny_config())
-    fused = FusedScorer(vae, chunk=8, native=native)
+    fused = FusedScorer(vae, chunk=8, **build)
     x = windows(vae.cfg, 30, seed=3)
     lean, full = fused(x, detail=False), fused(x)
     assert lean.shares is None and lean.mse is None
@@ -153,12 +160,13 @@ def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch(nat
     np.testing.assert_allclose(fused(x[perm], detail=False).score, lean.score[perm], rtol=1e-6)
 
 
-def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan(native: bool) -> None:
+def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan(build: dict[str, bool]) -> None:
     vae = VAE(tiny_config())
-    fused, graph = FusedScorer(vae, native=native), GraphScorer(vae)
+    fused, graph = FusedScorer(vae, **build), GraphScorer(vae)
     x = windows(vae.cfg, 6, seed=4)
     x[0, 3], x[1, 4], x[3, 0] = 3.0e38, -1.0e20, 1.0e19
     got, nan = fused(x).score, np.isnan(graph(x).score)
+    np.testing.assert_array_equal(fused(x, detail=False).score, got)
     with np.errstate(all="ignore"):
         want = reference(vae, graph.eps, x)[0]
     np.testing.assert_array_equal(np.isnan(got), nan)
@@ -170,9 +178,9 @@ def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan(native: bo
     np.testing.assert_allclose(got[~nan & ~big], want[~nan & ~big], rtol=RTOL)
 
 
-def test_threads_score_with_their_own_work_arrays(native: bool) -> None:
+def test_threads_score_with_their_own_work_arrays(build: dict[str, bool]) -> None:
     vae = VAE(tiny_config())
-    fused = FusedScorer(vae, chunk=8, native=native)
+    fused = FusedScorer(vae, chunk=8, **build)
     xs = [windows(vae.cfg, 25, seed=s) for s in range(4)]
     want = [fused(x, detail=False).score for x in xs]
     got: dict[int, list[np.ndarray]] = {}

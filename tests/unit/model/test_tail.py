@@ -1,5 +1,6 @@
 """The C tail (streamvae/model/_tail.c): built where it can be, and the same numbers as
-the NumPy tail and the float64 definition.
+the NumPy tail and the float64 definition; and the whole scores-only pass in C (its
+``forward``): the same numbers as the NumPy pass, bit for bit, with no GIL held.
 
 test_score_equivalence.py runs every fused check with both tails; here: that the build
 happened (a fresh clone + scripts/setup must compile it wherever there is a compiler, or
@@ -12,6 +13,8 @@ from __future__ import annotations
 import platform
 import shutil
 import sysconfig
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ import pytest
 
 from conftest import tiny_config
 from streamvae.model.detector import VAEDetector
-from streamvae.model.fused import FAST_MIN_VAR, TAIL, FusedScorer
+from streamvae.model.fused import FAST_MIN_VAR, TAIL, FusedScorer, _Kernel
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import VAE
 from test_score_equivalence import RTOL, reference, windows
@@ -170,3 +173,123 @@ def test_the_kernel_refuses_what_it_cannot_read() -> None:
         TAIL.nll(o, x0, None, np.empty(6).view(np.int64), None, 0.5)
     TAIL.nll(o, x0, None, total, None, 0.5)
     np.testing.assert_allclose(total, 4 * np.log(0.5 + np.log(2.0)), rtol=1e-6)
+
+
+# -- the whole pass in C (forward) ----------------------------------------------------
+
+
+def _openblas_loaded() -> bool:
+    from threadpoolctl import threadpool_info
+
+    return any(i.get("internal_api") == "openblas" for i in threadpool_info())
+
+
+@needs_tail
+def test_the_c_pass_scores_where_numpy_has_openblas(detector: VAEDetector) -> None:
+    """Without it the pipeline's worker waits for the GIL between ~40 NumPy calls a pass;
+    a silent fallback would cost the offline pipeline ~20% (scripts/bench_e2e.py)."""
+    if not _openblas_loaded():
+        pytest.skip("NumPy was built without OpenBLAS: scores-only calls run the NumPy pass")
+    scorer = detector._fitted()[1]
+    assert isinstance(scorer, FusedScorer) and scorer.whole_pass
+    assert not FusedScorer(scorer.vae, whole_pass=False).whole_pass
+    assert not FusedScorer(scorer.vae, native=False).whole_pass
+
+
+@needs_tail
+@pytest.mark.parametrize("min_var", [0.01, 0.5], ids=["below FAST_MIN_VAR", "above"])
+@pytest.mark.parametrize("batch", [1, 7, 128, 300, 1100])
+def test_the_c_pass_scores_as_the_numpy_pass_bit_for_bit(batch: int, min_var: float) -> None:
+    """Missing cells, a window with nothing observed (NaN), absurd values whose likelihood
+    overflows (redone the exact way), and batches across the 512-window chunks."""
+    vae = VAE(tiny_config(min_var=min_var))
+    whole, numpy_pass = FusedScorer(vae), FusedScorer(vae, whole_pass=False)
+    x = windows(vae.cfg, max(batch, 8), seed=batch)[:batch]
+    x[0, 3] = np.nan
+    if batch > 6:
+        x[5, 2], x[6, 0] = 3.0e38, -1.0e20
+    got = whole(x, detail=False).score
+    np.testing.assert_array_equal(got, numpy_pass(x, detail=False).score)
+    np.testing.assert_array_equal(got, whole(x).score)  # detail=True runs the NumPy pass
+    if batch > 6:  # nothing observed: NaN; the absurd ones as the NumPy pass has them (checked above)
+        assert np.isnan(got[2]) and np.isfinite(got[[0, 1, 3]]).all()
+
+
+@needs_tail
+def test_raw_windows_scaled_in_the_c_pass_score_as_scaled_ones(detector: VAEDetector, heldout_windows: np.ndarray) -> None:
+    """VAEDetector.score hands raw windows to the C pass, which scales them as
+    Scaler.transform does: in float64, clipped to float32 (inf becomes the largest value,
+    not a missing one), NaN missing."""
+    assert detector.scaler_ is not None
+    scaler, scorer = detector._fitted()
+    x = heldout_windows[:40].astype(np.float32)
+    x[1, 3, 0], x[2, 5, 1], x[3, 0, 0], x[4, 7, 1] = np.nan, np.inf, -np.inf, 3.0e38
+    got = detector.score(x, detail=False).score
+    want = scorer(scaler.transform(x).reshape(len(x), -1), detail=False).score
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, detector.score(x).score)
+    assert isinstance(scorer, FusedScorer)
+    slow = FusedScorer(scorer.vae, whole_pass=False)
+    np.testing.assert_array_equal(slow.scores(x.reshape(len(x), -1), detector._cells(scaler)), got)
+
+
+@needs_tail
+def test_the_c_pass_holds_no_gil_while_it_runs() -> None:
+    """The main thread runs Python while a worker thread is inside one forward call."""
+    assert TAIL is not None
+    if not _openblas_loaded():
+        pytest.skip("no OpenBLAS: no C pass")
+    vae = VAE(tiny_config(window=60, encoder=(128, 64), latent=16))
+    kernel = _Kernel(vae, FusedScorer(vae).eps, chunk=512, tail=TAIL)
+    x = windows(vae.cfg, 512, seed=5)
+    args = (x, kernel._layers, len(kernel._net.enc), kernel._epsT, vae.cfg.min_var, kernel._forward_work(),
+            np.empty(512), np.empty(512, np.uint8))
+    inside: list[float] = []
+
+    def call() -> None:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            TAIL.forward(*args)
+            inside.append(time.perf_counter() - t0)
+            inside.append(t0)
+
+    ticks: list[float] = []
+    worker = threading.Thread(target=call)
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    spans = [(inside[i + 1], inside[i + 1] + inside[i]) for i in range(0, len(inside), 2)]
+    # with the GIL held, no tick could fall in the middle half of a call
+    during = [t for a, b in spans for t in ticks if a + (b - a) / 4 < t < b - (b - a) / 4]
+    assert len(during) > 100
+
+
+@needs_tail
+def test_the_c_pass_refuses_what_it_cannot_read() -> None:
+    assert TAIL is not None
+    if not _openblas_loaded():
+        pytest.skip("no OpenBLAS: no C pass")
+    vae = VAE(tiny_config())
+    kernel = _Kernel(vae, FusedScorer(vae).eps, chunk=8, tail=TAIL)
+    d = vae.cfg.input_dim
+    x, work = np.zeros((8, d), np.float32), kernel._forward_work()
+    layers, n_enc, eps = kernel._layers, len(kernel._net.enc), kernel._epsT
+    score, bad = np.empty(8), np.empty(8, np.uint8)
+    TAIL.forward(x, layers, n_enc, eps, 0.5, work, score, bad)
+    with pytest.raises(ValueError, match="chain"):
+        TAIL.forward(np.zeros((8, d + 1), np.float32), layers, n_enc, eps, 0.5, work, score, bad)
+    with pytest.raises(ValueError, match="chain"):
+        TAIL.forward(x, layers[::-1], n_enc, eps, 0.5, work, score, bad)
+    with pytest.raises(ValueError, match="need"):
+        TAIL.forward(x, layers, n_enc, eps, 0.5, work[:100], score, bad)
+    with pytest.raises(ValueError, match="per window"):
+        TAIL.forward(x, layers, n_enc, eps, 0.5, work, score[:7], bad)
+    with pytest.raises(ValueError, match="together"):
+        TAIL.forward(x, layers, n_enc, eps, 0.5, work, score, bad, np.zeros(d))
+    with pytest.raises(ValueError, match="per cell"):
+        TAIL.forward(x, layers, n_enc, eps, 0.5, work, score, bad, np.zeros(d - 1), np.ones(d - 1))
+    with pytest.raises(ValueError, match="min_var"):
+        TAIL.forward(x, layers, n_enc, eps, 0.0, work, score, bad)
+    with pytest.raises(TypeError, match="float32"):
+        TAIL.forward(x.astype(np.float64), layers, n_enc, eps, 0.5, work, score, bad)
