@@ -8,7 +8,6 @@ readings. Readings of all pumps are interleaved in arrival order and cut into ba
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import MAX_PART, BatchResult, Reading, StreamPipeline
+from streamvae.core.pipeline import FIRST_PART, LAST_PART, MAX_PART, BatchResult, Reading, StreamPipeline, rest_parts
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.spot import SPOT
 from conftest import FEATURE_NAMES, make_series
@@ -215,10 +214,16 @@ def test_batch_splits_give_identical_results(detector: Any, warm: np.ndarray) ->
 
     big = pipeline()
     whole = _flatten(run(big, rs, len(rs)))
-    # one batch, scored in parts on the worker, none over MAX_PART windows: 100 and 400
-    # while assembling (n // 16, then 4x), then the rest in parts of MAX_PART
+    # one batch, scored in parts on the worker, none over MAX_PART windows: 32, 64, 128, ...
+    # while assembling (one window per reading here), then the rest in parts of MAX_PART
+    # and a last one of at most LAST_PART
     assert len(rs) >= big.overlap and big._worker is not None
-    assert model.lean_calls == 2 + math.ceil((len(whole[0]) - 100 - 400) / MAX_PART) > 3
+    sent, cut, calls = 0, FIRST_PART, 0
+    while sent + cut <= len(whole[0]):
+        sent, cut, calls = sent + cut, min(2 * cut, MAX_PART), calls + 1
+    rest = rest_parts(sent, len(whole[0]))
+    assert model.lean_calls == calls + len(rest) > 3
+    assert max(hi - lo for lo, hi in rest) <= MAX_PART and rest[-1][1] - rest[-1][0] <= LAST_PART
     big.close()
     assert sum(a["kind"] == "open" for a in whole[1]) == 1
     lazy = pipeline()  # readings from an iterator, as the daemon decodes them
