@@ -30,12 +30,14 @@ sampled before each round of slices; ``peak_spread`` gives the worst and the bes
 sample (how busy the machine was).
 
 The fused scorer's elementwise tail is C (streamvae/model/_tail.c) where it was built at
-install, else NumPy (or with ``--numpy-tail``); the table's detector rows and the JSON's
-``tail`` say which ran.
+install, else NumPy (or with ``--numpy-tail``); where it is C, a scores-only call is one C
+pass without the GIL (``FusedScorer.whole_pass``; ``--numpy-pass`` keeps the NumPy pass
+around the C tail). The table's detector rows and the JSON's ``tail`` say which ran:
+``C pass``, ``C`` or ``NumPy``.
 
 Prints a table, then one JSON line.
 
-    .venv/bin/python scripts/bench_model.py [--seconds 2] [--numpy-tail]
+    .venv/bin/python scripts/bench_model.py [--seconds 2] [--numpy-tail] [--numpy-pass]
 """
 
 from __future__ import annotations
@@ -155,10 +157,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per row")
     ap.add_argument("--slices", type=int, default=8, help="each row's time is cut in this many slices, taken in turn")
     ap.add_argument("--numpy-tail", action="store_true", help="score with the NumPy tail even where the C one is built")
+    ap.add_argument("--numpy-pass", action="store_true",
+                    help="score the lean rows with the NumPy pass around the C tail, not the whole pass in C")
     args = ap.parse_args()
     sec, slices = args.seconds, args.slices
     if args.numpy_tail:  # before the detector builds its scorer
         fused.TAIL = None
+    if args.numpy_pass:
+        fused.FORWARD = False
 
     cfg = VAEConfig(window=32, n_features=8, encoder=(128, 64), latent=16, n_samples=10)
     rng = np.random.default_rng(0)
@@ -173,7 +179,9 @@ def main() -> None:
         return det.scaler_.transform(x).reshape(len(x), -1)
 
     scorer = det._fitted()[1]
-    tail = scorer.tail if isinstance(scorer, FusedScorer) else "graph"  # C (_tail.c) or NumPy
+    tail = "graph"  # C pass (_tail.c's forward), C (_tail.c's tail in the NumPy pass) or NumPy
+    if isinstance(scorer, FusedScorer):
+        tail = "C pass" if scorer.whole_pass else scorer.tail
     graph, xla = GraphScorer(vae), GraphScorer(vae, jit=True)
     t0 = time.perf_counter()
     xla(scaled(windows[256]), detail=False)  # compiles the 256 bucket
@@ -203,7 +211,7 @@ def main() -> None:
     print(f"VAE scoring, W={cfg.window} F={cfg.n_features} {cfg.input_dim}->{'->'.join(map(str, cfg.encoder))}->{cfg.latent} "
           f"(decoder mirrored), L={cfg.n_samples}, one thread; {lean / 1e6:.2f} MFLOP per window lean, {full / 1e6:.2f} with detail")
     print(f"one-thread float32 matmul peak (2048x2048 NumPy): {pk:.1f} GFLOP/s (samples {min(peak.samples):.1f}-{pk:.1f})")
-    print(f"the detector's fused scorer: {tail} elementwise tail ([C]: streamvae/model/_tail.c)\n")
+    print(f"the detector's fused scorer: {tail} ([C pass]: the whole scores-only pass in C, [C]: the elementwise tail in C; streamvae/model/_tail.c)\n")
     print(f"{'path':<52} {'batch':>6} {'windows/s':>11} {'GFLOP/s':>8} {'% peak':>7} {'p50 ms':>8} {'p99 ms':>8}")
     print("-" * 106)
     for r in rows:
