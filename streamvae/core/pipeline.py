@@ -32,7 +32,7 @@ import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -169,10 +169,15 @@ class StreamPipeline:
             self._worker.shutdown(wait=True)
             self._worker = None
 
-    def process(self, readings: Iterable[Reading], now: float | None = None, size: int | None = None) -> BatchResult:
+    def process(self, readings: Iterable[Reading], now: float | None = None, size: int | None = None,
+                idle: Callable[[], object] | None = None) -> BatchResult:
         """Everything one batch causes. ``readings``: a sequence, or an iterator with
         ``size``, about how many readings it will give (it decides the overlap).
-        ``result.rejected`` indexes the readings in the order they came."""
+        ``result.rejected`` indexes the readings in the order they came.
+
+        ``idle``: called once, the first time the main thread would wait for the model
+        (a big batch, assembled, its judged parts caught up with the scored ones): work
+        of the caller's that needs no pipeline state (the daemon reads its next poll)."""
         result = BatchResult()
         n = len(readings) if size is None else size  # type: ignore[arg-type]
         done: list[Window] = []
@@ -219,7 +224,11 @@ class StreamPipeline:
         pending = deque(out for _, out in parts)
 
         def judge_next() -> None:
+            nonlocal idle
             out = pending.popleft()
+            if idle is not None and isinstance(out, Future) and not out.done():
+                idle()
+                idle = None
             part = finite_or_worst((out.result() if isinstance(out, Future) else out).score).tolist()
             self._judge(done, part, x, broken, scores, verdicts, shares)
 

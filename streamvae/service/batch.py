@@ -22,7 +22,7 @@ overlaps the model's work (see ``StreamPipeline.process``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from streamvae.core.episodes import Alert
 from streamvae.core.pipeline import BatchResult, Reading, ScoredWindow, StreamPipeline
@@ -111,13 +111,15 @@ class BatchStep:
         self.pipeline = pipeline
         self.offsets = offsets
 
-    def process(self, batch: Mapping[Any, Sequence[Any]], marks: Mapping[Any, Marks], now: float) -> BatchOutcome:
+    def process(self, batch: Mapping[Any, Sequence[Any]], marks: Mapping[Any, Marks], now: float,
+                idle: Callable[[], object] | None = None) -> BatchOutcome:
         """``batch``: records per partition (each with ``key``, ``value``, ``offset``), in
         offset order; ``marks``: per partition (missing: nothing learned or emitted yet);
-        ``now``: the wall clock (alerts' detection time, the ``ts_in_future`` rule)."""
+        ``now``: the wall clock (alerts' detection time, the ``ts_in_future`` rule);
+        ``idle``: see :meth:`StreamPipeline.process`."""
         at = _Sources()
         res = self.pipeline.process(self._readings(batch, marks, now, at), now=now,
-                                    size=sum(len(r) for r in batch.values()))
+                                    size=sum(len(r) for r in batch.values()), idle=idle)
         for i, err in res.rejected:  # readings the windows refused: listed in their record's one dead letter
             tp, off = at.where[i]
             dl = at.refused.get((tp, off))

@@ -1,6 +1,7 @@
 """``streamvae run``: poll -> process -> produce -> confirm every future -> commit.
 
-One loop iteration handles one poll (:meth:`Daemon.handle`):
+One loop iteration handles one poll (:meth:`Daemon.handle`); while the model scores a
+big batch, the records of the next are parsed ahead (streamvae/kafka/readahead.py):
 
 1. process: :class:`~streamvae.service.batch.BatchStep` turns the records into one
    outcome, as data: alerts, dead letters (reason and source position), scored and
@@ -39,6 +40,7 @@ from streamvae.core.compose import Detector
 from streamvae.kafka.clients import DeliveryError, KafkaError, OffsetAndMetadata, TopicPartition, make_consumer
 from streamvae.kafka.commits import Commits
 from streamvae.kafka.offsets import encode_metadata
+from streamvae.kafka.readahead import ReadAhead
 from streamvae.service import failpoints, instance
 from streamvae.service.batch import BatchOutcome, Marks
 from streamvae.service.compose import assemble
@@ -69,6 +71,7 @@ class Daemon:
         self.emitter = Emitter(cfg, self.metrics)
         self.stop_event = threading.Event()
         self.consumer: Any = None
+        self.ahead: ReadAhead | None = None  # the next batch's records, read while the model scores
         self.last_batch_at = clock.time()
         self.last_checkpoint = clock.monotonic()
         self.settled = True  # between two batches: the state is one a checkpoint may hold
@@ -81,6 +84,9 @@ class Daemon:
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Commit what was delivered, then keep the partitions' state until the assignment:
         # if they come back, the windows carry on from memory instead of being rebuilt.
+        # Records read ahead are read again, from wherever the assignment puts them.
+        if self.ahead is not None:
+            self.ahead.drop()
         if self.consumer is not None:
             self.commits.on_revoked(self.consumer, revoked)
         self.partitions.stashed.update(revoked)
@@ -139,6 +145,7 @@ class Daemon:
             ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self,
                                                  instance_id=member.value)
+        ahead = self.ahead = ReadAhead(consumer, cfg.group.max_poll_records)
         log.info("consuming %s as group %s%s; model %s", cfg.topics.input, cfg.group.id,
                  f", static member {member.value}" if member.value else "", self.pipeline.model_version)
         settle_runtime()
@@ -146,7 +153,7 @@ class Daemon:
         try:
             while not self.stop_event.is_set():
                 try:
-                    batch = consumer.poll(timeout_ms=cfg.group.poll_timeout_ms, max_records=cfg.group.max_poll_records)
+                    batch = ahead.poll(cfg.group.poll_timeout_ms)
                     backoff = 0.5
                 except KafkaError as e:
                     log.warning("poll failed (%r); retrying in %.1fs", e, backoff)
@@ -193,7 +200,9 @@ class Daemon:
         if not batch:
             return
         self.settled = False
-        out = self.parts.step.process(batch, self.partitions.marks, now=self.clock.time())
+        # while the model scores a big batch, the main thread parses the next one
+        idle = self.ahead.fetch if self.ahead is not None else None
+        out = self.parts.step.process(batch, self.partitions.marks, now=self.clock.time(), idle=idle)
         outbox = self.delivery.outbox()
         new_ids = self.emitter.send(outbox, out, now=self.clock.time())
         offsets = self._offsets(out)
@@ -281,6 +290,8 @@ class Daemon:
         """Back to the last checkpoint: its state, and every partition read again from its position."""
         ck = self.parts.checkpoints.latest
         assert ck is not None  # one is taken at start
+        if self.ahead is not None:
+            self.ahead.drop()
         if ck.model_version == self.pipeline.model_version:
             self.pipeline.restore(ck.pipeline)
         for tp in list(self.partitions.marks):

@@ -8,6 +8,7 @@ readings. Readings of all pumps are interleaved in arrival order and cut into ba
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,45 @@ class FixedShape:
         keys = [w.tobytes() for w in x]
         scores = np.array([self._score[k] for k in keys])
         return Out(scores, np.stack([self._shares[k] for k in keys]) if detail else None)  # type: ignore[arg-type]
+
+
+class HeldUntilIdle:
+    """The detector, except that the worker thread's first call waits until the
+    pipeline's ``idle`` callback ran (at most 30 s, so a broken pipeline fails, not hangs)."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.names = detector.names
+        self.version_: str | None = detector.version_
+        self.idle = threading.Event()
+
+    def score(self, x: Any, detail: bool = True) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            assert self.idle.wait(30), "the pipeline never called idle while the model was busy"
+        return self.detector.score(x, detail)
+
+
+def test_idle_runs_once_while_the_model_scores_a_big_batch_and_changes_nothing(detector: Any, warm: np.ndarray) -> None:
+    """The daemon reads its next poll there (streamvae/kafka/readahead.py)."""
+    rs = readings()
+    held = HeldUntilIdle(detector)
+    pipe = make_pipeline(detector, warm)
+    pipe.scorer = held
+    calls: list[int] = []
+
+    def idle() -> None:
+        calls.append(len(calls))
+        held.idle.set()
+
+    got = pipe.process(iter(rs), size=len(rs), idle=idle)
+    pipe.close()
+    assert calls == [0]
+    plain = make_pipeline(detector, warm)
+    assert _flatten([got]) == _flatten(run(plain, rs, len(rs)))
+    plain.close()
+    small = make_pipeline(detector, warm)  # below ``overlap``: scored on the main thread, nothing to wait for
+    small.process(rs[: small.overlap - 1], idle=lambda: calls.append(-1))
+    assert calls == [0] and small._worker is None
 
 
 def test_batch_splits_give_identical_results(detector: Any, warm: np.ndarray) -> None:

@@ -1,0 +1,97 @@
+"""Reading the next poll's records while the model scores the current batch.
+
+kafka-python parses every record in Python (~11 us a record, ``scripts/bench_e2e.py``'s
+raw consume) inside ``poll``, on the caller's thread. In the daemon's loop that came
+before each batch, while the scoring worker had nothing to do: the daemon drained a
+backlog at ~0.7 of the offline pipeline's rate. :class:`ReadAhead` lets the daemon parse
+the next batch while the worker scores this one (``StreamPipeline.process``'s ``idle``).
+
+Only the fetch is done early, never the group's work: ``fetch`` drains the consumer's
+fetch buffer (kafka-python's ``Fetcher.fetch_records``, as ``KafkaConsumer.poll`` does
+after its coordinator step), so no rebalance callback can run in the middle of a batch.
+The next :meth:`poll` runs ``KafkaConsumer.poll`` as before (coordinator, heartbeat
+deadline, the rebalance callbacks) and adds what it returns to the held records.
+
+Call :meth:`fetch` only with a batch in hand (between a poll that returned records and
+the next poll): kafka-python's poll returns nothing while the group rebalances, so the
+assignment is then the one the batch came from.
+
+The held records moved the consumer's positions. Whoever moves them otherwise (a seek
+after a rollback, a rebalance) calls :meth:`drop` first: each held partition still
+assigned is sought back to its first held record, so nothing is skipped.
+
+kafka-python's ``_fetcher`` is private: pyproject.toml pins kafka-python to 3.0.x, and
+tests/integration/test_readahead.py fails if it moves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+Batch = dict[Any, list[Any]]  # TopicPartition -> records, in offset order
+
+
+class ReadAhead:
+    """A consumer's next records, fetched ahead of its next poll (see the module doc).
+
+    ``max_records``: the most one batch (held + polled) brings, ``group.max_poll_records``."""
+
+    def __init__(self, consumer: Any, max_records: int) -> None:
+        self.consumer = consumer
+        self.max_records = max_records
+        self.held: Batch = {}
+        self.fetched_ = 0  # records read ahead since start (for tests and the log)
+
+    def count(self) -> int:
+        return sum(len(r) for r in self.held.values())
+
+    def fetch(self) -> None:
+        """Parse the records the consumer already has buffered, up to one batch less one
+        (the next poll brings at least one more, so a batch stays within ``max_records``);
+        it waits for nothing. An error is left for the next poll to raise: it leaves the
+        positions where they were."""
+        room = self.max_records - 1 - self.count()
+        if room <= 0:
+            return
+        try:
+            got, _ = self.consumer._fetcher.fetch_records(room, update_offsets=True, timeout_ms=0)
+        except KafkaError as e:
+            log.debug("read-ahead stopped (%r); the next poll reports it", e)
+            return
+        for tp, recs in got.items():
+            if recs:
+                self.held.setdefault(tp, []).extend(recs)
+                self.fetched_ += len(recs)
+
+    def poll(self, timeout_ms: int) -> Batch:
+        """``KafkaConsumer.poll`` with the held records first; it does not wait when some
+        are held. A rebalance inside it (:meth:`drop` from the listener) discards them."""
+        held = self.held
+        got = self.consumer.poll(timeout_ms=0 if held else timeout_ms, max_records=max(1, self.max_records - self.count()))
+        if self.held is not held:  # dropped during the poll: the positions were sought back
+            held = {}
+        self.held = {}
+        if not held:
+            return dict(got)
+        for tp, recs in got.items():
+            held.setdefault(tp, []).extend(recs)
+        return held
+
+    def drop(self) -> None:
+        """Forget the held records, seeking each partition still assigned back to its
+        first one; before any other seek, and when partitions are revoked."""
+        if not self.held:
+            return
+        assigned = self.consumer.assignment()
+        for tp, recs in self.held.items():
+            if tp in assigned:
+                self.consumer.seek(tp, recs[0].offset)
+        self.held = {}
+
+
+__all__ = ["ReadAhead"]
