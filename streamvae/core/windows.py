@@ -117,9 +117,9 @@ def sliding_windows(
     return WindowBatch(x[idx], end)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Window:
-    """One completed window of one entity.
+    """One completed window of one entity (not frozen: see core/pipeline.py's Reading).
 
     ``values`` is (W, F) float32 with NaN for missing readings; ``end_index`` counts
     readings of this entity since the assembler first saw it (0-based).
