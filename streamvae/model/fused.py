@@ -112,11 +112,12 @@ class _Net:
 
 
 class _Work:
-    """One thread's work arrays, allocated once for ``chunk`` windows. A pass over ``b``
+    """One thread's work arrays, allocated for ``chunk`` windows. A pass over ``b``
     windows takes the first ``rows * columns`` elements of each as a C-contiguous
     (rows, columns) array, so every size up to ``chunk`` reuses the same memory."""
 
     def __init__(self, net: _Net, d: int, latent: int, n_samples: int, chunk: int) -> None:
+        self.chunk = chunk
         n = chunk * n_samples  # decoder columns
         sizes = {"inp": (2 * d + 1) * chunk, "z": (latent + 1) * n, "out": 2 * d * n, "sq": d * n, "prod": (d + 1) // 2 * n}
         sizes.update({f"enc{i}": (w.shape[0] + 1) * chunk for i, w in enumerate(net.enc)})
@@ -160,21 +161,31 @@ class _Kernel:
         net = self._net
         self._layers = (*net.enc, net.head, *net.dec, net.out)
 
-    def _work(self) -> _Work:
+    def _capacity(self, b: int) -> int:
+        """Windows a thread's work arrays are allocated for, to pass over ``b``: the next
+        power of two, at most ``chunk``. Sized by need, not at ``chunk`` at once: a thread
+        that only ever redoes a few absurd windows the exact way (the pipeline's worker)
+        or scores a few flagged ones with detail keeps a few hundred KB, not ~22 MB
+        (scripts/bench_memory.py compares a feed with such windows against one without)."""
+        return min(self.chunk, 1 << max(b - 1, 0).bit_length())
+
+    def _work(self, b: int) -> _Work:
+        """This thread's work arrays for the NumPy pass over ``b`` windows (at most ``chunk``)."""
         work: _Work | None = getattr(self._local, "work", None)
-        if work is None:
+        if work is None or work.chunk < b:
             cfg = self.cfg
-            work = self._local.work = _Work(self._net, cfg.input_dim, cfg.latent, self.n_samples, self.chunk)
+            work = self._local.work = _Work(self._net, cfg.input_dim, cfg.latent, self.n_samples, self._capacity(b))
         return work
 
-    def _forward_work(self) -> F32:
-        """This thread's work array for :meth:`_forward` (one block of ``chunk`` windows)."""
-        work: F32 | None = getattr(self._local, "forward", None)
-        if work is None:
+    def _forward_work(self, b: int) -> F32:
+        """This thread's work array for :meth:`_forward` over ``b`` windows (at most ``chunk``)."""
+        held: tuple[int, F32] | None = getattr(self._local, "forward", None)
+        if held is None or held[0] < b:
             assert self.tail is not None
-            size = self.tail.forward_work(self._layers, len(self._net.enc), self._epsT, self.cfg.input_dim, self.chunk)
-            work = self._local.forward = np.empty(size, np.float32)
-        return work
+            cap = self._capacity(b)
+            size = self.tail.forward_work(self._layers, len(self._net.enc), self._epsT, self.cfg.input_dim, cap)
+            held = self._local.forward = (cap, np.empty(size, np.float32))
+        return held[1]
 
     def _forward(self, x: F32, score: npt.NDArray[np.float64], cells: Cells | None) -> None:
         """Scores of at most ``chunk`` windows in one C call (_tail.c's forward), scaling
@@ -183,7 +194,7 @@ class _Kernel:
         assert self.tail is not None
         bad = np.empty(len(x), np.uint8)
         mean, scale = cells if cells is not None else (None, None)
-        self.tail.forward(x, self._layers, len(self._net.enc), self._epsT, self.cfg.min_var, self._forward_work(),
+        self.tail.forward(x, self._layers, len(self._net.enc), self._epsT, self.cfg.min_var, self._forward_work(len(x)),
                           score, bad, mean, scale)
         if bad.any():
             redo = np.flatnonzero(bad)
@@ -226,7 +237,7 @@ class _Kernel:
         NumPy) left non-finite go through again."""
         cfg = self.cfg
         L, D, F = self.n_samples, cfg.input_dim, cfg.n_features
-        work = self._work()
+        work = self._work(len(x))
         x0T, maskf, n_obs, muT, sigT = self._encode(x, work)
         detailed = shares is not None and mse is not None
         lp, sq = self._log_px(x0T, maskf, n_obs, muT, sigT, work, exact, detailed)  # (L, b) float64, (D, L, b) d^2/var
@@ -392,7 +403,7 @@ class _Kernel:
         """Decoder mean at z = E[q(z|x)], in scaled units (B, W*F)."""
         x = np.asarray(x, dtype=np.float32)
         out = np.empty(x.shape, np.float32)
-        work = self._work()
+        work = self._work(min(len(x), self.chunk))
         with np.errstate(all="ignore"):
             for lo in range(0, len(x), self.chunk):
                 _, _, _, muT, _ = self._encode(x[lo : lo + self.chunk], work)
@@ -480,8 +491,12 @@ class FusedScorer(GraphScorer):
         return self._kernel.scores(x, cells)
 
     def warmup(self, max_batch: int = MAX_BUCKET) -> None:
-        """Allocate this thread's work arrays and touch them once."""
-        self(np.zeros((min(max(max_batch, 1), self.chunk), self.vae.cfg.input_dim), np.float32))
+        """Allocate this thread's work arrays and touch them once: for scores alone at
+        ``max_batch`` windows (at most ``chunk``), and with detail at a few (the pipeline
+        asks for detail on its flagged windows only; the arrays grow if ever needed)."""
+        x = np.zeros((min(max(max_batch, 1), self.chunk), self.vae.cfg.input_dim), np.float32)
+        self(x, detail=False)
+        self(x[:8])
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decoder mean at z = E[q(z|x)], in scaled units (B, W*F)."""

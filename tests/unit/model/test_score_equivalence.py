@@ -215,3 +215,18 @@ def test_other_activations_are_scored_by_the_graph() -> None:
     assert type(det._fitted()[1]) is GraphScorer
     with pytest.raises(ValueError, match="relu"):
         FusedScorer(det.vae_)
+
+
+def test_work_arrays_grow_with_need_up_to_a_chunk(build: dict[str, bool]) -> None:
+    """A thread that only ever scores a few windows with detail (flagged ones) or redoes
+    a few the exact way keeps small arrays, not a whole chunk's (~22 MB at the bench's
+    shape); the scores do not depend on the arrays' size."""
+    vae = VAE(tiny_config())
+    fused, fresh = FusedScorer(vae, chunk=64, **build), FusedScorer(vae, chunk=64, **build)
+    x = windows(vae.cfg, 100, seed=6)
+    few = fused(x[:3])
+    assert fused._kernel._local.work.chunk == 4
+    fused(x)
+    assert fused._kernel._local.work.chunk == 64  # at most a chunk
+    np.testing.assert_array_equal(few.score, fresh(x[:3]).score)
+    np.testing.assert_array_equal(fused(x[:3]).score, few.score)

@@ -242,7 +242,7 @@ def test_the_c_pass_holds_no_gil_while_it_runs() -> None:
     vae = VAE(tiny_config(window=60, encoder=(128, 64), latent=16))
     kernel = _Kernel(vae, FusedScorer(vae).eps, chunk=512, tail=TAIL)
     x = windows(vae.cfg, 512, seed=5)
-    args = (x, kernel._layers, len(kernel._net.enc), kernel._epsT, vae.cfg.min_var, kernel._forward_work(),
+    args = (x, kernel._layers, len(kernel._net.enc), kernel._epsT, vae.cfg.min_var, kernel._forward_work(512),
             np.empty(512), np.empty(512, np.uint8))
     inside: list[float] = []
 
@@ -273,7 +273,7 @@ def test_the_c_pass_refuses_what_it_cannot_read() -> None:
     vae = VAE(tiny_config())
     kernel = _Kernel(vae, FusedScorer(vae).eps, chunk=8, tail=TAIL)
     d = vae.cfg.input_dim
-    x, work = np.zeros((8, d), np.float32), kernel._forward_work()
+    x, work = np.zeros((8, d), np.float32), kernel._forward_work(8)
     layers, n_enc, eps = kernel._layers, len(kernel._net.enc), kernel._epsT
     score, bad = np.empty(8), np.empty(8, np.uint8)
     TAIL.forward(x, layers, n_enc, eps, 0.5, work, score, bad)
