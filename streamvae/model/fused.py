@@ -66,6 +66,7 @@ FORWARD = _bind_sgemm(TAIL)  # the whole scores-only pass in C, without the GIL
 # GIL between NumPy calls: the offline pipeline's worker took 40.1 us of wall time per
 # window at 128, 37.5 at 256 and 35.4 at 512 (29-30 us of CPU in each).
 CHUNK = 512
+REDO = 64  # windows per exact-form pass after the C pass (absurd windows; rare)
 FAST_MIN_VAR = 1.0 / 16  # the fast variance form is exact to ~2e-7 / min_var (relative); below this, the exact form
 
 
@@ -163,10 +164,10 @@ class _Kernel:
 
     def _capacity(self, b: int) -> int:
         """Windows a thread's work arrays are allocated for, to pass over ``b``: the next
-        power of two, at most ``chunk``. Sized by need, not at ``chunk`` at once: a thread
-        that only ever redoes a few absurd windows the exact way (the pipeline's worker)
-        or scores a few flagged ones with detail keeps a few hundred KB, not ~22 MB
-        (scripts/bench_memory.py compares a feed with such windows against one without)."""
+        power of two, at most ``chunk``. Sized by need, not at ``chunk`` at once: the
+        pipeline's worker runs the C pass and redoes only absurd windows the exact way,
+        REDO at a time, in a few MB, not ~22 (scripts/bench_memory.py compares a feed
+        with such windows against one without)."""
         return min(self.chunk, 1 << max(b - 1, 0).bit_length())
 
     def _work(self, b: int) -> _Work:
@@ -196,13 +197,15 @@ class _Kernel:
         mean, scale = cells if cells is not None else (None, None)
         self.tail.forward(x, self._layers, len(self._net.enc), self._epsT, self.cfg.min_var, self._forward_work(len(x)),
                           score, bad, mean, scale)
-        if bad.any():
-            redo = np.flatnonzero(bad)
-            again = np.empty(len(redo))
-            xr = x[redo] if cells is None else _scaled(x[redo], cells)
+        # in parts of REDO windows: the thread's NumPy work arrays stay small (see _capacity)
+        redo = np.flatnonzero(bad)
+        for lo in range(0, len(redo), REDO):
+            part = redo[lo : lo + REDO]
+            again = np.empty(len(part))
+            xr = x[part] if cells is None else _scaled(x[part], cells)
             with np.errstate(all="ignore"):
                 self._chunk(xr, True, again, None, None)
-            score[redo] = again
+            score[part] = again
 
     def scores(self, x: np.ndarray, cells: Cells | None = None) -> npt.NDArray[np.float64]:
         """Scores alone; ``cells``: x is raw, to be scaled per cell first (see :data:`Cells`)."""
@@ -491,12 +494,13 @@ class FusedScorer(GraphScorer):
         return self._kernel.scores(x, cells)
 
     def warmup(self, max_batch: int = MAX_BUCKET) -> None:
-        """Allocate this thread's work arrays and touch them once: for scores alone at
-        ``max_batch`` windows (at most ``chunk``), and with detail at a few (the pipeline
-        asks for detail on its flagged windows only; the arrays grow if ever needed)."""
+        """Allocate this thread's work arrays and touch them once, for ``max_batch``
+        windows (at most ``chunk``), scores alone and with detail: the daemon's main
+        thread scores small polls and the flagged windows' detail, and its memory should
+        not depend on how many windows a feed gets flagged (scripts/bench_memory.py)."""
         x = np.zeros((min(max(max_batch, 1), self.chunk), self.vae.cfg.input_dim), np.float32)
         self(x, detail=False)
-        self(x[:8])
+        self(x)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decoder mean at z = E[q(z|x)], in scaled units (B, W*F)."""
