@@ -20,7 +20,8 @@ import numpy.typing as npt
 from streamvae.core.rules import SensorRules
 from streamvae.core.scaler import Scaler
 from streamvae.errors import ConfigError, DataError, NotFittedError
-from streamvae.model.fused import CHUNK, Cells, FusedScorer, make_scorer
+from streamvae.model.fused import CHUNK, FusedScorer, make_scorer
+from streamvae.model.kernel import Cells
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import VAE, EpochLog, ScoreOutput, VAEConfig
 

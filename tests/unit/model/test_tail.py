@@ -22,7 +22,8 @@ import pytest
 
 from conftest import tiny_config
 from streamvae.model.detector import VAEDetector
-from streamvae.model.fused import FAST_MIN_VAR, TAIL, FusedScorer, _Kernel
+from streamvae.model.fused import TAIL, FusedScorer
+from streamvae.model.kernel import FAST_MIN_VAR, Kernel
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import VAE
 from test_score_equivalence import RTOL, reference, windows
@@ -240,7 +241,7 @@ def test_the_c_pass_holds_no_gil_while_it_runs() -> None:
     if not _openblas_loaded():
         pytest.skip("no OpenBLAS: no C pass")
     vae = VAE(tiny_config(window=60, encoder=(128, 64), latent=16))
-    kernel = _Kernel(vae, FusedScorer(vae).eps, chunk=512, tail=TAIL)
+    kernel = Kernel(vae, FusedScorer(vae).eps, chunk=512, tail=TAIL, whole_pass=True)
     x = windows(vae.cfg, 512, seed=5)
     args = (x, kernel._layers, len(kernel._net.enc), kernel._epsT, vae.cfg.min_var, kernel._forward_work(512),
             np.empty(512), np.empty(512, np.uint8))
@@ -271,7 +272,7 @@ def test_the_c_pass_refuses_what_it_cannot_read() -> None:
     if not _openblas_loaded():
         pytest.skip("no OpenBLAS: no C pass")
     vae = VAE(tiny_config())
-    kernel = _Kernel(vae, FusedScorer(vae).eps, chunk=8, tail=TAIL)
+    kernel = Kernel(vae, FusedScorer(vae).eps, chunk=8, tail=TAIL, whole_pass=True)
     d = vae.cfg.input_dim
     x, work = np.zeros((8, d), np.float32), kernel._forward_work(8)
     layers, n_enc, eps = kernel._layers, len(kernel._net.enc), kernel._epsT
