@@ -41,41 +41,13 @@ import numpy.typing as npt
 from streamvae.core.baseline import NORMAL_SHARE, Baselines
 from streamvae.core.episodes import Alert, EpisodeTracker
 from streamvae.core.rules import SensorRules
+from streamvae.core.parts import FIRST_PART, MAX_PART, rest_parts
 from streamvae.core.scoring import Scorer, finite_or_worst
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.windows import Window, WindowAssembler
 from streamvae.errors import RecordError
 
 log = logging.getLogger(__name__)
-
-FIRST_PART = 32  # windows in the first model call of a big batch; each next part is twice as big
-LAST_PART = 64  # windows in the last model call of a big batch, at most: the main thread judges it alone
-# Windows in one model call, at most. The windows still unscored when a big batch is
-# assembled go in parts of this size, so the main thread runs each part's thresholds and
-# episodes while the model scores the next, and only the last part's wait on them
-# (bench_e2e (b)). And a huge record (a block of 10,000 readings) is scored in parts no
-# bigger than an ordinary poll's, so its arrays are no bigger either: the allocator keeps
-# a freed peak it cannot give back (scripts/bench_memory.py).
-MAX_PART = 512
-
-
-def rest_parts(lo: int, hi: int) -> list[tuple[int, int]]:
-    """Windows lo..hi-1, the rest of a big batch once it is assembled, as model calls:
-    parts of MAX_PART, and a last one of at most LAST_PART, so that the model is busy
-    until the main thread has little left to judge.
-
-    >>> rest_parts(0, 1100)
-    [(0, 512), (512, 1024), (1024, 1036), (1036, 1100)]
-    >>> rest_parts(0, 100)
-    [(0, 36), (36, 100)]
-    >>> rest_parts(0, 64)
-    [(0, 64)]
-    """
-    cuts = list(range(lo, hi, MAX_PART)) + [hi]
-    if hi - cuts[-2] > LAST_PART:
-        cuts.insert(-1, hi - LAST_PART)
-    return list(zip(cuts, cuts[1:]))
-
 
 # Reading, ScoredWindow (and windows.Window) are made once per reading or window on the
 # daemon's main thread, its bottleneck in a drain: not frozen, since a frozen dataclass

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from streamvae.core.episodes import EpisodeTracker
-from streamvae.core.pipeline import FIRST_PART, LAST_PART, MAX_PART, BatchResult, Reading, StreamPipeline, rest_parts
+from streamvae.core.parts import FIRST_PART, LAST_PART, MAX_PART, rest_parts
+from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.spot import SPOT
 from conftest import FEATURE_NAMES, make_series
