@@ -6,6 +6,14 @@ and once it is assembled the rest in parts whose last is at most LAST_PART windo
 from __future__ import annotations
 
 FIRST_PART = 32  # windows in the first model call of a big batch; each next part is twice as big
+# A batch of at least this many readings is big: scored in parts on the worker thread.
+# Two first parts, so that even the smallest big batch overlaps one part's model call
+# with the next one's assembly. A live feed at half the daemon's capacity polls a few
+# hundred records at a time (bench_e2e (e)): scored on the main thread, one after the
+# other, these made each poll's cycle (and so the next poll's batch) longer, ~75 ms
+# produce -> score p50 at 14,000 records/s, against ~35 ms in parts. Below it (a slow
+# feed) a thread hand-off costs more than the overlap saves.
+OVERLAP = 2 * FIRST_PART
 LAST_PART = 64  # windows in the last model call of a big batch, at most: the main thread judges it alone
 # Windows in one model call, at most. The windows still unscored when a big batch is
 # assembled go in parts of this size, so the main thread runs each part's thresholds and

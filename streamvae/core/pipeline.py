@@ -12,7 +12,7 @@ entity's threshold tracker and the episode state machine.
 The model is called without detail (scores only); the features behind each flagged
 window come from a second call on the flagged windows alone.
 
-A big batch (``overlap`` or more readings) is scored in several model calls instead, on
+A big batch (``overlap`` or more readings, by default a few dozen) is scored in several model calls instead, on
 a worker thread: each part goes to the worker as soon as it is assembled, so the model
 scores one part while the main thread assembles the next; what is left when the batch is
 assembled goes in parts of ``MAX_PART`` (the last one small), and the main thread judges
@@ -41,7 +41,7 @@ import numpy.typing as npt
 from streamvae.core.baseline import NORMAL_SHARE, Baselines
 from streamvae.core.episodes import Alert, EpisodeTracker
 from streamvae.core.rules import SensorRules
-from streamvae.core.parts import FIRST_PART, MAX_PART, rest_parts
+from streamvae.core.parts import FIRST_PART, MAX_PART, OVERLAP, rest_parts
 from streamvae.core.scoring import Scorer, finite_or_worst
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.windows import Window, WindowAssembler
@@ -103,7 +103,7 @@ class StreamPipeline:
 
     def __init__(self, scorer: Scorer, thresholds: ThresholdBank, episodes: EpisodeTracker,
                  assembler: WindowAssembler, model_version: str, top_k: int = 3,
-                 rules: SensorRules | None = None, overlap: int = 512, baselines: Baselines | None = None,
+                 rules: SensorRules | None = None, overlap: int = OVERLAP, baselines: Baselines | None = None,
                  fleet_share: float = 0.5) -> None:
         self.overlap = overlap
         self.baselines = baselines
