@@ -82,6 +82,22 @@ class ReadAhead:
             held.setdefault(tp, []).extend(recs)
         return held
 
+    def at_end(self) -> bool:
+        """Nothing more to read now: no record held, and the consumer's position is at the
+        high watermark of every partition assigned, as of its last fetch (~15 us a
+        partition; one whose position or watermark is not known yet is not at its end)."""
+        if self.held:
+            return False
+        c = self.consumer
+        try:
+            for tp in c.assignment():
+                high, pos = c.highwater(tp), c.position(tp, timeout_ms=0)
+                if high is None or pos is None or pos < high:
+                    return False
+        except KafkaError:
+            return False
+        return True
+
     def drop(self) -> None:
         """Forget the held records, seeking each partition still assigned back to its
         first one; before any other seek, and when partitions are revoked."""

@@ -10,7 +10,10 @@ big batch, the records of the next are parsed ahead (streamvae/kafka/readahead.p
 3. only then does the retraining lifecycle see the batch;
 4. checkpoint the learned state with its positions when one is due
    (streamvae/service/checkpoint.py), and commit, per partition, the oldest offset
-   still inside an open window, with ``scored_to`` in the commit metadata.
+   still inside an open window, with ``scored_to`` in the commit metadata (at least
+   once: at most every ``group.commit_interval_ms``, and at once when a backlog has just
+   been read: a short batch after a full one, or a full one that reached the end of
+   every partition).
 
 How steps 2 and 4 reach Kafka is ``group.delivery`` (streamvae/service/delivery.py):
 at least once, the checkpoint comes before an asynchronous commit; exactly once, step 2
@@ -73,6 +76,7 @@ class Daemon:
         self.consumer: Any = None
         self.ahead: ReadAhead | None = None  # the next batch's records, read while the model scores
         self.last_batch_at = clock.time()
+        self.backlog = False  # the last batch was full: more records were waiting
         self.last_checkpoint = clock.monotonic()
         self.settled = True  # between two batches: the state is one a checkpoint may hold
         self.trim = MemoryTrim(clock)
@@ -221,7 +225,11 @@ class Daemon:
         new_partition = latest is None or any(key(tp) not in latest.positions for tp in out.positions)
         if new_partition or now - self.last_checkpoint >= self.cfg.threshold.save_every:
             self._checkpoint()  # a partition's first commit comes after a checkpoint that holds it
-        self.delivery.commit(consumer, offsets, now)
+        # a backlog read to its end: commit that at once
+        full = sum(map(len, batch.values())) >= self.cfg.group.max_poll_records
+        at_end = full and self.ahead is not None and self.ahead.at_end()
+        self.delivery.commit(consumer, offsets, now, drained=at_end or (self.backlog and not full))
+        self.backlog = full and not at_end
         self.settled = True
         self.last_batch_at = self.clock.time()
         self.metrics.batch_done(out, batch, self.pipeline, self.clock.monotonic() - t0, now=self.clock.time(),

@@ -7,11 +7,14 @@
     delivery.deliver(outbox, consumer, offsets)  # 1 flush, check every future  [2 offsets, 3 commit]
     ... the lifecycle observes the batch, the partitions' marks move ...
     (checkpoint when due)
-    delivery.commit(consumer, offsets, now)    # at least once: stage, commit asynchronously
+    delivery.commit(consumer, offsets, now, drained)  # at least once: stage, commit asynchronously
 
 :class:`AtLeastOnce` (the default) confirms every future, then the daemon checkpoints
 and commits the positions, asynchronously, at most every ``group.commit_interval_ms``
-(streamvae/kafka/commits.py). A crash between the delivery and the commit makes the
+(streamvae/kafka/commits.py), and at once when a backlog has just drained (``drained``:
+a short batch after a full one), so that the group's committed position, and the
+consumer lag its monitoring reads, reaches the end of the log when the daemon does,
+not a poll timeout later. A crash between the delivery and the commit makes the
 restart score that stretch again; its alerts have the same ids and the same fields
 (but ``detected_at``, the time they were computed), and those already on the alerts
 topic are not sent again (:meth:`Emitter.load_published`).
@@ -77,7 +80,7 @@ class Delivery(Protocol):
     def start(self, k: KafkaConfig, instance_id: str | None, stop: threading.Event) -> Any: ...
     def outbox(self) -> Outbox: ...
     def deliver(self, outbox: Outbox, consumer: Any, offsets: Mapping[Any, Any]) -> None: ...
-    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float) -> None: ...
+    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float, drained: bool = False) -> None: ...
     def sample(self, topic: str, key: bytes, value: bytes) -> None: ...
     def quiet(self, consumer: Any, now: float) -> None: ...
     def rolled_back(self) -> None: ...
@@ -114,10 +117,10 @@ class AtLeastOnce:
         outbox.confirm(DELIVERY_TIMEOUT_S)
         failpoints.reach("after_delivery")
 
-    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float) -> None:
+    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float, drained: bool = False) -> None:
         for tp, om in offsets.items():
             self.commits.stage(tp, om)
-        if now - self.last_commit >= self.interval_s:
+        if drained or now - self.last_commit >= self.interval_s:
             self.last_commit = now
             self.commits.commit(consumer, wait=False, now=now)
 
@@ -203,7 +206,7 @@ class ExactlyOnce:
         self.commits.record(offsets)
         failpoints.reach("after_commit")
 
-    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float) -> None:
+    def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float, drained: bool = False) -> None:
         """Nothing left: the offsets were committed in the batch's transaction."""
 
     def sample(self, topic: str, key: bytes, value: bytes) -> None:

@@ -204,3 +204,19 @@ def test_a_feed_that_turns_bad_raises_one_alarm_and_nothing_is_dropped(kenv: Env
     assert d.metric("windows_scored_total") > 0
     d.check_alive()
     assert "input rejected:" in d.log_tail(400)
+
+
+def test_a_backlog_read_to_its_end_is_committed_at_once(kenv: Env, model_dir: Path, tmp_path: Path,
+                                                        daemons: list[DaemonProc]) -> None:
+    """Commits come at most every commit_interval_ms while records flow, and with an empty
+    poll; a backlog's end is committed as soon as it is read. Here neither the interval
+    (10 min) nor an empty poll (60 s) comes within the wait, so only that commit can
+    bring the group's position to the end of every partition."""
+    produce_feed(kenv, n=150)  # 900 records before the daemon starts: a backlog of 9+ full polls
+    cfg = kenv.config(tmp_path, model_dir, group__max_poll_records=100, group__commit_interval_ms=600_000,
+                      group__poll_timeout_ms=60_000)
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    daemons.append(d)
+    kenv.wait_caught_up(daemon=d, timeout=30)
+    assert d.metric("batches_total") >= 9  # every poll full, but perhaps the last
+    d.kill()  # its shutdown would commit too; what is committed now came while it ran

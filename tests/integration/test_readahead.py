@@ -147,3 +147,30 @@ def test_a_rebalance_while_records_are_held_skips_none_of_them(topics: Topics) -
         a.close(autocommit=False)
         if b is not None:
             b.close(autocommit=False)
+
+
+def test_at_end_only_once_every_partition_is_read_to_its_high_watermark(topics: Topics) -> None:
+    c = consumer(topics)
+    try:
+        ahead = ReadAhead(c, MAX)
+        seen, ends = 0, []
+        for b in batches(ahead, RECORDS):  # reading ahead after each batch, as the daemon
+            seen += sum(len(r) for r in b.values())
+            ends.append(ahead.at_end())
+        assert seen == RECORDS
+        assert not any(ends[:-1]) and ends[-1]  # at its end only after the last record
+        ahead.fetch()
+        assert ahead.at_end()  # nothing came since
+        p = KafkaProducer(bootstrap_servers=topics.bootstrap)
+        p.send(topics.input, value=b"late", partition=1)
+        p.flush(30)
+        p.close()
+        got = {}
+        for _ in range(50):  # the next fetch learns the new watermark and brings the record
+            got = ahead.poll(200)
+            if got:
+                break
+        assert [r.value for recs in got.values() for r in recs] == [b"late"]
+        assert ahead.at_end()
+    finally:
+        c.close(autocommit=False)

@@ -58,12 +58,20 @@ class Producer:
 class Consumer:
     def __init__(self) -> None:
         self.async_commits: list[dict[Any, Any]] = []
+        self.callbacks: list[tuple[dict[Any, Any], Any]] = []  # answered when a test says so
 
     def group_metadata(self) -> str:
         return "generation-7"
 
     def commit_async(self, offsets: dict[Any, Any], callback: Any) -> None:
         self.async_commits.append({tp: om.offset for tp, om in offsets.items()})
+        self.callbacks.append((offsets, callback))
+
+    def answer(self) -> None:
+        """The broker confirms every commit sent (kafka-python calls back on its IO thread)."""
+        for offsets, callback in self.callbacks:
+            callback(offsets, None)
+        self.callbacks.clear()
 
 
 OFFSETS = {"t-0": OffsetAndMetadata(40, '{"scored_to":45}', -1)}
@@ -156,6 +164,12 @@ def test_at_least_once_confirms_then_stages_and_commits_asynchronously_at_most_e
     d.commit(c, OFFSETS, now=10.0)
     d.commit(c, {"t-0": OffsetAndMetadata(50, "{}", -1)}, now=10.5)  # within the interval: staged only
     assert c.async_commits == [{"t-0": 40}] and d.commits.pending["t-0"].offset == 50
+    c.answer()  # the first one confirmed: none in flight
+    d.commit(c, {"t-0": OffsetAndMetadata(60, "{}", -1)}, now=10.6, drained=True)  # a backlog drained: at once
+    assert c.async_commits == [{"t-0": 40}, {"t-0": 60}]
+    c.answer()
+    d.commits.apply_answers()
+    assert d.commits.committed["t-0"] == 60 and not d.commits.pending
     d.sample("samples", b"k", b"v")
     assert p.calls[-1] == ("send", "samples", b"v")  # fire and forget
     d.rolled_back()
