@@ -35,6 +35,7 @@ import gc
 import logging
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from streamvae.config import Config
@@ -139,14 +140,13 @@ class Daemon:
             signal.signal(signal.SIGINT, self.stop)
         cfg, swapper, retrainer = self.cfg, self.parts.swapper, self.parts.retrainer
         member = instance.claim(cfg.group.instance_id, cfg.group.id)
-        # exactly once: the transaction a previous process of this slot left open is
-        # aborted here, before the alert ids already published are read back
-        producer = self.delivery.start(cfg.kafka, member.value, self.stop_event)
-        self.emitter.load_published()
-        if retrainer is not None and retrainer.publish:
-            from streamvae.kafka.samples import ensure_samples_topic
-
-            ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
+        # The outputs start on a thread while the consumer joins the group (~0.15 s each
+        # here); the first batch waits for them. Exactly once, the consumer waits: the
+        # offsets it reads must not be those of a transaction the start is still ending.
+        starting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamvae-start")
+        outputs = starting.submit(self._start_outputs, member.value)
+        starting.shutdown(wait=False)
+        producer: Any = outputs.result() if self.delivery.fences else None
         consumer = self.consumer = make_consumer(cfg.kafka, cfg.group, [cfg.topics.input], listener=self,
                                                  instance_id=member.value)
         ahead = self.ahead = ReadAhead(consumer, cfg.group.max_poll_records)
@@ -169,6 +169,8 @@ class Daemon:
                 self.metrics.after_poll(consumer, self.commits.failures_, self.clock.monotonic())
                 if self.commits.apply_answers():
                     failpoints.reach("after_commit")
+                if producer is None:
+                    producer = outputs.result()  # its error, if any, ends the run here
                 if batch:
                     self.handle(consumer, producer, batch)
                 else:
@@ -194,8 +196,26 @@ class Daemon:
                 consumer.close(autocommit=False)
             finally:
                 member.release()
-                producer.close(timeout=10)
+                if producer is None and outputs.exception() is None:  # stopped before the first poll returned
+                    producer = outputs.result()
+                if producer is not None:
+                    producer.close(timeout=10)
         return 0
+
+    def _start_outputs(self, instance_id: str | None) -> Any:
+        """The producer, the alert ids already published, the samples topic; the producer.
+
+        Exactly once: the transaction a previous process of this slot left open is aborted
+        here, before the alert ids already published are read back (read_committed)."""
+        cfg = self.cfg
+        producer = self.delivery.start(cfg.kafka, instance_id, self.stop_event)
+        self.emitter.load_published()
+        retrainer = self.parts.retrainer
+        if retrainer is not None and retrainer.publish:
+            from streamvae.kafka.samples import ensure_samples_topic
+
+            ensure_samples_topic(cfg.kafka, cfg.topics.samples, cfg.retrain.samples_retention_ms)
+        return producer
 
     def handle(self, consumer: Any, producer: Any, batch: dict[TopicPartition, list[Any]]) -> None:
         """One poll: process, produce, confirm every future, then learn and commit."""

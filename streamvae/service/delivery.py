@@ -76,6 +76,8 @@ class Delivery(Protocol):
     """What :meth:`Daemon.handle` needs of a delivery mode (see the module doc)."""
 
     checkpoint_ahead: bool  # may a checkpoint hold records whose offsets are not committed?
+    # does start() end a predecessor's open transaction, whose offsets the consumer must not read before?
+    fences: bool
 
     def start(self, k: KafkaConfig, instance_id: str | None, stop: threading.Event) -> Any: ...
     def outbox(self) -> Outbox: ...
@@ -99,6 +101,7 @@ class AtLeastOnce:
     most every ``interval_s`` while records flow (streamvae/kafka/commits.py)."""
 
     checkpoint_ahead = True
+    fences = False
 
     def __init__(self, commits: Commits, interval_s: float) -> None:
         self.commits = commits
@@ -144,6 +147,7 @@ class ExactlyOnce:
     """One transaction per batch: its records and its offset commit (see the module doc)."""
 
     checkpoint_ahead = False
+    fences = True
 
     def __init__(self, group_id: str, commits: Commits) -> None:
         self.group_id = group_id
