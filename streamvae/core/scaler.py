@@ -17,9 +17,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.errors import DataError, NotFittedError
+
 _F32_MAX = float(np.finfo(np.float32).max)
 
-from streamvae.errors import DataError, NotFittedError
+
+def standardise(x: npt.ArrayLike, mean: npt.NDArray[np.float64], scale: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """``(x - mean) / scale`` in float64, clipped to float32's range, as float32: NaN stays
+    NaN, and a value whose scaled form a float32 cannot hold becomes the largest one that
+    it can, never infinity (which the model would not take for an extreme reading). The
+    one formula :meth:`Scaler.transform` and the fused scorer's NumPy pass both use (its
+    C pass, model/_tail.c, computes the same)."""
+    a = np.asarray(x, dtype=np.float64)
+    return np.clip((a - mean) / scale, -_F32_MAX, _F32_MAX).astype(np.float32)
 
 
 @dataclass
@@ -57,12 +67,9 @@ class Scaler:
             raise NotFittedError("this Scaler is not fitted; call fit() with training readings")
 
     def transform(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Scale the last axis; NaN stays NaN. A value whose scaled form a float32 cannot
-        hold becomes the largest one that it can, never infinity (which the model would
-        not take for an extreme reading)."""
+        """Scale the last axis (:func:`standardise`)."""
         self._check()
-        a = np.asarray(x, dtype=np.float64)
-        return np.clip((a - self.mean_) / self.scale_, -_F32_MAX, _F32_MAX).astype(np.float32)
+        return standardise(x, self.mean_, self.scale_)
 
     def inverse_transform(self, z: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Undo :meth:`transform`."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.core.scaler import standardise
 from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput
 
 F32 = npt.NDArray[np.float32]
@@ -23,15 +24,8 @@ FAST_MIN_VAR = 1.0 / 16  # the fast variance form is exact to ~2e-7 / min_var (r
 
 # A scaler as the C pass takes it: per cell of a flattened window, mean and scale
 # (float64, (W*F,)); the window is scaled as (x - mean) / scale in float64, clipped to
-# float32's range (core/scaler.py's Scaler.transform).
+# float32's range (core/scaler.py's standardise).
 Cells = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
-_F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _scaled(x: F32, cells: Cells) -> F32:
-    """``x`` scaled by ``cells`` in NumPy, as the C pass does it."""
-    mean, scale = cells
-    return np.clip((x.astype(np.float64) - mean) / scale, -_F32_MAX, _F32_MAX).astype(np.float32)
 
 
 def _augment(kernel: npt.NDArray[Any], bias: npt.NDArray[Any]) -> F32:
@@ -153,7 +147,7 @@ class Kernel:
         for lo in range(0, len(redo), REDO):
             part = redo[lo : lo + REDO]
             again = np.empty(len(part))
-            xr = x[part] if cells is None else _scaled(x[part], cells)
+            xr = x[part] if cells is None else standardise(x[part], *cells)
             with np.errstate(all="ignore"):
                 self._chunk(xr, True, again, None, None)
             score[part] = again
@@ -162,7 +156,7 @@ class Kernel:
         """Scores alone; ``cells``: x is raw, to be scaled per cell first (see :data:`Cells`)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not self.forward:
-            return self.score(x if cells is None else _scaled(x, cells), detail=False).score
+            return self.score(x if cells is None else standardise(x, *cells), detail=False).score
         score = np.empty(len(x))
         for lo in range(0, len(x), self.chunk):
             self._forward(x[lo : lo + self.chunk], score[lo : lo + self.chunk], cells)
