@@ -243,8 +243,7 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
         fetch_max_wait_ms=g.fetch_max_wait_ms,
         session_timeout_ms=g.session_timeout_ms,
         heartbeat_interval_ms=max(100, g.session_timeout_ms // 3),
-        max_poll_interval_ms=g.max_poll_interval_ms,
-        metrics_enabled=False,  # kafka-python's own sensors, which nothing reads (streamvae/service/metrics.py has its own)
+        max_poll_interval_ms=g.max_poll_interval_ms,  # (its metrics stay on: service/ready.py reads connection-count)
         **connection_args(k),
     )
     if topics:
@@ -269,7 +268,9 @@ def make_producer(k: KafkaConfig, linger_ms: int = 5, transactional_id: str | No
         txn = {"transactional_id": transactional_id, "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
     check_access(k)
     return KafkaProducer(acks="all", linger_ms=linger_ms, retries=2_147_483_647, max_in_flight_requests_per_connection=1,
-                         delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 120_000), metrics_enabled=False, **txn,
+                         delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 120_000),
+                         metrics_enabled=False,  # kafka-python's own sensors: nothing reads the producer's
+                         **txn,
                          **connection_args(k))
 
 
