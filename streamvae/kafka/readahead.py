@@ -36,6 +36,19 @@ log = logging.getLogger(__name__)
 Batch = dict[Any, list[Any]]  # TopicPartition -> records, in offset order
 
 
+def lag(consumer: Any, tp: Any, timeout_ms: int = 0) -> int | None:
+    """Records of ``tp`` between the consumer's position and the high watermark of its
+    last fetch response (no request is sent); None while either is not known."""
+    high = consumer.highwater(tp)
+    if high is None:
+        return None
+    try:
+        pos = consumer.position(tp, timeout_ms=timeout_ms)
+    except KafkaError:
+        return None
+    return None if pos is None else max(0, high - pos)
+
+
 class ReadAhead:
     """A consumer's next records, fetched ahead of its next poll (see the module doc).
 
@@ -83,20 +96,10 @@ class ReadAhead:
         return held
 
     def at_end(self) -> bool:
-        """Nothing more to read now: no record held, and the consumer's position is at the
-        high watermark of every partition assigned, as of its last fetch (~15 us a
-        partition; one whose position or watermark is not known yet is not at its end)."""
-        if self.held:
-            return False
-        c = self.consumer
-        try:
-            for tp in c.assignment():
-                high, pos = c.highwater(tp), c.position(tp, timeout_ms=0)
-                if high is None or pos is None or pos < high:
-                    return False
-        except KafkaError:
-            return False
-        return True
+        """Nothing more to read now: no record held, and no lag (:func:`lag`) on any
+        partition assigned (~15 us a partition; one whose position or watermark is not
+        known yet is not at its end)."""
+        return not self.held and all(lag(self.consumer, tp) == 0 for tp in self.consumer.assignment())
 
     def drop(self) -> None:
         """Forget the held records, seeking each partition still assigned back to its
@@ -110,4 +113,4 @@ class ReadAhead:
         self.held = {}
 
 
-__all__ = ["ReadAhead"]
+__all__ = ["ReadAhead", "lag"]

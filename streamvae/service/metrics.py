@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import HistogramMetricFamily, Metric
 
 from streamvae.core.bank import ThresholdBank
-from streamvae.kafka.clients import KafkaError
+from streamvae.kafka.readahead import lag
 
 NAMESPACE = "streamvae"
 LAG_EVERY_S = 1.0
@@ -208,17 +208,11 @@ class Metrics:
         self._lag_at = now
         lagging = set()
         for tp in consumer.assignment():
-            hw = consumer.highwater(tp)  # from the last fetch response: no request
-            if hw is None:
-                continue
-            try:
-                pos = consumer.position(tp, timeout_ms=100)  # known after a fetch: no request either
-            except KafkaError:
-                continue
-            if pos is None:
+            n = lag(consumer, tp, timeout_ms=100)
+            if n is None:
                 continue
             key = (str(tp.topic), str(tp.partition))
-            self.consumer_lag.labels(*key).set(max(0, hw - pos))
+            self.consumer_lag.labels(*key).set(n)
             lagging.add(key)
         for key in self._lagging - lagging:  # revoked: its series goes
             self.consumer_lag.remove(*key)
