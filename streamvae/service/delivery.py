@@ -11,8 +11,9 @@
 
 :class:`AtLeastOnce` (the default) confirms every future, then the daemon checkpoints
 and commits the positions, asynchronously, at most every ``group.commit_interval_ms``
-(streamvae/kafka/commits.py), and at once when a backlog has just drained (``drained``:
-a short batch after a full one), so that the group's committed position, and the
+(streamvae/kafka/commits.py), and at once when a backlog has just drained (``drained``,
+the daemon's call: a short batch after a full one, or a full one that left every
+partition at its high watermark), so that the group's committed position, and the
 consumer lag its monitoring reads, reaches the end of the log when the daemon does,
 not a poll timeout later. A crash between the delivery and the commit makes the
 restart score that stretch again; its alerts have the same ids and the same fields
