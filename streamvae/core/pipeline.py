@@ -13,8 +13,8 @@ The model is called without detail (scores only); the features behind each flagg
 window come from a second call on the flagged windows alone.
 
 A big batch (``overlap`` or more readings, by default a few dozen) is scored in several
-model calls instead, on a worker thread: each part goes to the worker as soon as it is assembled, so the model
-scores one part while the main thread assembles the next; what is left when the batch is
+model calls instead, on a worker thread: each part goes to the worker as soon as it is
+assembled, so the model scores one part while the main thread assembles the next; what is left when the batch is
 assembled goes in parts of ``MAX_PART`` (the last one small), and the main thread judges
 each part (threshold, features, episodes) while the model scores the one after. The
 model holds no GIL while it computes (the fused scorer's C pass), so the pipeline's own
