@@ -68,12 +68,13 @@ class Env(Topics):
         super().__init__(bootstrap, partitions)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 
-    def send(self, key: str | None, value: bytes) -> None:
-        self.producer.send(self.input, key=None if key is None else key.encode(), value=value)
+    def send(self, key: str | None, value: bytes, partition: int | None = None) -> None:
+        """One record to the input; ``partition`` None: the key's partition."""
+        self.producer.send(self.input, key=None if key is None else key.encode(), value=value, partition=partition)
 
-    def send_reading(self, entity: str, ts: float, row: Any) -> None:
+    def send_reading(self, entity: str, ts: float, row: Any, partition: int | None = None) -> None:
         rec = {"entity": entity, "ts": ts, "values": {f: (None if v is None or v != v else float(v)) for f, v in zip(FEATURES, row)}}
-        self.send(entity, json.dumps(rec).encode())
+        self.send(entity, json.dumps(rec).encode(), partition)
 
     def flush(self) -> None:
         self.producer.flush(30)

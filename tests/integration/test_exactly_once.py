@@ -14,6 +14,17 @@ reads the second and is killed with SIGKILL at each named point in turn
 A read_committed consumer must then see every expected alert id and every dead letter
 exactly once; a read_uncommitted one sees the aborted transactions' records as well,
 which shows the kills did land inside transactions with records in them.
+
+The readings all go to partition 0 of the three; the malformed records go to their key's
+partition (all three), so a transaction still commits offsets of several partitions. The
+readings must keep one order: until an entity has ``threshold.min_history`` scores of its
+own, its windows are judged by the global tracker, which learns from every entity's
+scores in the order they arrive, and the order across partitions depends on when each
+fetch returns. Spread over three partitions, the two runs could differ at a borderline
+window without anything being lost: replayed offline in 8 random interleavings of the
+three partitions' polls, one run of this feed dropped two of its episodes, whose opening
+windows exceed the threshold by 0.03-0.1 (4 of the 8 alert ids; a CI run on 2026-12-05
+failed that way).
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ def produce(env: Env) -> int:
     bad = 0
     for i in range(N):
         for e, x in enumerate(xs):
-            env.send_reading(f"pump-{e}", T0 + i, x[i])
+            env.send_reading(f"pump-{e}", T0 + i, x[i], partition=0)  # one order (see the module doc)
         if i % 11 == 5:
             env.send(f"pump-{i % PUMPS}", b"{not json")
             bad += 1
@@ -72,6 +83,11 @@ def read(env: Env, topic: str, isolation: str) -> list[dict[str, Any]]:
     return [json.loads(v) for v in values]
 
 
+def about(alert: dict[str, Any]) -> tuple[str, str, float]:
+    """What an alert is, for a failure message: kind, entity, seconds into the feed."""
+    return (str(alert["kind"]), str(alert.get("entity")), float(alert.get("window_end") or T0) - T0)
+
+
 def twice(values: list[Any]) -> list[Any]:
     return [v for v, n in Counter(values).items() if n > 1]
 
@@ -86,16 +102,19 @@ def test_sigkill_at_every_step_of_the_transaction_repeats_nothing_and_loses_noth
         assert d.proc.wait(timeout=120) == -9, f"the daemon did not die at {point}\n{d.log_tail()}"
     assert crashed.scored_fraction() < 1.0, "it died after reading everything: the test proves nothing"
     straight.wait_caught_up(daemon=ref, timeout=120)
-    expected = {a["alert_id"] for a in read(straight, straight.alerts, "read_committed")}
+    expected = {a["alert_id"]: about(a) for a in read(straight, straight.alerts, "read_committed")}
     assert expected, "the reference run raised no alert: the test proves nothing"
     last = start(crashed, model_dir, tmp_path, "restart", None, daemons)
     last.wait_ready(90.0)
     crashed.wait_caught_up(daemon=last, timeout=120)
     assert last.terminate(timeout=20) == 0, last.log_tail()
 
-    alerts = [a["alert_id"] for a in read(crashed, crashed.alerts, "read_committed")]
+    got = read(crashed, crashed.alerts, "read_committed")
+    alerts = [a["alert_id"] for a in got]
     assert not twice(alerts), f"alert ids on the topic twice: {twice(alerts)}"
-    assert set(alerts) == expected
+    missing = [expected[i] for i in expected.keys() - set(alerts)]
+    extra = [about(a) for a in got if a["alert_id"] not in expected]
+    assert not missing and not extra, f"missing {sorted(missing)}; extra {sorted(extra)}"
     dead = [(d["partition"], d["offset"]) for d in read(crashed, crashed.dlq, "read_committed")]
     assert not twice(dead), f"records dead-lettered twice: {twice(dead)}"
     assert len(dead) == bad
