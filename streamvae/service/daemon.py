@@ -9,7 +9,8 @@ big batch, the records of the next are parsed ahead (streamvae/kafka/readahead.p
 2. produce the alerts and dead letters and confirm every future (acks=all);
 3. only then does the retraining lifecycle see the batch;
 4. checkpoint the learned state with its positions when one is due
-   (streamvae/service/checkpoint.py), and commit, per partition, the oldest offset
+   (streamvae/service/checkpoint.py; and at an empty poll once one is due, if a batch
+   was delivered since the last), and commit, per partition, the oldest offset
    still inside an open window, with ``scored_to`` in the commit metadata (at least
    once: at most every ``group.commit_interval_ms``, and at once when a backlog has just
    been read: a short batch after a full one, or a full one that reached the end of
@@ -79,6 +80,7 @@ class Daemon:
         self.last_batch_at = clock.time()
         self.backlog = False  # the last batch was full: more records were waiting
         self.last_checkpoint = clock.monotonic()
+        self.unsaved = False  # a batch was delivered since the last checkpoint written
         self.settled = True  # between two batches: the state is one a checkpoint may hold
         self.trim = MemoryTrim(clock)
         self.probes = Probes(cfg.http.ready_poll_age, cfg.group.max_poll_interval_ms / 1000, clock)
@@ -240,6 +242,7 @@ class Daemon:
         self.emitter.delivered(new_ids)
         self._learn(out)
         self.partitions.delivered(out.positions)
+        self.unsaved = True
         now = self.clock.monotonic()
         latest = self.parts.checkpoints.latest
         new_partition = latest is None or any(key(tp) not in latest.positions for tp in out.positions)
@@ -297,7 +300,9 @@ class Daemon:
     def _quiet(self, consumer: Any) -> None:
         """An empty poll: checkpoint, commit and give memory back if any of it waits."""
         now = self.clock.monotonic()
-        if self.commits.pending and now - self.last_checkpoint >= min(self.cfg.threshold.save_every, 10.0):
+        # what was learned since the last checkpoint is saved, whether or not its offsets
+        # are committed yet (a backlog's end is committed at once, before any checkpoint is due)
+        if (self.commits.pending or self.unsaved) and now - self.last_checkpoint >= min(self.cfg.threshold.save_every, 10.0):
             self._checkpoint()
         self.delivery.quiet(consumer, now)
         self.trim.quiet()
@@ -310,6 +315,7 @@ class Daemon:
         lifecycle = retrainer.state() if retrainer is not None and write else {}
         ck.take(self.pipeline.model_version, positions, self.pipeline.state(), lifecycle, write=write)
         if write:
+            self.unsaved = False
             self.metrics.count_to(self.metrics.checkpoint_failures, ck.failures_)
             failpoints.reach("after_checkpoint")
         self.last_checkpoint = self.clock.monotonic()

@@ -220,3 +220,29 @@ def test_a_backlog_read_to_its_end_is_committed_at_once(kenv: Env, model_dir: Pa
     kenv.wait_caught_up(daemon=d, timeout=30)
     assert d.metric("batches_total") >= 9  # every poll full, but perhaps the last
     d.kill()  # its shutdown would commit too; what is committed now came while it ran
+
+
+def test_what_a_drained_backlog_taught_is_saved_when_the_feed_goes_quiet(kenv: Env, model_dir: Path, tmp_path: Path,
+                                                                         daemons: list[DaemonProc]) -> None:
+    """A backlog's end is committed at once, before a checkpoint is due (save_every 1 s).
+    The state learned since the last checkpoint is then saved at an empty poll once one is
+    due, as it is when a commit waits: else it stayed unsaved until the next record came,
+    and a SIGKILL in a quiet spell made the restart read it all again."""
+    produce_feed(kenv, n=150)  # 900 records: read within a second here
+    state = tmp_path / "state.npz"
+    cfg = kenv.config(tmp_path, model_dir, group__max_poll_records=100, group__commit_interval_ms=600_000,
+                      threshold__state_file=str(state), threshold__save_every=1.0)
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    daemons.append(d)
+    kenv.wait_caught_up(daemon=d, timeout=30)
+    ends = kenv.end_offsets()
+
+    def learned() -> dict[int, int]:
+        positions = Checkpoint.from_file(state).positions if state.exists() else {}
+        return {p: positions.get((kenv.input, p), (0, -1))[1] for p in ends}
+
+    deadline = time.monotonic() + 15
+    while learned() != ends and time.monotonic() < deadline:
+        time.sleep(0.2)
+    d.kill()  # its shutdown would checkpoint too; what is saved now came while it ran
+    assert learned() == ends
