@@ -68,9 +68,11 @@ def finish(env: Env, d: DaemonProc, tmp: Path) -> Checkpoint:
 
 # (where it dies, seconds between checkpoints, ms between commits): a commit after every
 # batch and rare checkpoints leave most of the feed delivered but not in the saved state
-# (it is learned again on the restart, silently); frequent checkpoints and rare commits
-# leave a saved state ahead of the commit.
-POINTS = [("after_delivery:20", 600.0, 0), ("after_checkpoint:2", 0.3, 600_000), ("after_commit:8", 600.0, 0)]
+# (it is learned again on the restart, silently); a checkpoint after every batch and rare
+# commits leave a saved state ahead of the commit. (Not every 0.3 s: the first batch
+# commits at once, and so does the end of a backlog, so a feed read within 0.3 s met its
+# second checkpoint only when quiet, with everything committed: a CI run failed so.)
+POINTS = [("after_delivery:20", 600.0, 0), ("after_checkpoint:2", 0.001, 600_000), ("after_commit:8", 600.0, 0)]
 
 
 @pytest.mark.parametrize("point, save_every, commit_ms", POINTS)
