@@ -1,9 +1,11 @@
-"""The one C extension, streamvae/model/_tail.c (the fused scorer's elementwise tail).
+"""The C extensions: streamvae/model/_tail.c (the fused scorer's elementwise tail) and
+streamvae/kafka/_records.c (a Kafka record batch's records in one call).
 
 Everything else about the package is in pyproject.toml; an extension can only be declared
 here, as setuptools still calls ``[tool.setuptools.ext-modules]`` experimental and warns on
 every install (tests/unit/test_packaging.py allows no warning). ``optional=True``: where no
-C compiler works, the install goes on without it and the scorer uses its NumPy tail.
+C compiler works, the install goes on without them: the scorer uses its NumPy tail and
+kafka-python reads the records itself.
 """
 
 from setuptools import Extension, setup
@@ -18,6 +20,7 @@ setup(
             # -fno-trapping-math lets it compute both sides of a select (IEEE results,
             # NaN and inf included, are unchanged: that would be -ffast-math, not used).
             extra_compile_args=["-O3", "-fno-trapping-math"],
-        )
+        ),
+        Extension("streamvae.kafka._records", ["streamvae/kafka/_records.c"], optional=True, extra_compile_args=["-O2"]),
     ]
 )

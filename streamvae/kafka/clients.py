@@ -31,6 +31,7 @@ __all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "Produc
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import KafkaAccessError, StreamvaeError
+from streamvae.kafka import fastrecords
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,8 @@ def connection_args(k: KafkaConfig) -> ConnectionArgs:
     >>> a["sasl_plain_password"], "pw" in repr(a)
     ('pw', False)
     """
-    args = ConnectionArgs(
-        bootstrap_servers=k.bootstrap_servers.split(","),
-        client_id=k.client_id,
-        security_protocol=k.security_protocol,
-        request_timeout_ms=k.request_timeout_ms,
-    )
+    args = ConnectionArgs(bootstrap_servers=k.bootstrap_servers.split(","), client_id=k.client_id,
+                          security_protocol=k.security_protocol, request_timeout_ms=k.request_timeout_ms)
     if k.sasl_mechanism:
         args.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username, sasl_plain_password=k.sasl_password)
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
@@ -232,6 +229,7 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
     id (``group.instance.id``), None for dynamic membership. With ``group.delivery =
     "exactly_once"`` it reads committed records only (:func:`isolation`)."""
     check_access(k)
+    fastrecords.install()  # records read in C where the extension was built
     c = KafkaConsumer(
         group_instance_id=instance_id,
         isolation_level=isolation(g),
