@@ -1,10 +1,10 @@
 /* The records of one Kafka record batch (message format v2), read in one C call.
  *
  * Why C: kafka-python reads each record in Python (DefaultRecordBatch._read_msg: seven
- * varints, two slices, the headers), ~6 us a record here, on the daemon's main thread,
- * the drain's bottleneck. Here it is ~0.3 us. streamvae/kafka/fastrecords.py calls it
- * from the batch's iteration; everything about the batch (its CRC, compression,
- * transactions, control batches) stays kafka-python's.
+ * varints, two slices, the headers), 6-10 us a record here, on the daemon's main thread.
+ * Here it is ~0.65 us (bench_e2e's records, one header each).
+ * streamvae/kafka/fastrecords.py calls it from the batch's iteration; everything about
+ * the batch (its CRC, compression, transactions, control batches) stays kafka-python's.
  *
  * read(buf, pos, count, base_offset, first_timestamp, max_timestamp, timestamp_type, cls)
  *   -> (records, pos, error): ``count`` records from buf[pos:], each a ``cls`` (a tuple

@@ -1,17 +1,17 @@
 """A record batch's records read in one C call instead of one Python call each.
 
 kafka-python reads every record of a fetched batch in Python (``DefaultRecordBatch``'s
-``_read_msg``: ~6 us a record here, on the daemon's main thread, which is what bounds
-the drain of a backlog). :func:`install` makes iterating a batch call
-``streamvae/kafka/_records.c`` once for all its records (~0.3 us each) and hand back the
-same fields. Everything else stays kafka-python's: the batch's CRC check, its
-decompression, aborted transactions, and control batches, whose one record still goes
-through kafka-python's own reader.
+``_read_msg``: 6-10 us a record here, on the daemon's main thread). :func:`install`
+makes iterating a batch call ``streamvae/kafka/_records.c`` once for all its records
+(~0.65 us each) and hand back the same fields. Everything else stays kafka-python's:
+the batch's CRC check, its decompression, aborted transactions, and control batches,
+whose one record still goes through kafka-python's own reader.
 
 It is installed for kafka-python 3.0 only (the version streamvae pins), and only where
 the extension was built (``pip install -e .`` compiles it; without a C compiler the
 install goes on without it and kafka-python reads as before). A malformed record raises
-kafka-python's ``CorruptRecordError`` with the same reasons as its own reader.
+kafka-python's ``CorruptRecordError`` after the records before it, as its own reader
+does; the message says what was wrong in this reader's words.
 """
 
 from __future__ import annotations
