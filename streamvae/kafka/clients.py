@@ -31,7 +31,7 @@ __all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "Produc
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import KafkaAccessError, StreamvaeError
-from streamvae.kafka import fastrecords
+from streamvae.kafka import fastrecords, stall
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
     "exactly_once"`` it reads committed records only (:func:`isolation`)."""
     check_access(k)
     fastrecords.install()  # records read in C where the extension was built
+    stall.install()
     c = KafkaConsumer(
         group_instance_id=instance_id,
         isolation_level=isolation(g),
