@@ -1,14 +1,19 @@
-"""kafka-python 3.0's poll stall on the real broker, and streamvae/kafka/stall.py closing it.
+"""kafka-python 3.0's two fetch stalls on the real broker, and streamvae/kafka/stall.py closing them.
 
-The race: a fetch response lands while ``fetch_records`` sends the next fetches. Its
-records are buffered, no fetch is left in flight, and kafka-python's poll sleeps
-``retry_backoff_ms`` (100 ms) instead of returning them. The test makes the response
-land there every time: it wraps ``Fetcher.send_fetches`` to produce records for the
-fetch in flight and wait until that fetch completes before sending."""
+1. The race: a fetch response lands while ``fetch_records`` sends the next fetches. Its
+   records are buffered, no fetch is left in flight, and kafka-python's poll sleeps
+   ``retry_backoff_ms`` (100 ms) instead of returning them. The test makes the response
+   land there every time: it wraps ``Fetcher.send_fetches`` to produce records for the
+   fetch in flight and wait until that fetch completes before sending.
+2. The wait of 0 ms (``ReadAhead.fetch``): kafka-python's ends in a ``KafkaTimeoutError``
+   whose traceback keeps the caller's frames, and what they hold, alive in a reference
+   cycle until the cyclic collector runs."""
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 from typing import Any
 
 import kafka.consumer.group
@@ -20,6 +25,7 @@ from harness import broker, broker_mod  # noqa: F401  (pytest fixtures)
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.kafka import stall
 from streamvae.kafka.clients import make_consumer
+from streamvae.kafka.readahead import ReadAhead
 from streamvae.testing.topics import Topics
 
 LATE = 10  # records the fetch in flight brings, produced while the poll sends its next fetches
@@ -104,3 +110,41 @@ def test_kafka_python_alone_sleeps_with_the_records_in_its_buffer(
     values, slept = poll_after_a_response_lands_mid_send(topics, monkeypatch, fixed=False)
     assert values == [b"%d" % i for i in range(LATE)]
     assert slept == [0.1]
+
+
+class Batch:
+    """Stands for what the daemon's frames hold while it reads ahead: a batch's records."""
+
+
+def read_ahead_holding_a_batch(ahead: ReadAhead) -> "weakref.ref[Batch]":
+    batch = Batch()
+    ahead.fetch()  # nothing buffered, a fetch in flight: kafka-python would wait 0 ms
+    return weakref.ref(batch)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_reading_ahead_leaves_the_callers_objects_to_reference_counting(topics: Topics, fixed: bool) -> None:
+    g = GroupConfig(id=topics.group, auto_offset_reset="earliest")
+    c = make_consumer(KafkaConfig(bootstrap_servers=topics.bootstrap), g, [topics.input])
+    p = KafkaProducer(bootstrap_servers=topics.bootstrap)
+    try:
+        p.send(topics.input, b"first").get(30)
+        deadline = time.monotonic() + 60
+        while not c.poll(200) and time.monotonic() < deadline:  # the group joined, the first record read
+            pass
+        if not fixed:
+            stall.uninstall()
+        ahead = ReadAhead(c, 100)
+        gc.collect()
+        gc.disable()
+        try:
+            ref = read_ahead_holding_a_batch(ahead)
+            assert c._fetcher.in_flight_fetches(), "no fetch in flight: the setup is wrong, not the code"
+            alive = ref() is not None
+        finally:
+            gc.enable()
+        assert alive is not fixed  # kafka-python alone: freed only by the collector
+    finally:
+        stall.install()
+        p.close()
+        c.close(autocommit=False)
