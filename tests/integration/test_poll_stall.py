@@ -50,6 +50,15 @@ class Sleeps:
         time.sleep(seconds)
 
 
+def read_first(c: Any, p: KafkaProducer, topic: str) -> None:
+    """Produce one record and poll until ``c`` has read it: the group is joined."""
+    p.send(topic, b"first")
+    p.flush(30)
+    deadline = time.monotonic() + 60
+    while not c.poll(200) and time.monotonic() < deadline:
+        pass
+
+
 def poll_after_a_response_lands_mid_send(t: Topics, monkeypatch: pytest.MonkeyPatch,
                                          fixed: bool) -> tuple[list[bytes], list[float]]:
     """Drain the topic, leave one fetch in flight (the broker holds it: no records), then
@@ -63,11 +72,7 @@ def poll_after_a_response_lands_mid_send(t: Topics, monkeypatch: pytest.MonkeyPa
     p = KafkaProducer(bootstrap_servers=t.bootstrap, linger_ms=60_000)  # LATE records in one batch, at flush()
     send = Fetcher.send_fetches
     try:
-        p.send(t.input, b"first")
-        p.flush(30)
-        deadline = time.monotonic() + 60
-        while not c.poll(200) and time.monotonic() < deadline:  # the group joined, the first record read
-            pass
+        read_first(c, p, t.input)
         c._fetcher.fetch_records(100, timeout_ms=0)  # as ReadAhead.fetch: sends the next fetch
         assert c._fetcher.in_flight_fetches(), "no fetch in flight: the setup is wrong, not the code"
         armed = [True]
@@ -128,10 +133,7 @@ def test_reading_ahead_leaves_the_callers_objects_to_reference_counting(topics: 
     c = make_consumer(KafkaConfig(bootstrap_servers=topics.bootstrap), g, [topics.input])
     p = KafkaProducer(bootstrap_servers=topics.bootstrap)
     try:
-        p.send(topics.input, b"first").get(30)
-        deadline = time.monotonic() + 60
-        while not c.poll(200) and time.monotonic() < deadline:  # the group joined, the first record read
-            pass
+        read_first(c, p, topics.input)
         if not fixed:
             stall.uninstall()
         ahead = ReadAhead(c, 100)
