@@ -5,6 +5,7 @@ private fetch step it uses is still there (pyproject.toml pins kafka-python 3.0.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -49,10 +50,16 @@ class Listener:
 
 def consumer(t: Topics, listener: Any = None) -> Any:
     g = GroupConfig(id=t.group, max_poll_records=MAX, auto_offset_reset="earliest")
-    return make_consumer(KafkaConfig(bootstrap_servers=t.bootstrap), g, [t.input], listener=listener)
+    c = make_consumer(KafkaConfig(bootstrap_servers=t.bootstrap), g, [t.input], listener=listener)
+    # The topic's partitions known before the first join: kafka-python may join with
+    # metadata that lacks a topic created a moment ago ("No partition metadata for
+    # topic"), and the member then held no partition for the 20 s of polls that followed
+    # (1 run in ~30, seen under load).
+    assert c.partitions_for_topic(t.input) == {0, 1}
+    return c
 
 
-def batches(ahead: ReadAhead, until: int, fetch_every: bool = True) -> Iterator[dict[Any, list[Any]]]:
+def batches(ahead: ReadAhead, until: int) -> Iterator[dict[Any, list[Any]]]:
     """Polls until ``until`` records came, reading ahead after each (as the daemon does
     while the model scores)."""
     seen = 0
@@ -60,10 +67,31 @@ def batches(ahead: ReadAhead, until: int, fetch_every: bool = True) -> Iterator[
         b = ahead.poll(200)
         seen += sum(len(r) for r in b.values())
         yield b
-        if fetch_every and b:  # as the daemon: only while a batch is in hand (the group is stable then)
+        if b:  # as the daemon: only while a batch is in hand (the group is stable then)
             ahead.fetch()
         if seen >= until:
             return
+
+
+def first_batch(ahead: ReadAhead) -> dict[Any, list[Any]]:
+    """The first poll that brings records: the first ones may return nothing while the
+    consumer joins the group, and reading ahead needs a batch in hand."""
+    for _ in range(100):
+        b = ahead.poll(200)
+        if b:
+            return b
+    raise AssertionError("no record came in 100 polls")
+
+
+def read_ahead(ahead: ReadAhead, timeout: float = 10.0) -> None:
+    """``ahead.fetch()`` until it holds records. It parses only what the consumer has
+    buffered and waits for nothing: right after a poll that drained the buffer, the fetch
+    that poll sent may still be in flight (how often depends on scheduling alone)."""
+    deadline = time.monotonic() + timeout
+    ahead.fetch()
+    while not ahead.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+        ahead.fetch()
 
 
 def offsets(b: dict[Any, list[Any]]) -> dict[int, list[int]]:
@@ -89,8 +117,8 @@ def test_drop_reads_the_held_records_again(topics: Topics) -> None:
     c = consumer(topics)
     try:
         ahead = ReadAhead(c, MAX)
-        first = offsets(next(batches(ahead, 1, fetch_every=False)))
-        ahead.fetch()
+        first = offsets(first_batch(ahead))
+        read_ahead(ahead)
         held = {tp.partition: [r.offset for r in recs] for tp, recs in ahead.held.items()}
         assert held, "nothing was read ahead"
         ahead.drop()
@@ -117,9 +145,9 @@ def test_a_rebalance_while_records_are_held_skips_none_of_them(topics: Topics) -
     try:
         ahead = listener.ahead = ReadAhead(a, MAX)
         seen: dict[int, list[int]] = {0: [], 1: []}
-        for p, offs in offsets(next(batches(ahead, 1, fetch_every=False))).items():
+        for p, offs in offsets(first_batch(ahead)).items():
             seen[p].extend(offs)
-        ahead.fetch()
+        read_ahead(ahead)
         assert ahead.held
         b = consumer(topics)
         b.poll(timeout_ms=0)  # joins: the group rebalances at a's next poll
