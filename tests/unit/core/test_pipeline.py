@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence, cast
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from streamvae.core.episodes import EpisodeTracker
@@ -117,7 +118,9 @@ def test_only_flagged_windows_carry_shares_and_they_are_the_detectors(detector: 
         assert all(s.shares is None for s in r.scored if not s.flagged)
         if flagged:
             ref = detector.score(r.windows[flagged]).shares
-            np.testing.assert_allclose(np.stack([r.scored[j].shares for j in flagged]), ref, rtol=1e-4, atol=1e-6)
+            got = [r.scored[j].shares for j in flagged]
+            assert all(g is not None for g in got)
+            np.testing.assert_allclose(np.stack(cast(list[np.ndarray], got)), ref, rtol=1e-4, atol=1e-6)
             n_flagged += len(flagged)
     assert n_flagged >= 40  # the fault of `results`
 
@@ -158,10 +161,19 @@ def _flatten(results: list[BatchResult]) -> tuple[list[Scored], list[dict[str, A
     return scored, alerts
 
 
+def thresholds(scored: Sequence[Scored]) -> list[float]:
+    """Each window's threshold; every one of these windows has one."""
+    out = [s.threshold for s in scored]
+    assert None not in out
+    return cast(list[float], out)
+
+
 @dataclass
 class Out:
-    score: np.ndarray
-    shares: np.ndarray
+    """A :class:`~streamvae.core.scoring.ScoreBatch`."""
+
+    score: npt.NDArray[np.float64]
+    shares: npt.NDArray[np.float32] | None
 
 
 class FixedShape:
@@ -174,7 +186,7 @@ class FixedShape:
     zero-padded) and its score and shares are remembered: a window's score then depends on
     the window alone, and any difference between batch splits below is the pipeline's own."""
 
-    version_ = "fixed-shape"
+    version_: str | None = "fixed-shape"
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -196,13 +208,13 @@ class FixedShape:
                 if detail:
                     self._shares[k] = out.shares[j]
 
-    def score(self, X: Any, detail: bool = True) -> Out:
+    def score(self, X: npt.ArrayLike, detail: bool = True) -> Out:
         x = np.asarray(X, np.float32)
         self.lean_calls += not detail
         self._fill(x, detail)
         keys = [w.tobytes() for w in x]
         scores = np.array([self._score[k] for k in keys])
-        return Out(scores, np.stack([self._shares[k] for k in keys]) if detail else None)  # type: ignore[arg-type]
+        return Out(scores, np.stack([self._shares[k] for k in keys]) if detail else None)
 
 
 class HeldUntilIdle:
@@ -285,7 +297,7 @@ def test_the_bare_detector_gives_the_same_decisions_in_any_batch_split(detector:
         got_s, got_a = _flatten(run(make_pipeline(detector, warm), rs, sizes))
         assert [(s.entity, s.end_ts, s.flagged) for s in got_s] == [(s.entity, s.end_ts, s.flagged) for s in whole_s]
         np.testing.assert_allclose([s.score for s in got_s], [s.score for s in whole_s], rtol=1e-6)
-        np.testing.assert_allclose([s.threshold for s in got_s], [s.threshold for s in whole_s], rtol=1e-6)
+        np.testing.assert_allclose(thresholds(got_s), thresholds(whole_s), rtol=1e-6)
         keys = ("alert_id", "kind", "entity", "window_start", "window_end", "episode_id", "detected_at")
         assert [{k: a[k] for k in keys} for a in got_a] == [{k: a[k] for k in keys} for a in whole_a]
         assert [[f["name"] for f in a["features"]] for a in got_a] == [[f["name"] for f in a["features"]] for a in whole_a]
@@ -295,13 +307,13 @@ class Rescaled:
     """Another model for the swap: the detector's scores on another scale (x10 + 50), as
     a retrained model's would be. Same features, same shares."""
 
-    version_ = "rescaled"
+    version_: str | None = "rescaled"
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.names = list(inner.names)
 
-    def score(self, X: Any, detail: bool = True) -> Out:
+    def score(self, X: npt.ArrayLike, detail: bool = True) -> Out:
         out = self.inner.score(X, detail)
         return Out(out.score * 10.0 + 50.0, out.shares)
 
