@@ -4,8 +4,9 @@ kafka-python turns each fetched record into a ``ConsumerRecord`` inside ``poll``
 caller's thread (~11 us a record when this was written, ``scripts/bench_e2e.py``'s raw
 consume; streamvae.kafka.fastrecords has since cut the reading of a record itself to
 ~0.65 us). In the daemon's loop that came before each batch, while the scoring worker
-had nothing to do: the daemon drained a backlog at ~0.7 of the offline pipeline's rate. :class:`ReadAhead` lets the daemon parse
-the next batch while the worker scores this one (``StreamPipeline.process``'s ``idle``).
+had nothing to do: the daemon drained a backlog at ~0.7 of the offline pipeline's rate.
+:class:`ReadAhead` lets the daemon parse the next batch while the worker scores this one
+(``StreamPipeline.process``'s ``idle``).
 
 Only the fetch is done early, never the group's work: ``fetch`` drains the consumer's
 fetch buffer (kafka-python's ``Fetcher.fetch_records``, as ``KafkaConsumer.poll`` does
