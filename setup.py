@@ -1,11 +1,12 @@
-"""The C extensions: streamvae/model/_tail.c (the fused scorer's elementwise tail) and
-streamvae/kafka/_records.c (a Kafka record batch's records in one call).
+"""The C extensions: streamvae/model/_tail.c (the fused scorer's elementwise tail),
+streamvae/kafka/_records.c (a Kafka record batch's records in one call) and
+streamvae/core/_jsonrecord.c (the common record's JSON in one call).
 
 Everything else about the package is in pyproject.toml; an extension can only be declared
 here, as setuptools still calls ``[tool.setuptools.ext-modules]`` experimental and warns on
 every install (tests/unit/test_packaging.py allows no warning). ``optional=True``: where no
-C compiler works, the install goes on without them: the scorer uses its NumPy tail and
-kafka-python reads the records itself.
+C compiler works, the install goes on without them: the scorer uses its NumPy tail,
+kafka-python reads the records itself and every record's JSON takes the Python path.
 """
 
 from setuptools import Extension, setup
@@ -22,5 +23,7 @@ setup(
             extra_compile_args=["-O3", "-fno-trapping-math"],
         ),
         Extension("streamvae.kafka._records", ["streamvae/kafka/_records.c"], optional=True, extra_compile_args=["-O2"]),
+        Extension("streamvae.core._jsonrecord", ["streamvae/core/_jsonrecord.c"], optional=True,
+                  extra_compile_args=["-O2"]),
     ]
 )

@@ -22,6 +22,9 @@ Examples
 
 from __future__ import annotations
 
+import numpy as np
+
+from streamvae.core.jsonrecord import parser
 from streamvae.core.pipeline import Reading
 from streamvae.core.records import RecordDecoder
 from streamvae.errors import RecordError
@@ -29,16 +32,27 @@ from streamvae.kafka import codec
 
 
 class Intake:
-    """Decode messages for ``decoder``; refuse values over ``max_record_bytes`` unread."""
+    """Decode messages for ``decoder``; refuse values over ``max_record_bytes`` unread.
 
-    def __init__(self, decoder: RecordDecoder, max_record_bytes: int) -> None:
+    The common record is read in C (streamvae/core/jsonrecord.py) when the extension is
+    built; ``fast=False``, or a record the C reader is not sure of, takes the Python path."""
+
+    def __init__(self, decoder: RecordDecoder, max_record_bytes: int, fast: bool = True) -> None:
         self.decoder = decoder
         self.max_record_bytes = max_record_bytes
+        self.fast = parser(list(decoder.index), decoder.max_entity_len) if fast else None
 
     def decode(self, key: bytes | None, value: bytes | None, now: float | None = None) -> tuple[list[Reading], RecordError | None]:
         """The message's good readings and the reason for what was refused (None: nothing).
 
         ``now``: the wall clock, for the ``ts_in_future`` rule (None: not applied)."""
+        fast, dec = self.fast, self.decoder
+        if fast is not None and value is not None and len(value) <= self.max_record_bytes:
+            got = fast.parse(value, key)
+            if got is not None:
+                entity, ts, row = got
+                if (now is None or ts <= now + dec.max_future_s) and (dec.entities is None or entity in dec.entities):
+                    return [Reading(entity, ts, np.frombuffer(row, np.float32))], None
         try:
             if value is None:
                 raise RecordError("not_json", "message has no value")

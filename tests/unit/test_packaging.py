@@ -69,8 +69,9 @@ def test_install_prints_no_warning(tmp_path: Path, how: str) -> None:
     if how == "editable":  # and it works: the .pth names the copy, whose package imports
         (pth,) = (tmp_path / "site").glob("__editable__.streamvae-*.pth")
         assert pth.read_text().split() == [str(src.resolve())]
-        if _has_compiler():  # the C tail, compiled in place, next to fused.py
-            p = subprocess.run([sys.executable, "-c", "import streamvae.model._tail as t; print(t.isa)"], cwd=src,
+        if _has_compiler():  # the C extensions, compiled in place, next to their modules
+            p = subprocess.run([sys.executable, "-c", "import streamvae.model._tail as t, streamvae.kafka._records, "
+                                "streamvae.core._jsonrecord; print(t.isa)"], cwd=src,
                                capture_output=True, text=True, timeout=60)
             assert p.returncode == 0 and p.stdout.strip(), p.stdout + p.stderr
     else:  # and only the package goes in it, not tests/ or scripts/ (nor setup.py)
@@ -79,4 +80,5 @@ def test_install_prints_no_warning(tmp_path: Path, how: str) -> None:
         with zipfile.ZipFile(whl) as z:
             assert {n.split("/")[0] for n in z.namelist()} == {"streamvae", f"{name}-{ver}.dist-info"}
             if _has_compiler():
-                assert any(n.startswith("streamvae/model/_tail.") and n.endswith(".so") for n in z.namelist()), z.namelist()
+                for ext in ("streamvae/model/_tail.", "streamvae/kafka/_records.", "streamvae/core/_jsonrecord."):
+                    assert any(n.startswith(ext) and n.endswith(".so") for n in z.namelist()), (ext, z.namelist())
