@@ -7,8 +7,9 @@ spike or a level shift on one feature breaks that structure.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -101,3 +102,20 @@ def state_diff(a: object, b: object, path: str = "", rel: float = 1e-5, tol: flo
                                        else np.array_equal(a, b))
         return None if same else f"{path}: arrays differ ({a.shape} {b.shape})"
     return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
+class HeldUntilIdle:
+    """The detector, except that the worker thread's calls wait until the pipeline's
+    ``idle`` callback ran (``idle.set()``; at most 30 s, so a broken pipeline fails, not
+    hangs): a big batch then surely takes the pipeline's idle path."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.names = detector.names
+        self.version_: str | None = detector.version_
+        self.idle = threading.Event()
+
+    def score(self, x: Any, detail: bool = True) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            assert self.idle.wait(30), "the pipeline never called idle while the model was busy"
+        return self.detector.score(x, detail)

@@ -147,14 +147,16 @@ class StreamPipeline:
             self._worker = None
 
     def process(self, readings: Iterable[Reading], now: float | None = None, size: int | None = None,
-                idle: Callable[[], object] | None = None) -> BatchResult:
+                idle: Callable[[list[tuple[int, RecordError]]], object] | None = None) -> BatchResult:
         """Everything one batch causes. ``readings``: a sequence, or an iterator with
         ``size``, about how many readings it will give (it decides the overlap).
         ``result.rejected`` indexes the readings in the order they came.
 
         ``idle``: called once, the first time the main thread would wait for the model
         (a big batch, assembled, its judged parts caught up with the scored ones): work
-        of the caller's that needs no pipeline state (the daemon reads its next poll)."""
+        of the caller's that needs no pipeline state (the daemon notes which records each
+        window holds and reads its next poll). Its argument is ``result.rejected``,
+        complete by then: every reading has been given to the windows."""
         result = BatchResult()
         n = len(readings) if size is None else size  # type: ignore[arg-type]
         done: list[Window] = []
@@ -204,7 +206,7 @@ class StreamPipeline:
             nonlocal idle
             out = pending.popleft()
             if idle is not None and isinstance(out, Future) and not out.done():
-                idle()
+                idle(result.rejected)
                 idle = None
             part = finite_or_worst((out.result() if isinstance(out, Future) else out).score).tolist()
             self._judge(done, part, x, broken, scores, verdicts, shares)

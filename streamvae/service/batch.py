@@ -116,10 +116,22 @@ class BatchStep:
         """``batch``: records per partition (each with ``key``, ``value``, ``offset``), in
         offset order; ``marks``: per partition (missing: nothing learned or emitted yet);
         ``now``: the wall clock (alerts' detection time, the ``ts_in_future`` rule);
-        ``idle``: see :meth:`StreamPipeline.process`."""
+        ``idle``: called once while the model scores a big batch (see
+        :meth:`StreamPipeline.process`), after this step's own work there."""
         at = _Sources()
+        noted = False
+
+        def on_idle(rejected: list[tuple[int, RecordError]]) -> None:
+            # the records each window holds, noted while the model scores instead of
+            # after it (where the model would wait: ~1.7 ms a 2,000-record batch)
+            nonlocal noted
+            self._note(at, rejected)
+            noted = True
+            if idle is not None:
+                idle()
+
         res = self.pipeline.process(self._readings(batch, marks, now, at), now=now,
-                                    size=sum(len(r) for r in batch.values()), idle=idle)
+                                    size=sum(len(r) for r in batch.values()), idle=on_idle)
         for i, err in res.rejected:  # readings the windows refused: listed in their record's one dead letter
             tp, off = at.where[i]
             dl = at.refused.get((tp, off))
@@ -127,11 +139,8 @@ class BatchStep:
                 rec = next(r for r in batch[tp] if r.offset == off)
                 dl = at.refused[(tp, off)] = DeadLetter(tp, off, rec.key, rec.value, err)
             dl.items.append({"index": None, "reason": err.reason, "message": str(err)})
-        rejected = {i for i, _ in res.rejected}
-        note = self.offsets.note
-        for i, ((tp, off), r) in enumerate(zip(at.where, at.readings)):
-            if i not in rejected:
-                note(tp, r.entity, off, r.ts)
+        if not noted:
+            self._note(at, res.rejected)
         emitted = {tp: m.emitted_to for tp, m in marks.items() if tp in batch}
         observed = {tp: m.observed_to for tp, m in marks.items() if tp in batch}
         dead = [d for d in at.refused.values() if d.offset >= emitted.get(d.tp, -1)]
@@ -147,6 +156,19 @@ class BatchStep:
         failpoints.reach("scored")
         return BatchOutcome(res, learn, emit.alerts, dead, positions, at.records, at.bytes, at.rebuilt, emit, at.where,
                             self.pipeline.model_version)
+
+    def _note(self, at: _Sources, rejected: list[tuple[int, RecordError]]) -> None:
+        """Note, per partition and entity, the records the open windows hold: each reading
+        of the batch but those the windows refused."""
+        note = self.offsets.note
+        if not rejected:
+            for (tp, off), r in zip(at.where, at.readings):
+                note(tp, r.entity, off, r.ts)
+            return
+        skip = {i for i, _ in rejected}
+        for i, ((tp, off), r) in enumerate(zip(at.where, at.readings)):
+            if i not in skip:
+                note(tp, r.entity, off, r.ts)
 
     def _readings(self, batch: Mapping[Any, Sequence[Any]], marks: Mapping[Any, Marks], now: float,
                   at: _Sources) -> Iterator[Reading]:

@@ -8,7 +8,6 @@ readings. Readings of all pumps are interleaved in arrival order and cut into ba
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Sequence, cast
 
@@ -21,7 +20,7 @@ from streamvae.core.parts import FIRST_PART, LAST_PART, MAX_PART, rest_parts
 from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.spot import SPOT
-from conftest import FEATURE_NAMES, make_series
+from conftest import FEATURE_NAMES, HeldUntilIdle, make_series
 from streamvae.core.windows import WindowAssembler, sliding_windows
 
 ENTITIES = ["pump-1", "pump-2", "pump-3", "pump-4"]
@@ -217,22 +216,6 @@ class FixedShape:
         return Out(scores, np.stack([self._shares[k] for k in keys]) if detail else None)
 
 
-class HeldUntilIdle:
-    """The detector, except that the worker thread's first call waits until the
-    pipeline's ``idle`` callback ran (at most 30 s, so a broken pipeline fails, not hangs)."""
-
-    def __init__(self, detector: Any) -> None:
-        self.detector = detector
-        self.names = detector.names
-        self.version_: str | None = detector.version_
-        self.idle = threading.Event()
-
-    def score(self, x: Any, detail: bool = True) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            assert self.idle.wait(30), "the pipeline never called idle while the model was busy"
-        return self.detector.score(x, detail)
-
-
 def test_idle_runs_once_while_the_model_scores_a_big_batch_and_changes_nothing(detector: Any, warm: np.ndarray) -> None:
     """The daemon reads its next poll there (streamvae/kafka/readahead.py)."""
     rs = readings()
@@ -241,7 +224,8 @@ def test_idle_runs_once_while_the_model_scores_a_big_batch_and_changes_nothing(d
     pipe.scorer = held
     calls: list[int] = []
 
-    def idle() -> None:
+    def idle(rejected: list[Any]) -> None:
+        assert rejected == []
         calls.append(len(calls))
         held.idle.set()
 
@@ -252,7 +236,7 @@ def test_idle_runs_once_while_the_model_scores_a_big_batch_and_changes_nothing(d
     assert _flatten([got]) == _flatten(run(plain, rs, len(rs)))
     plain.close()
     small = make_pipeline(detector, warm)  # below ``overlap``: scored on the main thread, nothing to wait for
-    small.process(rs[: small.overlap - 1], idle=lambda: calls.append(-1))
+    small.process(rs[: small.overlap - 1], idle=lambda rejected: calls.append(-1))
     assert calls == [0] and small._worker is None
 
 

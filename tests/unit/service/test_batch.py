@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
-from conftest import FEATURE_NAMES, make_series, state_diff
+from conftest import FEATURE_NAMES, HeldUntilIdle, make_series, state_diff
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.episodes import EpisodeTracker
 from streamvae.core.pipeline import StreamPipeline
@@ -159,3 +159,37 @@ def test_every_window_is_delivered_once_with_the_record_that_completed_it(detect
     for s, tp, off in delivered:
         rec = json.loads(recs[off].value or b"")
         assert tp == TOPIC and (rec["entity"], rec["ts"]) == (s.entity, s.end_ts)
+
+
+def test_a_big_batch_notes_its_records_while_the_model_scores_and_leaves_out_the_refused(detector: Any,
+                                                                                        warm: np.ndarray) -> None:
+    """BatchStep notes which records the windows hold in the pipeline's ``idle`` (a big
+    batch) or after it (a small one): the same commit positions and the same notes either
+    way, a reading the windows refused (stamped two days back) in neither."""
+    recs = feed()[:400]
+    old = Rec(b"pump-1", json.dumps({"entity": "pump-1", "ts": 1000.0 + 90 - 2 * 86_400,
+                                     "values": dict.fromkeys(FEATURE_NAMES, 0.0)}).encode(), 0)
+    recs = [*recs[:390], old, *recs[390:]]  # near the end: its offset would stay among the notes
+    for off, r in enumerate(recs):
+        r.offset = off
+    seen = []
+    for overlap in (64, 0):  # 0: never on the worker, so never idle
+        s = step(detector, warm)
+        s.pipeline.overlap = overlap
+        held = HeldUntilIdle(detector)
+        s.pipeline.scorer = held
+        calls: list[int] = []
+
+        def idle() -> None:
+            calls.append(1)
+            held.idle.set()
+
+        outs = [s.process({TOPIC: recs[lo:hi]}, {}, now=NOW, idle=idle) for lo, hi in ((0, 200), (200, 401))]
+        s.pipeline.close()
+        assert sorted(d.offset for o in outs for d in o.dead_letters) == [BAD, 390]  # not JSON; refused
+        need = {e: (list(d), t[0]) for e, (d, t) in s.offsets._need[TOPIC].items()}
+        assert all(390 not in d for d, _ in need.values())
+        seen.append(([o.positions[TOPIC] for o in outs], need, len(calls)))
+    (pos_idle, need_idle, n_idle), (pos_after, need_after, n_after) = seen
+    assert n_idle == 2 and n_after == 0
+    assert pos_idle == pos_after and need_idle == need_after
