@@ -6,14 +6,18 @@ and once it is assembled the rest in parts whose last is at most LAST_PART windo
 from __future__ import annotations
 
 FIRST_PART = 32  # windows in the first model call of a big batch; each next part is twice as big
-# A batch of at least this many readings is big: scored in parts on the worker thread.
-# Two first parts, so that even the smallest big batch overlaps one part's model call
-# with the next one's assembly. A live feed at half the daemon's capacity polls a few
-# hundred records at a time (bench_e2e (e)): scored on the main thread, one after the
-# other, these made each poll's cycle (and so the next poll's batch) longer, ~75 ms
-# produce -> score p50 at 14,000 records/s, against ~35 ms in parts. Below it (a slow
-# feed) a thread hand-off costs more than the overlap saves.
-OVERLAP = 2 * FIRST_PART
+# A batch of at least this many readings is big: scored in parts on the worker thread,
+# while the main thread decodes, assembles and judges (~10 us a reading since the JSON
+# is read in C, streamvae/core/_jsonrecord.c). A smaller one is scored on the main
+# thread: each part's hand-off wakes the worker, then the main thread, which on a busy
+# 2-core machine (the broker, the producers) costs more than the overlap of so little
+# main-thread work saves. Paced feed, the daemon's polls timed (bench_e2e (e)'s shim):
+# at 6,000 records/s (~75 records a poll) produce -> score p50 / p99 15-16 / 36-47 ms
+# and 0.72-0.74 of a core at 512, against 20-26 / 64-145 ms and 0.84-0.86 at 64 (3 runs
+# each); at 12,000/s (200-550 a poll) p50 28-88 / p99 126-240 ms at 512, 49-83 / 133-210
+# at 64 (4 runs each), with 0.89-0.95 of a core against 1.02-1.07. It was 64 before the
+# JSON was read in C: then the main thread's share was twice as big.
+OVERLAP = 512
 LAST_PART = 64  # windows in the last model call of a big batch, at most: the main thread judges it alone
 # Windows in one model call, at most. The windows still unscored when a big batch is
 # assembled go in parts of this size, so the main thread runs each part's thresholds and

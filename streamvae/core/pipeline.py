@@ -12,19 +12,20 @@ entity's threshold tracker and the episode state machine.
 The model is called without detail (scores only); the features behind each flagged
 window come from a second call on the flagged windows alone.
 
-A big batch (``overlap`` or more readings, by default a few dozen) is scored in several
-model calls instead, on a worker thread: each part goes to the worker as soon as it is
-assembled, so the model scores one part while the main thread assembles the next; what is left when the batch is
-assembled goes in parts of ``MAX_PART`` (the last one small), and the main thread judges
-each part (threshold, features, episodes) while the model scores the one after. The
-model holds no GIL while it computes (the fused scorer's C pass), so the pipeline's own
-Python work overlaps the model's. ``readings`` may be an iterator: the daemon decodes
-the records of a poll lazily, so decoding overlaps the model too, and when the main
-thread has caught up with the model it calls ``idle`` (the daemon parses its next poll). The results are the same as with one call: a window's
-score does not depend on its batch (common random numbers, see
-streamvae/model/score.py), everything stateful runs on the main thread in arrival order,
-and a change accepted as an entity's new normal waits for every part before it re-scores
-the entity's later windows.
+A big batch (``overlap`` or more readings, by default 512: streamvae/core/parts.py) is
+scored in several model calls instead, on a worker thread: each part goes to the worker
+as soon as it is assembled, so the model scores one part while the main thread
+assembles the next; what is left when the batch is assembled goes in parts of
+``MAX_PART`` (the last one small), and the main thread judges each part (threshold,
+features, episodes) while the model scores the one after. The model holds no GIL while
+it computes (the fused scorer's C pass), so the pipeline's own Python work overlaps the
+model's. ``readings`` may be an iterator: the daemon decodes the records of a poll
+lazily, so decoding overlaps the model too, and when the main thread has caught up with
+the model it calls ``idle`` (the daemon notes the batch's records and parses its next
+poll). The results are the same as with one call: a window's score does not depend on
+its batch (common random numbers, see streamvae/model/score.py), everything stateful
+runs on the main thread in arrival order, and a change accepted as an entity's new
+normal waits for every part before it re-scores the entity's later windows.
 """
 
 from __future__ import annotations
