@@ -255,8 +255,8 @@ static PyObject *Parser_parse(Parser *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     PyObject *value = args[0], *key = args[1];
-    if (!PyBytes_Check(value) || (key != Py_None && !PyBytes_Check(key)))
-        Py_RETURN_NONE; /* not bytes: the Python path says what it makes of it */
+    if (self->index == NULL || !PyBytes_Check(value) || (key != Py_None && !PyBytes_Check(key)))
+        Py_RETURN_NONE; /* never initialised, or not bytes: the Python path says what it makes of it */
     Scan s = {(const unsigned char *)PyBytes_AS_STRING(value), 0, PyBytes_GET_SIZE(value)};
     PyObject *row = PyByteArray_FromStringAndSize(NULL, self->n * (Py_ssize_t)sizeof(float));
     if (row == NULL)

@@ -117,6 +117,8 @@ def test_what_needs_the_intakes_state_is_still_applied() -> None:
     assert fast.decode(None, None, NOW)[1].reason == "not_json"  # type: ignore[union-attr]
     assert fast.fast is not None
     assert fast.fast.parse(bytearray(value), None) is None  # type: ignore[arg-type]  # not bytes: not sure
+    bare = type(fast.fast).__new__(type(fast.fast))  # never initialised: no names to read by
+    assert bare.parse(value, None) is None
 
 
 def test_a_row_is_its_own_and_writable() -> None:
