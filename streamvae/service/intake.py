@@ -47,13 +47,14 @@ class Intake:
 
         ``now``: the wall clock, for the ``ts_in_future`` rule (None: not applied)."""
         fast, dec = self.fast, self.decoder
-        if fast is not None and value is not None and len(value) <= self.max_record_bytes:
-            got = fast.parse(value, key)
-            if got is not None:
-                entity, ts, row = got
-                if (now is None or ts <= now + dec.max_future_s) and (dec.entities is None or entity in dec.entities):
-                    return [Reading(entity, ts, np.frombuffer(row, np.float32))], None
         try:
+            if fast is not None and value is not None and len(value) <= self.max_record_bytes:
+                got = fast.parse(value, key)
+                if got is not None:
+                    entity, ts, row = got
+                    soon = now is None or ts <= now + dec.max_future_s
+                    if soon and (dec.entities is None or entity in dec.entities):
+                        return [Reading(entity, ts, np.frombuffer(row, np.float32))], None
             if value is None:
                 raise RecordError("not_json", "message has no value")
             if len(value) > self.max_record_bytes:
