@@ -5,8 +5,8 @@
 names, in ~1 us instead of the ~12 us of orjson, the duplicate-name check and
 :class:`~streamvae.core.records.RecordDecoder`. On anything else it answers None, "not
 sure", and the caller takes that Python path, which gives every answer it always gave:
-the C reader only ever skips work, never changes a result (tests/unit/core/
-test_jsonrecord.py compares the two on random and hand-made records).
+the C reader only ever skips work, never changes a result (tests/unit/service/
+test_intake_fast.py compares the two on random and hand-made records).
 
 ``pip install -e .`` compiles it (setup.py); without a C compiler the install goes on
 without it and :func:`parser` returns None.

@@ -161,10 +161,6 @@ class BatchStep:
         """Note, per partition and entity, the records the open windows hold: each reading
         of the batch but those the windows refused."""
         note = self.offsets.note
-        if not rejected:
-            for (tp, off), r in zip(at.where, at.readings):
-                note(tp, r.entity, off, r.ts)
-            return
         skip = {i for i, _ in rejected}
         for i, ((tp, off), r) in enumerate(zip(at.where, at.readings)):
             if i not in skip:
