@@ -184,7 +184,10 @@ def test_a_big_batch_notes_its_records_while_the_model_scores_and_leaves_out_the
             calls.append(1)
             held.idle.set()
 
-        outs = [s.process({TOPIC: recs[lo:hi]}, {}, now=NOW, idle=idle) for lo, hi in ((0, 200), (200, 401))]
+        outs = []
+        for lo, hi in ((0, 200), (200, 401)):
+            held.idle.clear()  # each big batch's worker waits for its own idle
+            outs.append(s.process({TOPIC: recs[lo:hi]}, {}, now=NOW, idle=idle))
         s.pipeline.close()
         assert sorted(d.offset for o in outs for d in o.dead_letters) == [BAD, 390]  # not JSON; refused
         need = {e: (list(d), t[0]) for e, (d, t) in s.offsets._need[TOPIC].items()}
