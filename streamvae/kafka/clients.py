@@ -242,7 +242,8 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
         fetch_max_wait_ms=g.fetch_max_wait_ms,
         session_timeout_ms=g.session_timeout_ms,
         heartbeat_interval_ms=max(100, g.session_timeout_ms // 3),
-        max_poll_interval_ms=g.max_poll_interval_ms,  # (its metrics stay on: service/ready.py reads connection-count)
+        max_poll_interval_ms=g.max_poll_interval_ms,
+        metrics_enabled=False,  # kafka-python's own sensors, per fetch and partition: nothing reads them
         **connection_args(k),
     )
     if topics:

@@ -16,13 +16,17 @@ Ready, 200 only when all of these hold (the JSON body lists each, and why it fai
 "Reached the broker" needs a signal of its own: kafka-python's ``poll`` does not raise
 when the broker is down, it returns nothing. A poll reached the broker when it returned
 records, or when right after it the consumer held at least one live connection to a
-broker: kafka-python's own ``connection-count`` metric, read from its metric object
-(about 1 us; no request is sent). A broker that stops, crashes or refuses connections
-shows at once (its sockets close). One that hangs with its sockets open shows when
-kafka-python's request timeout (``request_timeout_ms``, 30 s) closes the connection. A
-probe request would tell sooner, but a request queues behind the consumer's pending
-fetch on the same connection: a ``ListOffsets`` took 300-500 ms on an idle local broker
-(``fetch_max_wait_ms`` 500), time the loop would then not poll.
+broker: one its client calls ``connected`` (set up and handshaken), asked for each broker
+of the cluster's metadata (a few us; no request is sent). kafka-python's own
+``connection-count`` metric will not do: it counts connections still being set up, and
+while the broker is down the client retries one every backoff, so a poll that looked
+just then passed as one that reached the broker (a fresh-clone CI run saw /readyz's
+``recent_poll`` stay fresh 4 s after the broker stopped). A broker that stops, crashes or
+refuses connections shows at once (its sockets close). One that hangs with its sockets
+open shows when kafka-python's request timeout (``request_timeout_ms``, 30 s) closes the
+connection. A probe request would tell sooner, but a request queues behind the
+consumer's pending fetch on the same connection: a ``ListOffsets`` took 300-500 ms on an
+idle local broker (``fetch_max_wait_ms`` 500), time the loop would then not poll.
 
 Examples
 --------
@@ -63,8 +67,6 @@ class Probes:
         self.reached_at_: float | None = None  # ... of the last poll that reached the broker
         self.assigned_ = 0
         self.connections_: int | None = None  # None: not known (the consumer keeps no metrics)
-        self._conn_metric: Any = None
-        self._looked = False
 
     # -- the loop's side --------------------------------------------------------------------
     def polled(self, consumer: Any, got_records: bool) -> None:
@@ -80,13 +82,12 @@ class Probes:
             self.reached_at_ = now
 
     def _connections(self, consumer: Any) -> int | None:
-        """Live broker connections: kafka-python's ``connection-count`` metric (the
-        metric object is looked up once; reading it sends nothing)."""
-        if not self._looked:
-            self._looked = True
-            raw = consumer.metrics(raw=True) or {}
-            self._conn_metric = next((m for name, m in raw.items() if name.name == "connection-count"), None)
-        return None if self._conn_metric is None else int(self._conn_metric.value())
+        """Brokers ``consumer``'s client holds a live connection to; None when the client
+        cannot tell (no ``_client`` with ``connected`` and ``cluster``: not kafka-python)."""
+        client = getattr(consumer, "_client", None)
+        if client is None or not hasattr(client, "connected") or not hasattr(client, "cluster"):
+            return None
+        return sum(1 for b in client.cluster.brokers() if client.connected(_node_id(b)))
 
     # -- the HTTP side ------------------------------------------------------------------------
     def loop_state(self, stopping: bool) -> str:
@@ -123,6 +124,11 @@ class Probes:
                                        connections=self.connections_),
         }
         return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+
+
+def _node_id(broker: Any) -> Any:
+    """A metadata broker's id: ``node_id`` in kafka-python 3, ``nodeId`` before."""
+    return broker.node_id if hasattr(broker, "node_id") else broker.nodeId
 
 
 def _check(ok: bool, why: str, **values: Any) -> dict[str, Any]:

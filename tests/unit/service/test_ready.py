@@ -16,23 +16,43 @@ class MetricName(NamedTuple):
     group: str
 
 
+class Client:
+    """A kafka-python client's view of its connections: the brokers of its metadata, and
+    which of them it holds a set-up connection to (``connecting``: set up under way)."""
+
+    def __init__(self, brokers: int) -> None:
+        self.cluster = SimpleNamespace(brokers=lambda: [SimpleNamespace(node_id=i) for i in range(brokers)])
+        self.live: set[int] = set()
+        self.connecting: set[int] = set()
+
+    def connected(self, node_id: int) -> bool:
+        return node_id in self.live
+
+
 class Consumer:
-    """A KafkaConsumer's assignment and its ``connection-count`` metric (None: metrics off)."""
+    """A KafkaConsumer's assignment and its client (None: a consumer that cannot tell)."""
 
     def __init__(self, assigned: int, connections: int | None) -> None:
-        self.assigned, self.connections = assigned, connections
-        self.lookups = 0
+        self.assigned = assigned
+        if connections is not None:
+            self._client = Client(brokers=3)
+            self.connections = connections
+
+    @property
+    def connections(self) -> int:
+        return len(self._client.live)
+
+    @connections.setter
+    def connections(self, n: int) -> None:
+        self._client.live = set(range(n))
 
     def assignment(self) -> set[int]:
         return set(range(self.assigned))
 
-    def metrics(self, raw: bool = False) -> dict[Any, Any] | None:
-        self.lookups += 1
-        if self.connections is None:
-            return None
-        other = SimpleNamespace(value=lambda: 99.0)
-        return {MetricName("fetch-rate", "consumer-fetch-manager-metrics"): other,
-                MetricName("connection-count", "consumer-metrics"): SimpleNamespace(value=lambda: float(self.connections or 0))}
+    def metrics(self, raw: bool = False) -> dict[Any, Any]:
+        """kafka-python's metrics, ``connection-count`` as it counts: set up or under way."""
+        count = len(self._client.live | self._client.connecting)
+        return {MetricName("connection-count", "consumer-metrics"): SimpleNamespace(value=lambda: float(count))}
 
 
 def test_ready_needs_partitions_a_model_and_a_broker_that_answered_lately() -> None:
@@ -57,7 +77,6 @@ def test_ready_needs_partitions_a_model_and_a_broker_that_answered_lately() -> N
     c.connections = 2  # back
     p.polled(c, got_records=False)
     assert p.ready("v1", stopping=False)["ready"]
-    assert c.lookups == 1  # the metric object is looked up once
     assert not p.ready("v1", stopping=True)["ready"]
 
 
@@ -78,3 +97,21 @@ def test_without_consumer_metrics_the_broker_is_not_known_reachable() -> None:
     p.polled(Consumer(1, None), got_records=True)
     check = p.ready("v1", stopping=False)["checks"]["broker_reachable"]
     assert not check["ok"] and check["why"].startswith("unknown")
+
+
+def test_a_connection_still_being_set_up_is_not_a_live_one() -> None:
+    """While the broker is down the client retries a connection every backoff; a poll that
+    looks while one is being set up has not reached the broker (kafka-python's
+    ``connection-count`` metric counts it, and kept /readyz's ``recent_poll`` fresh)."""
+    clock, c = FakeClock(0.0), Consumer(assigned=1, connections=1)
+    p = Probes(ready_poll_age=3.0, stall_after=300.0, clock=clock)
+    p.polled(c, got_records=False)
+    assert p.ready("v1", stopping=False)["ready"]
+    c.connections = 0
+    c._client.connecting = {0}
+    for _ in range(5):
+        clock.advance(1.0)
+        p.polled(c, got_records=False)
+    r = p.ready("v1", stopping=False)["checks"]
+    assert not r["broker_reachable"]["ok"] and r["broker_reachable"]["connections"] == 0
+    assert not r["recent_poll"]["ok"] and r["recent_poll"]["seconds_ago"] == 5.0
