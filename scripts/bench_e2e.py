@@ -39,6 +39,9 @@ on correlated sinusoids + noise), measures:
                         ``make_producer``; both acks=all, linger 5 ms, one request in
                         flight. One reading in about 2 x rate is a spike, so alerts flow.
                         p50/p99 of produce -> score and produce -> alert on its topic;
+                        and where one poll's time goes on the daemon's main thread
+                        (wall and CPU of the poll, of the batch's processing and of the
+                        rest of the batch; the model calls' wall; CPU per record);
 (f) CPU                 the daemon's CPU per 1,000 records and share of one core at 200
                         and 2,000 records/s (the same paced feed, no spikes, under the
                         same shim as (e), which adds a few microseconds a poll, so that
@@ -74,7 +77,8 @@ Prints a table, then one JSON line (last) with raw_consume_per_s, model_only_per
 offline_per_s, e2e_per_s, ratio_offline_model, ratio_e2e_offline, p50_latency_ms,
 p99_latency_ms (produce -> score at 0.5 x), p50/p99_latency_ms_09 (at 0.9 x),
 p50/p99_alert_latency_ms, cpu_share_at_200_per_s, cpu_ms_per_1000 (at 200/s, 2,000/s and
-full speed), records, entities, and more (with ``--delivery both``:
+full speed), latency_cycle (the main thread's poll at 0.5 x, as above), records,
+entities, and more (with ``--delivery both``:
 e2e_exactly_once_per_s and ratio_exactly_once_at_least_once; null otherwise).
 
     .venv/bin/python scripts/bench_e2e.py [--records 200000] [--bootstrap HOST:PORT] [--model DIR] [--delivery both]
@@ -255,7 +259,8 @@ class _LastBatch:
     ``detail``, for the shares of flagged windows, are not the batch's scoring)."""
 
     def __init__(self, det: Any) -> None:
-        self.det, self.names, self.version_, self.parts = det, det.names, det.version_, []
+        self.det, self.names, self.version_ = det, det.names, det.version_
+        self.parts: list[Any] = []
 
     def score(self, x: Any, detail: bool = True) -> Any:
         if not detail:
@@ -613,6 +618,13 @@ def main() -> None:
         c = run["cpu"]
         print(f"    CPU while producing, share of one core: daemon {c['daemon']:.2f}, producer {c['producer']:.2f}, "
               f"broker {c['broker']:.2f} ({os.cpu_count()} cores in all)")
+        cy = run.get("cycle")
+        if cy:
+            print(f"    one poll on the daemon's main thread, mean of {cy['polls']:,} ({cy['records_per_poll']:.0f} records), "
+                  f"wall / CPU ms: poll {cy['poll_wall_ms']:.2f} / {cy['poll_cpu_ms']:.2f} (broker's wait included), "
+                  f"process {cy['process_wall_ms']:.2f} / {cy['process_cpu_ms']:.2f} (model calls {cy['model_wall_ms']:.2f} wall), "
+                  f"rest of the batch {cy['rest_wall_ms']:.2f} / {cy['rest_cpu_ms']:.2f}; "
+                  f"cycle {cy['cycle_wall_ms']:.2f} ms; {cy['cpu_us_per_record']:.0f} us of main-thread CPU a record")
     cpu200, cpu2000 = paced.get("f_200"), paced.get("f_2000")
     if cpu200 is not None and cpu2000 is not None:
         print()
@@ -646,6 +658,7 @@ def main() -> None:
         "p99_latency_ms_09": fig(e09, "score", "p99"),
         "p99_alert_latency_ms_09": fig(e09, "alert", "p99"),
         "latency_rate_per_s": None if e05 is None else round(e05["rate"]),
+        "latency_cycle": None if e05 is None else e05.get("cycle"),
         "latency_cpu_share": None if e05 is None else {k: (round(v, 2) if v == v else None) for k, v in e05["cpu"].items()},
         "cpu_share_at_200_per_s": None if cpu200 is None else round(cpu200["cpu"]["daemon"], 4),
         "latency_ms_at_200_per_s": None if cpu200 is None else {q: fig(cpu200, "score", q) for q in ("p50", "p99")},

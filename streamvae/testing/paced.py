@@ -242,7 +242,29 @@ def _latencies(shim: dict[str, Any], cut_us: float, topics: Topics) -> dict[str,
     lat = np.asarray([appended[aid] - sent_us / 1e3 for aid, sent_us in shim["alerts"]
                       if sent_us >= cut_us and aid in appended], dtype=np.float64)
     out["alert"] = {"n": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else float("nan")}
+    out["cycle"] = _cycle(shim.get("cycles", []), cut_us)
     return out
+
+
+def _cycle(cycles: list[Any], cut_us: float) -> dict[str, float] | None:
+    """Where one poll's time goes on the daemon's main thread, mean per poll that brought
+    records after ``cut_us`` (see scripts/latencyshim.py): wall and CPU ms of the poll, of
+    ``process`` and of the rest of the batch (alerts, delivery, commit, metrics), the
+    cycle (poll + batch), the model calls' wall ms, and main-thread CPU us per record."""
+    c = np.asarray([row for row in cycles if row[0] * 1e6 >= cut_us], dtype=np.float64).reshape(-1, 9)
+    if not len(c):
+        return None
+    _, poll_w, poll_c, proc_w, proc_c, hand_w, hand_c, n, model_w = c.T
+
+    def ms(a: np.ndarray) -> float:
+        return round(1e3 * float(a.mean()), 2)
+
+    return {"polls": len(c), "records_per_poll": round(float(n.mean()), 1),
+            "poll_wall_ms": ms(poll_w), "poll_cpu_ms": ms(poll_c),
+            "process_wall_ms": ms(proc_w), "process_cpu_ms": ms(proc_c),
+            "rest_wall_ms": ms(hand_w - proc_w), "rest_cpu_ms": ms(hand_c - proc_c),
+            "model_wall_ms": ms(model_w), "cycle_wall_ms": ms(poll_w + hand_w),
+            "cpu_us_per_record": round(1e6 * float((poll_c + hand_c).sum() / n.sum()), 1)}
 
 
 def _append_times(bootstrap: str, topic: str) -> dict[str, float]:
