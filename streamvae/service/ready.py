@@ -87,7 +87,7 @@ class Probes:
         client = getattr(consumer, "_client", None)
         if client is None or not hasattr(client, "connected") or not hasattr(client, "cluster"):
             return None
-        return sum(1 for b in client.cluster.brokers() if client.connected(_node_id(b)))
+        return sum(1 for b in client.cluster.brokers() if client.connected(b.node_id))
 
     # -- the HTTP side ------------------------------------------------------------------------
     def loop_state(self, stopping: bool) -> str:
@@ -120,15 +120,10 @@ class Probes:
                                   seconds_ago=None if age is None else round(age, 3)),
             "broker_reachable": _check(bool(self.connections_),
                                        "the consumer holds no live connection to any broker" if self.connections_ is not None
-                                       else "unknown: the consumer keeps no connection-count metric",
+                                       else "unknown: the consumer's client cannot tell its connections",
                                        connections=self.connections_),
         }
         return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
-
-
-def _node_id(broker: Any) -> Any:
-    """A metadata broker's id: ``node_id`` in kafka-python 3, ``nodeId`` before."""
-    return broker.node_id if hasattr(broker, "node_id") else broker.nodeId
 
 
 def _check(ok: bool, why: str, **values: Any) -> dict[str, Any]:

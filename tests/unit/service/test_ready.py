@@ -92,7 +92,7 @@ def test_alive_until_stopping_or_stalled() -> None:
     assert p.health(stopping=True)["loop"] == "stopping"
 
 
-def test_without_consumer_metrics_the_broker_is_not_known_reachable() -> None:
+def test_a_consumer_whose_client_cannot_tell_is_not_known_reachable() -> None:
     p = Probes(ready_poll_age=30.0, stall_after=300.0, clock=FakeClock(0.0))
     p.polled(Consumer(1, None), got_records=True)
     check = p.ready("v1", stopping=False)["checks"]["broker_reachable"]
