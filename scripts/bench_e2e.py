@@ -77,7 +77,8 @@ Prints a table, then one JSON line (last) with raw_consume_per_s, model_only_per
 offline_per_s, e2e_per_s, ratio_offline_model, ratio_e2e_offline, p50_latency_ms,
 p99_latency_ms (produce -> score at 0.5 x), p50/p99_latency_ms_09 (at 0.9 x),
 p50/p99_alert_latency_ms, cpu_share_at_200_per_s, cpu_ms_per_1000 (at 200/s, 2,000/s and
-full speed), latency_cycle (the main thread's poll at 0.5 x, as above), records,
+full speed), latency_cycle (the main thread's poll at 0.5 x, as above), latency_late_share
+(the share of records at 0.5 x that came a batch late, as above), records,
 entities, and more (with ``--delivery both``:
 e2e_exactly_once_per_s and ratio_exactly_once_at_least_once; null otherwise).
 
@@ -625,6 +626,9 @@ def main() -> None:
                   f"process {cy['process_wall_ms']:.2f} / {cy['process_cpu_ms']:.2f} (model calls {cy['model_wall_ms']:.2f} wall), "
                   f"rest of the batch {cy['rest_wall_ms']:.2f} / {cy['rest_cpu_ms']:.2f}; "
                   f"cycle {cy['cycle_wall_ms']:.2f} ms; {cy['cpu_us_per_record']:.0f} us of main-thread CPU a record")
+        if run.get("late") is not None:
+            print(f"    records a batch late (at the broker before the poll before theirs began: kafka-python's early "
+                  f"fetch, streamvae/kafka/readahead.py, or a backlog): {100 * run['late']:.1f}%")
     cpu200, cpu2000 = paced.get("f_200"), paced.get("f_2000")
     if cpu200 is not None and cpu2000 is not None:
         print()
@@ -659,6 +663,7 @@ def main() -> None:
         "p99_alert_latency_ms_09": fig(e09, "alert", "p99"),
         "latency_rate_per_s": None if e05 is None else round(e05["rate"]),
         "latency_cycle": None if e05 is None else e05.get("cycle"),
+        "latency_late_share": None if e05 is None or e05.get("late") is None else round(e05["late"], 4),
         "latency_cpu_share": None if e05 is None else {k: (round(v, 2) if v == v else None) for k, v in e05["cpu"].items()},
         "cpu_share_at_200_per_s": None if cpu200 is None else round(cpu200["cpu"]["daemon"], 4),
         "latency_ms_at_200_per_s": None if cpu200 is None else {q: fig(cpu200, "score", q) for q in ("p50", "p99")},

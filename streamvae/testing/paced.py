@@ -243,7 +243,27 @@ def _latencies(shim: dict[str, Any], cut_us: float, topics: Topics) -> dict[str,
                       if sent_us >= cut_us and aid in appended], dtype=np.float64)
     out["alert"] = {"n": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": float(lat.max()) if len(lat) else float("nan")}
     out["cycle"] = _cycle(shim.get("cycles", []), cut_us)
+    out["late"] = _late(shim["batches"], shim.get("cycles", []), cut_us)
     return out
+
+
+def _late(batches: list[Any], cycles: list[Any], cut_us: float) -> float | None:
+    """The share of the records sent after ``cut_us`` that came a batch late: they had
+    reached the broker (their append time) before the poll before theirs began, and that
+    poll did not bring them. A poll that finds records kafka-python fetched while the
+    batch before was handled returns those without asking the broker for newer ones
+    (streamvae/kafka/readahead.py). ``batches`` and ``cycles`` hold one row per batch,
+    in order (scripts/latencyshim.py); a poll began at its row's time less its wall."""
+    late = total = 0
+    began = None  # when the poll before this one began (wall clock, ms)
+    for (t_poll, _, _, stamps), cyc in zip(batches, cycles):
+        st = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)
+        st = st[st[:, 0] >= cut_us]
+        if began is not None and len(st):
+            late += int((st[:, 1] < began).sum())
+            total += len(st)
+        began = (t_poll - cyc[1]) * 1e3
+    return late / total if total else None
 
 
 def _cycle(cycles: list[Any], cut_us: float) -> dict[str, float] | None:
