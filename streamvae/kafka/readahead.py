@@ -22,6 +22,21 @@ The held records moved the consumer's positions. Whoever moves them otherwise (a
 after a rollback, a rebalance) calls :meth:`drop` first: each held partition still
 assigned is sought back to its first held record, so nothing is skipped.
 
+Records can come a batch late, and this module does not change that. When
+kafka-python's poll finds records buffered, it returns them and sends the next fetch at
+once; the broker answers it a few ms later (once ``fetch_min_bytes`` have come), while
+the daemon handles the batch, and the next poll returns that answer without asking for
+newer records: what reached the broker after it waits one batch more. At 12,000
+records/s (near ``scripts/bench_e2e.py``'s 0.5 x) 45% of the daemon's polls found records
+buffered and 37-62% of a batch's records had reached the broker before the poll before
+it began; bench_e2e's (e) rows print that share. Tried (2026-12-06, not kept): a poll
+that found records buffered took them, then asked the broker for 1 byte and waited for
+its answer. No record came late any more, but every poll then waited one round trip to
+the broker (poll wall 3.0 -> 4.1-5.2 ms) and the cycles grew: produce -> score p50 over
+three runs each 35.4, 36.8, 17.6 ms against 35.7, 26.8, 28.4 before. Sending the next
+fetch as soon as a batch is scored cost as much: kafka-python's send waits ~1.3 ms for
+its IO thread.
+
 kafka-python's ``_fetcher`` is private: pyproject.toml pins kafka-python to 3.0.x, and
 tests/integration/test_readahead.py fails if it moves.
 """
