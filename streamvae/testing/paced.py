@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from streamvae.testing.procs import ROOT, DaemonProc, cpu_seconds, run_cmd
 from streamvae.testing.topics import Topics
@@ -218,13 +219,18 @@ def pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q)) if len(a) else float("nan")
 
 
+def _after_cut(stamps: list[float], cut_us: float) -> npt.NDArray[np.float64]:
+    """A batch's (sent us, broker append ms) rows of the records sent after ``cut_us``."""
+    st = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)
+    return st[st[:, 0] >= cut_us]
+
+
 def _latencies(shim: dict[str, Any], cut_us: float, topics: Topics) -> dict[str, Any]:
     """Per stage, p50/p99/max in ms, of the records sent after ``cut_us`` (see the module doc)."""
     stage: dict[str, list[np.ndarray]] = {"score": [], "done": [], "poll": [], "append": []}
     sizes = []
     for t_poll, t_score, t_done, stamps in shim["batches"]:
-        st = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)
-        st = st[st[:, 0] >= cut_us]
+        st = _after_cut(stamps, cut_us)
         if len(st) == 0:
             continue
         sent, append = st[:, 0] / 1e3, st[:, 1]  # ms
@@ -257,8 +263,7 @@ def _late(batches: list[Any], cycles: list[Any], cut_us: float) -> float | None:
     late = total = 0
     began = None  # when the poll before this one began (wall clock, ms)
     for (t_poll, _, _, stamps), cyc in zip(batches, cycles):
-        st = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)
-        st = st[st[:, 0] >= cut_us]
+        st = _after_cut(stamps, cut_us)
         if began is not None and len(st):
             late += int((st[:, 1] < began).sum())
             total += len(st)
