@@ -9,15 +9,14 @@ one reading per pump per second, one timeline of event time) goes through
    fast as the broker takes it. A retrain the daemon starts here is let finish, and the
    version serving then is the one the drift is measured against;
 2. **drift**: the plant's mean load moves from 1 to 1 + ``SHIFT`` over 15 min and stays
-   there 25 min more (``HOLD_S``, see below): normal for the plant, not a fault. Sent at
-   ``DRIFT_SPEEDUP`` x real time, so the daemon keeps scoring the new normal while its
-   retrain worker runs (a retrain takes ~8 s here, half of it importing TensorFlow; sent at
-   full speed, the whole drift part would be scored in ~2 s, before any retrain could see
-   it). Asserted: the false-episode rate of the serving model RISES over the rate before
-   the drift; then the test waits (at most ``SWAP_TIMEOUT_S`` of wall time) until the
-   daemon serves another version on /healthz and no retrain runs. Only the daemon's own
-   worker can bring one: drift trigger -> ``streamvae retrain`` child -> gate -> promote ->
-   control event -> swap;
+   there 15 min more: normal for the plant, not a fault. Sent at ``DRIFT_SPEEDUP`` x real
+   time, so the daemon keeps scoring the new normal while its retrain worker runs (a
+   retrain takes ~8 s here, half of it importing TensorFlow; sent at full speed, the whole
+   drift part would be scored in ~2 s, before any retrain could see it). Asserted: the
+   false-episode rate of the serving model RISES over the rate before the drift; then the
+   test waits (at most ``SWAP_TIMEOUT_S`` of wall time) until the daemon serves another
+   version on /healthz and no retrain runs. Only the daemon's own worker can bring one:
+   drift trigger -> ``streamvae retrain`` child -> gate -> promote -> control event -> swap;
 3. **after**: 45 min more at the new operating point with 20 injected anomalies (spike,
    level_shift, drift, noise_burst, broken_correlation, 4 each; stuck and dead are left
    out: the likelihood cannot see them, the sensor rules catch them), sent at full speed.
@@ -51,19 +50,6 @@ Settings, and why:
   rise of the scores, which hides part of the drift and alarms more on a stable plant
   (offline, this feed and model recipe, through the daemon's pipeline: before the drift
   DSPOT 0.75 false episodes per entity-hour, SPOT 0.0).
-- ``HOLD_S`` = 1500 s, two and a half load cycles at the new operating point before the
-  faults. The after part is sent at full speed, so the model that serves it is the last one
-  the daemon promoted during the drift part. A retrain learns only windows at least
-  ``retrain.margin`` (300 s) old, and at x30 it takes another ~300 s of plant time, so
-  what the serving model learned lags the plant by about one load cycle. With a hold of
-  900 s, one CI run (at d96687b) failed: the drift part's last retrain learned windows
-  ending 2630-3011 s (300 s of the settled plant, half a cycle: it never saw the cycle's
-  peak at the new load), its recalibration windows held that peak, the fleet threshold came
-  out at 222-225 (174-177 in three passing runs), and 8 of 20 faults were caught; reproduced
-  offline from the run's checkpoint and registry, 8 of 20 again. The daemon's next retrain
-  started inside the after part, which takes 45 min on a real plant and ~3 s here. With
-  1500 s, any retrain that starts in the hold's last 600 s (``min_interval`` is 600 s of
-  plant time) learns a full cycle of the settled plant.
 - ``[retrain]``: the shipped defaults (adwin drift trigger, sample_every 10, margin 300 s,
   20 epochs, tolerance 0.01, 20k windows) except ``enabled``, a ``state_dir``,
   ``min_windows = 500`` (the default 1000 is ~25 min of this 8-pump feed after margins) and
@@ -102,7 +88,7 @@ ENTITIES = 8
 INTERVAL_S = 1.0  # one reading per pump per second
 PLANT, PERIOD_S, FEED_SEED, TRAIN_SEEDS = 0, 600.0, 1, (11, 12)
 WINDOW = 30
-BEFORE_S, RAMP_S, HOLD_S, AFTER_S = 1800.0, 900.0, 1500.0, 2700.0
+BEFORE_S, RAMP_S, HOLD_S, AFTER_S = 1800.0, 900.0, 900.0, 2700.0
 SHIFT = 0.25  # the plant's mean load: 1 -> 1.25
 ANOMALIES = "spike:4,level_shift:4,drift:4,noise_burst:4,broken_correlation:4,duration=60,gap=120"
 DRIFT_SPEEDUP = 30.0  # event time of the drift part runs 30x wall time (see the module doc)
