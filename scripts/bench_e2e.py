@@ -114,6 +114,7 @@ from streamvae.kafka.clients import make_consumer  # noqa: E402
 from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
 from streamvae.testing.procs import DaemonProc, cpu_seconds, run_cmd, streamvae_cmd, write_config  # noqa: E402
 from streamvae.testing.paced import FEATURES, T0, WINDOW, entity_name, java_load_generator, measure_paced, series  # noqa: E402,F401
+from streamvae.testing.pacedtable import cpu_lines, fig, latency_lines  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
@@ -592,57 +593,15 @@ def main() -> None:
     print(f"{'e2e / offline':<40} {r_eo:>7.3f}  >= 0.85  {'MET' if r_eo >= 0.85 else 'MISSED'}")
     print(f"{'e2e / raw consume':<40} {e2e['per_s'] / raw['per_s']:>7.3f}")
     e05, e09 = paced.get("e_05"), paced.get("e_09")
-
-    def fig(run: dict[str, Any] | None, stage: str, q: str) -> float | None:
-        v = None if run is None else run[stage][q]
-        return None if v is None or v != v else round(v, 1)
-
-    for name, run in (("0.5 x", e05), ("0.9 x", e09)):
-        if run is None:
-            continue
-        print()
-        print(f"(e) latency at {run['rate']:,.0f} records/s ({name} {'the given rate' if args.latency_rate else 'e2e'}; "
-              f"achieved {run['achieved_rate']:,.0f}/s; other {ol.get('e_05' if run is e05 else 'e_09', float('nan')):.2f}), "
-              f"{args.latency_seconds:.0f}s after the warm-up: {run['score']['n']:,} records in {run['polls']} polls "
-              f"({run['mean_batch']:.0f} records/poll)")
-        print(f"{'':<4}{'':<40} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-        target = ("  target p50 <= 10, p99 <= 20  " + ("MET" if run["score"]["p50"] <= 10 and run["score"]["p99"] <= 20 else "MISSED")
-                  if run is e05 else "")
-        rows = (("produce -> score (process returned)", "score", target),
-                (f"produce -> alert on its topic ({run['alert']['n']} alerts)", "alert", ""),
-                ("produce -> batch done (alerts acknowledged)", "done", ""),
-                ("produce -> poll returned", "poll", "  (Kafka + waiting for the batch before)"),
-                ("produce -> broker append", "append", "  (producer linger + request)"))
-        for label, stage, extra in rows:
-            st = run[stage]
-            print(f"{'':<4}{label:<40} {st['p50']:>8.1f} {st['p99']:>8.1f} {st['max']:>8.1f}{extra}")
-        c = run["cpu"]
-        print(f"    CPU while producing, share of one core: daemon {c['daemon']:.2f}, producer {c['producer']:.2f}, "
-              f"broker {c['broker']:.2f} ({os.cpu_count()} cores in all)")
-        cy = run.get("cycle")
-        if cy:
-            print(f"    one poll on the daemon's main thread, mean of {cy['polls']:,} ({cy['records_per_poll']:.0f} records), "
-                  f"wall / CPU ms: poll {cy['poll_wall_ms']:.2f} / {cy['poll_cpu_ms']:.2f} (broker's wait included), "
-                  f"process {cy['process_wall_ms']:.2f} / {cy['process_cpu_ms']:.2f} (model calls {cy['model_wall_ms']:.2f} wall), "
-                  f"rest of the batch {cy['rest_wall_ms']:.2f} / {cy['rest_cpu_ms']:.2f}; "
-                  f"cycle {cy['cycle_wall_ms']:.2f} ms; {cy['cpu_us_per_record']:.0f} us of main-thread CPU a record")
-        if run.get("late") is not None:
-            print(f"    records a batch late (at the broker before the poll before theirs began: kafka-python's early "
-                  f"fetch, streamvae/kafka/readahead.py, or a backlog): {100 * run['late']:.1f}%")
+    for name, key, run in (("0.5 x", "e_05", e05), ("0.9 x", "e_09", e09)):
+        if run is not None:
+            print()
+            print("\n".join(latency_lines(run, name, bool(args.latency_rate), ol.get(key, float("nan")),
+                                         args.latency_seconds, target=run is e05)))
     cpu200, cpu2000 = paced.get("f_200"), paced.get("f_2000")
     if cpu200 is not None and cpu2000 is not None:
         print()
-        print(f"(f) the daemon's CPU: {'feed':<30} {'records/s':>10} {'CPU ms / 1,000 rec':>19} {'share of a core':>16} "
-              f"{'records/poll':>13} {'CPU ms/poll':>12} {'score p50/p99 ms':>17}")
-        for label, run in (("paced, 200/s", cpu200), ("paced, 2,000/s", cpu2000)):
-            lat = f"{run['score']['p50']:.0f} / {run['score']['p99']:.0f}"
-            print(f"{'':<20}{label:<30} {run['achieved_rate']:>10,.0f} {run['cpu_ms_per_1000']:>19,.0f} "
-                  f"{run['cpu']['daemon']:>16.3f} {run['records_per_poll']:>13.1f} {run['cpu_ms_per_poll']:>12.2f} {lat:>17}"
-                  + (f"  target <= 0.05  {'MET' if run['cpu']['daemon'] <= 0.05 else 'MISSED'}" if run is cpu200 else ""))
-        print(f"{'':<20}(score p50/p99: produce -> score; at a slow feed mostly the broker's fetch wait, "
-              f"group.fetch_min_bytes / fetch_max_wait_ms)")
-        print(f"{'':<20}{'full speed (the drain of (c))':<30} {e2e['per_s']:>10,.0f} {e2e['cpu_ms_per_1000']:>19,.0f} "
-              f"{e2e['cpu_ms_per_1000'] * e2e['per_s'] / 1e6:>16.3f}")
+        print("\n".join(cpu_lines(cpu200, cpu2000, e2e["per_s"], e2e["cpu_ms_per_1000"])))
     for n in notes:
         print(f"note: {n}")
     print(json.dumps({

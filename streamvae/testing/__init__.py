@@ -5,6 +5,8 @@
 - :mod:`~streamvae.testing.broker`: the project's local Kafka broker (deploy/kafka/broker.py);
 - :mod:`~streamvae.testing.topics`: uuid-named topics, end offsets, the committed ``scored_to``;
 - :mod:`~streamvae.testing.truth`: alert episodes against the simulator's ground truth;
+- :mod:`~streamvae.testing.paced`: a live feed at a fixed rate, the daemon's latency and CPU;
+  :mod:`~streamvae.testing.pacedtable`: their tables, as scripts/bench_e2e.py prints them;
 - :mod:`~streamvae.testing.net`: a free port; :mod:`~streamvae.testing.threads`: one thread.
 
 No other streamvae package imports this one (tests/unit/test_layers.py). Importing it
