@@ -94,6 +94,26 @@ def recalibration_scores(det: Any, windows: npt.NDArray[np.float32] | None) -> n
     return np.concatenate([held, np.asarray(det.score_samples(windows), dtype=np.float64)])
 
 
+def above_own(det: Any, scores: npt.NDArray[np.float64]) -> float:
+    """The share of the recent windows' scores (``scores`` after the held-out ones, as
+    :func:`recalibration_scores` gives them) above the model's own training threshold;
+    NaN when it has none or there are no recent windows. Near 1 % on a plant the model
+    knows; far above it, the model is behind the plant, and the thresholds recalibrated
+    on those windows come out far from its own (the drift test's failures: 222 against
+    188; see tests/integration/test_retrain_drift.py).
+
+    >>> from types import SimpleNamespace
+    >>> det = SimpleNamespace(heldout_scores_=[1.0, 2.0], threshold_=5.0)
+    >>> above_own(det, np.array([1.0, 2.0, 4.0, 6.0, 7.0, 3.0]))
+    0.5
+    """
+    own = getattr(det, "threshold_", None)
+    recent = np.asarray(scores, dtype=np.float64)[len(det.heldout_scores_):]
+    if own is None or len(recent) == 0:
+        return float("nan")
+    return float(np.mean(recent > own))
+
+
 def install(pipeline: StreamPipeline, det: Any, version: str, scores: npt.ArrayLike) -> None:
     """Serve ``det`` from the next batch on, thresholds recalibrated on ``scores``; the
     sensor rules learn which features the new model saw vary. Raises (changing nothing)

@@ -14,7 +14,7 @@ from streamvae.core.clock import SYSTEM, Clock
 from streamvae.core.pipeline import BatchResult, StreamPipeline
 from streamvae.errors import StreamvaeError
 from streamvae.kafka.control import ACTIONS, ControlError, ControlListener
-from streamvae.lifecycle.recalibrate import RecalibrationWindows, install, recalibration_scores
+from streamvae.lifecycle.recalibrate import RecalibrationWindows, above_own, install, recalibration_scores
 from streamvae.registry import Registry
 from streamvae.service import failpoints
 from streamvae.service.metrics import Metrics
@@ -165,6 +165,7 @@ class HotSwap:
             det.warmup(self.cfg.group.max_poll_records)
             job.info["recent"] = 0 if job.windows is None else len(job.windows)
             job.det, job.scores = det, recalibration_scores(det, job.windows)
+            job.info["above_own"] = above_own(det, job.scores)
         except StreamvaeError as e:
             job.reason, job.error = "load", str(e)
         except Exception as e:  # a failing TensorFlow or NumPy call must not take the daemon down: old model serves on
@@ -198,6 +199,12 @@ class HotSwap:
         self.metrics.model_swap_load_seconds.set(job.seconds)
         self.metrics.model_swap_delay_seconds.set(delay)
         log.info("now serving model %s (was %s): loaded in %.2fs, %.2fs after the promotion; thresholds recalibrated "
-                 "on its held-out training windows and %d recent windows", job.version, old, job.seconds, delay,
-                 job.info.get("recent", 0))
+                 "on its held-out training windows and %d recent windows: fleet threshold %s, its own training "
+                 "threshold %s, %.1f%% of the recent windows above its own", job.version, old, job.seconds, delay,
+                 job.info.get("recent", 0), _num(pipeline.thresholds.get()), _num(getattr(job.det, "threshold_", None)),
+                 100 * job.info.get("above_own", float("nan")))
         return job.det
+
+
+def _num(v: float | None) -> str:
+    return "none" if v is None else f"{v:.1f}"
