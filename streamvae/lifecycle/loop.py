@@ -138,10 +138,17 @@ class Lifecycle:
         if self.trigger is not None:
             self.trigger.finished(now, ok)
 
-    def model_swapped(self) -> None:
-        """A new model serves: its scores are on a new scale, so drift starts over."""
-        if self.trigger is not None and self.trigger.detector_ is not None:
-            self.trigger.detector_.reset()
+    def model_swapped(self, above_own: float = float("nan")) -> None:
+        """A new model serves: its scores are on a new scale, so drift starts over;
+        ``above_own`` says whether it came in behind the plant
+        (:meth:`~streamvae.lifecycle.trigger.RetrainTrigger.model_swapped`)."""
+        if self.trigger is not None:
+            self.trigger.model_swapped(above_own)
+
+    @property
+    def behind(self) -> bool:
+        """The serving model came in behind the plant, and no model has replaced it."""
+        return self.trigger is not None and self.trigger.behind_ is not None
 
     # -- what a retrain learns -----------------------------------------------------------
     def training_set(self) -> TrainingSet:

@@ -1,5 +1,6 @@
-"""When to retrain: a drift of the normal windows' scores, a new operating point, N new
-buffered windows, or a schedule; one retrain at a time.
+"""When to retrain: a drift of the normal windows' scores, a new operating point, a model
+that came in behind the plant, N new buffered windows, or a schedule; one retrain at a
+time.
 
 :class:`RetrainTrigger` is asked ``due(now)`` between batches and answers a human reason
 or None. Time is passed in (the stream's time in replay, the daemon's clock), so a test
@@ -8,8 +9,12 @@ drives it without sleeping. The reasons, in the order they are checked:
 1. ``drift: ...``: :class:`ScoreDrift` saw the scores of unflagged windows rise;
 2. ``new operating point: ...``: ``max(50, min_windows / 4)`` windows were buffered while
    most of the fleet alarmed at once (:mod:`streamvae.lifecycle.fleet`);
-3. ``after N new windows``: ``after_windows`` new buffered windows (0: never);
-4. ``schedule``: ``schedule`` seconds since the last successful retrain (0: never).
+3. ``behind the plant: ...``: the model serving now scored more than ``behind_share`` of
+   the recent windows at its swap above its own training threshold, and
+   ``max(50, min_windows / 4)`` windows were buffered since the last retrain started
+   (see :meth:`RetrainTrigger.model_swapped`);
+4. ``after N new windows``: ``after_windows`` new buffered windows (0: never);
+5. ``schedule``: ``schedule`` seconds since the last successful retrain (0: never).
 
 Drift is watched on the scores of the windows the pipeline did not flag (higher = more
 anomalous; :mod:`streamvae.lifecycle.loop` says why those): when the plant moves to a new
@@ -48,6 +53,11 @@ log = logging.getLogger(__name__)
 
 DRIFT_KINDS = ("adwin", "page_hinkley", "none")
 _PH_FIELDS = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
+# A model that knows the plant scores ~0 % of the recent windows above its own training
+# threshold (its held-out scores' 99.9th percentile plus a margin): 0.0 % at each of 20
+# swaps in 4 passing runs of tests/integration/test_retrain_drift.py. 1 % is ten times
+# the 0.1 % that percentile lets through.
+BEHIND_SHARE = 0.01
 
 
 class ScoreDrift:
@@ -199,6 +209,7 @@ class RetrainTrigger:
     min_windows : buffered windows needed before any retrain.
     start : time the trigger starts counting from (the schedule's origin; None: the
         first ``due``).
+    behind_share : see :meth:`model_swapped`.
 
     Use: ``observe_scores`` and ``windows_added`` per batch, ``due(now, buffered)``
     between batches; ``started(now)`` when a retrain begins and ``finished(now, ok)``
@@ -209,11 +220,12 @@ class RetrainTrigger:
     """
 
     _COUNTERS = ("new_windows_", "running_", "last_start_", "last_success_", "_origin", "retrains_", "failures_",
-                 "last_failed_", "windows_at_start_", "fleet_windows_")
+                 "last_failed_", "windows_at_start_", "fleet_windows_", "behind_",
+                 "since_start_")
 
     def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
                  min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
-                 drift_warmup: int = 1000) -> None:
+                 drift_warmup: int = 1000, behind_share: float = BEHIND_SHARE) -> None:
         if drift not in DRIFT_KINDS:
             raise ConfigError(f"retrain.drift must be one of {', '.join(DRIFT_KINDS)}; got {drift!r}")
         for key, v in (("schedule", schedule), ("min_interval", min_interval)):
@@ -237,6 +249,9 @@ class RetrainTrigger:
         self.last_failed_ = False
         self.windows_at_start_ = 0
         self.fleet_windows_ = 0
+        self.behind_share = behind_share
+        self.behind_: str | None = None
+        self.since_start_ = 0  # windows buffered since the last retrain started
 
     @classmethod
     def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
@@ -248,6 +263,7 @@ class RetrainTrigger:
         fleet alarmed (a new operating point)."""
         self.new_windows_ += n
         self.fleet_windows_ += fleet
+        self.since_start_ += n
 
     def observe_scores(self, scores: Iterable[float]) -> None:
         """Scores of normal windows (higher = more anomalous), in stream order."""
@@ -272,6 +288,8 @@ class RetrainTrigger:
             return self.detector_.detected_
         if self.fleet_windows_ >= max(50, self.min_windows // 4):
             return f"new operating point: {self.fleet_windows_} windows buffered while most of the fleet alarmed"
+        if self.behind_ is not None and self.since_start_ >= max(50, self.min_windows // 4):
+            return f"{self.behind_}; {self.since_start_} windows buffered since the last retrain started"
         if self.after_windows and self.new_windows_ >= self.after_windows:
             return f"after {self.new_windows_} new windows"
         ref = self.last_success_ if self.last_success_ is not None else self._origin
@@ -285,6 +303,7 @@ class RetrainTrigger:
         self.running_ = True
         self.last_start_ = now
         self.windows_at_start_ = self.new_windows_
+        self.since_start_ = 0
 
     def finished(self, now: float, ok: bool) -> None:
         """``ok``: a new model was promoted (counters and drift start afresh)."""
@@ -299,6 +318,39 @@ class RetrainTrigger:
                 self.detector_.reset()
         else:
             self.failures_ += 1
+
+    def model_swapped(self, above_own: float = float("nan")) -> None:
+        """A new model serves. Its scores are on a new scale: drift starts over. And
+        ``above_own``, the share of the recent windows it scored above its own training
+        threshold at the swap (:func:`streamvae.lifecycle.recalibrate.above_own`; NaN:
+        not known), says whether it came in behind the plant.
+
+        A retrain learns windows at least ``retrain.margin`` old, and takes minutes more,
+        so what it learned lags the plant. When the plant moved meanwhile (the rest of a
+        new operating point's load cycle, the end of a ramp), the recent windows score
+        above anything the model saw, and the thresholds recalibrated on them come out
+        high: they hide faults. Nor does drift fire again, as its reference is taken from
+        the same recent plant. So above ``behind_share`` another retrain is due once
+        ``min_interval`` has passed and ``max(50, min_windows / 4)`` windows were buffered
+        since the last retrain started (windows that model could not learn; ``behind_``),
+        until a model that is not behind swaps in.
+
+        >>> trig = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+        >>> trig.model_swapped(above_own=0.04); trig.windows_added(50)
+        >>> trig.due(0.0, buffered=500)
+        'behind the plant: its own threshold let through 4.0% of the recent windows; 50 windows buffered since the last retrain started'
+        >>> trig.model_swapped(above_own=0.0); trig.due(1.0, buffered=500) is None
+        True
+        """
+        if self.detector_ is not None:
+            self.detector_.reset()
+        self.behind_ = None
+        if above_own > self.behind_share:  # False for NaN
+            self.behind_ = f"behind the plant: its own threshold let through {100 * above_own:.1f}% of the recent windows"
+            log.warning("the new model came in behind the plant: it scored %.1f%% of the recent windows above its own "
+                        "training threshold (> %.1f%%); another retrain is due once retrain.min_interval has passed and "
+                        "%d windows are buffered since the last retrain started", 100 * above_own, 100 * self.behind_share,
+                        max(50, self.min_windows // 4))
 
     def state(self) -> State:
         """Counters and times; the drift detector under ``drift.``. A retrain running when

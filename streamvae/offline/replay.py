@@ -37,7 +37,7 @@ from streamvae.core.scaler import Scaler
 from streamvae.core.windows import sliding_windows, typical_interval
 from streamvae.errors import ConfigError, DataError, StreamvaeError
 from streamvae.lifecycle.loop import Lifecycle
-from streamvae.lifecycle.recalibrate import install, recalibration_scores
+from streamvae.lifecycle.recalibrate import above_own, install, recalibration_scores
 from streamvae.offline.csvio import Table
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,12 @@ class RetrainEvent:
     seconds: float
     normals: int
     anomalies: int
+    above_own: float = float("nan")  # promoted: share of the recent windows above its own threshold
 
     def summary(self) -> str:
         outcome = f"promoted {self.version}" if self.passed else "rejected"
+        if self.passed and self.above_own == self.above_own:
+            outcome += f" ({100 * self.above_own:.1f}% of the recent windows above its own threshold)"
         return (f"retrain at ts {self.at:.0f} ({self.reason}) on {self.normals} normal windows, {self.anomalies} "
                 f"confirmed anomalies: {outcome} in {self.seconds:.1f}s: " + "; ".join(self.reasons))
 
@@ -184,20 +187,23 @@ class ReplayRetrainer:
         t0 = time.perf_counter()
         data = lc.training_set()
         version: str | None = None
+        behind = float("nan")
         try:
             cand, rep = lc.candidate(pipe.scorer, seed, data)
             passed, reasons = rep.passed, list(rep.reasons)
             if passed:
                 version = f"{pipe.model_version.split('+retrain-')[0]}+retrain-{lc.attempts_}"
                 cand.version_ = version
-                install(pipe, cand, version, recalibration_scores(cand, lc.recalibration_windows()))
+                scores = recalibration_scores(cand, lc.recalibration_windows())
+                install(pipe, cand, version, scores)
+                behind = above_own(cand, scores)
         except (StreamvaeError, ValueError) as e:  # NotCalibratedError, DataError, ConfigError
             passed, version, reasons = False, None, [f"retrain failed: {e}"]
         lc.finished(now, passed)
         if passed:
-            lc.model_swapped()
+            lc.model_swapped(behind)
         ev = RetrainEvent(now, reason, passed, version, reasons, time.perf_counter() - t0, len(data.normals),
-                          len(data.anomalies))
+                          len(data.anomalies), behind)
         log.info("%s", ev.summary())
         self.events.append(ev)
         return ev

@@ -74,6 +74,7 @@ class HotSwap:
         self.wanted: str | None = None
         self.wanted_at = 0.0
         self.failed: set[str] = set()  # not retried from CURRENT checks; an explicit event retries
+        self.above_own_ = float("nan")  # the last model swapped in: share of the recent windows above its own threshold
         self._next_listen = 0.0
         self._next_poll = 0.0
         self._next_check = 0.0
@@ -194,6 +195,7 @@ class HotSwap:
             log.error("model %s NOT loaded, still serving %s: %s", job.version, old, job.error)
             return None
         delay = max(0.0, self.clock.time() - job.requested_at)
+        self.above_own_ = job.info.get("above_own", float("nan"))
         self.metrics.model.info({"version": job.version})
         self.metrics.model_swaps.inc()
         self.metrics.model_swap_load_seconds.set(job.seconds)

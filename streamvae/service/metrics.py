@@ -165,6 +165,9 @@ class Metrics:
         self.retrain_duration = histogram("retrain_duration_seconds", "From a retrain job's start to its verdict",
                                           RETRAIN_SECONDS)
         self.retrain_running = gauge("retrain_running", "1 while a retrain job runs")
+        self.model_behind_plant = gauge("model_behind_plant", "1 while the serving model came in behind the plant "
+                                        "(too many recent windows above its own training threshold at its swap): "
+                                        "another retrain is due")
         self.retrain_buffer_windows = gauge("retrain_buffer_windows", "Normal windows in the retraining buffer")
         self.retrain_anomaly_windows = gauge("retrain_anomaly_windows", "Confirmed-anomaly windows kept for the gate")
 

@@ -217,9 +217,13 @@ class RetrainWorker:
         if self.child is not None and self.child.poll() is not None:
             self._child_done(now)
 
-    def model_swapped(self) -> None:
-        """A new model serves: its scores are on a new scale, so drift starts over."""
-        self.lifecycle.model_swapped()
+    def model_swapped(self, above_own: float = float("nan")) -> None:
+        """A new model serves: its scores are on a new scale, so drift starts over;
+        ``above_own``: the share of the recent windows above its own training threshold
+        (above :data:`~streamvae.lifecycle.trigger.BEHIND_SHARE` it came in behind the plant:
+        another retrain is due)."""
+        self.lifecycle.model_swapped(above_own)
+        self.metrics.model_behind_plant.set(int(self.lifecycle.behind))
 
     def state(self) -> dict[str, np.ndarray]:
         """Buffers and trigger, for the daemon's checkpoint (see ``Lifecycle.state``)."""
@@ -237,6 +241,7 @@ class RetrainWorker:
                                        trigger=self.enabled, recalibrate=False)
         self.metrics.retrain_buffer_windows.set(len(self.lifecycle.buffer))
         self.metrics.retrain_anomaly_windows.set(len(self.lifecycle.bank))
+        self.metrics.model_behind_plant.set(int(self.lifecycle.behind))
 
     def close(self) -> None:
         """On shutdown: a running retrain is left to finish (it promotes through the

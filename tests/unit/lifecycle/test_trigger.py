@@ -85,3 +85,51 @@ def test_adwin_ignores_falling_scores() -> None:
     stream = np.r_[scores(3000, seed=6), scores(3000, shift=-8.0, seed=7)]
     assert not any(d.update(float(s)) for s in stream)
     assert d.detected_ is None
+
+
+def test_a_model_that_came_in_behind_the_plant_is_retrained_once_new_windows_come() -> None:
+    # the daemon's order: retrain starts, windows keep coming, the model swaps in, the verdict is read
+    t = RetrainTrigger(drift="adwin", min_interval=600.0, min_windows=400)
+    t.windows_added(1000)
+    t.started(0.0)
+    t.windows_added(60)
+    t.model_swapped(above_own=0.05)
+    t.finished(100.0, ok=True)
+    assert t.behind_ is not None and t.detector_ is not None and t.detector_.n_ == 0
+    assert t.due(599.0, buffered=1060) is None  # min_interval
+    assert t.due(600.0, buffered=1060) is None  # 60 windows since it started: too few to learn the plant anew
+    t.windows_added(40)
+    reason = t.due(600.0, buffered=1100)
+    assert reason is not None and reason.startswith("behind the plant: its own threshold let through 5.0%")
+    assert "100 windows buffered since the last retrain started" in reason
+    t.started(600.0)
+    assert t.due(5000.0, 1100) is None  # one at a time
+    t.finished(700.0, ok=False)  # rejected: still behind, but not again on the same buffer
+    t.windows_added(199)
+    assert t.due(1300.0, 1300) is None
+    t.windows_added(1)
+    assert t.due(1300.0, 1300) is not None
+    t.started(1300.0)
+    t.model_swapped(above_own=0.004)  # this one knows the plant
+    t.finished(1400.0, ok=True)
+    t.windows_added(10_000)
+    assert t.behind_ is None and t.due(5000.0, 10_000) is None
+
+
+@pytest.mark.parametrize("share", [0.0, 0.01, float("nan")])
+def test_a_model_that_knows_the_plant_or_an_unknown_share_is_not_behind(share: float) -> None:
+    t = RetrainTrigger(drift="none", min_interval=0.0, min_windows=10)
+    t.model_swapped(above_own=share)
+    t.windows_added(10_000)
+    assert t.behind_ is None and t.due(1.0, 10_000) is None
+
+
+def test_behind_survives_a_restart() -> None:
+    t = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    t.model_swapped(above_own=0.2)
+    t.windows_added(30)
+    u = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    u.restore(t.state())
+    assert u.behind_ == t.behind_ and u.due(1.0, 500) is None
+    u.windows_added(20)
+    assert u.due(1.0, 500) == t.behind_ + "; 50 windows buffered since the last retrain started"

@@ -164,3 +164,28 @@ def test_a_state_it_cannot_take_starts_the_buffers_empty(tmp_path: Path) -> None
     same = Worker(cfg, path, W, F, Metrics(), clock=FakeClock(0.0))
     same.restore(w.state())
     assert len(same.lifecycle.buffer) == len(w.lifecycle.buffer) > 0
+
+
+def test_a_model_swapped_in_behind_the_plant_brings_another_retrain(tmp_path: Path) -> None:
+    cfg, path = _cfg(tmp_path)
+    m = Metrics()
+    clock = FakeClock(0.0)
+    w = Worker(cfg, path, W, F, m, clock=clock)
+    w.child_plan = (1, 0, "", _verdict("promoted"))
+    w.observe(batch(0.0, 100), "v1")
+    w.tick()  # after 50 new windows
+    assert len(w.cmds) == 1
+    w.observe(batch(100.0, 4), "v1")  # 16 windows the new model did not learn
+    w.model_swapped(above_own=0.08)  # the swap comes before the verdict is read
+    w.tick()
+    assert w.child is None and m.registry.get_sample_value("streamvae_model_behind_plant") == 1.0
+    clock.advance(100.0)
+    w.observe(batch(104.0, 8), "v9")
+    w.tick()  # 48 windows since: under max(50, min_windows / 4)
+    assert len(w.cmds) == 1
+    w.observe(batch(112.0, 1), "v9")
+    w.tick()
+    assert len(w.cmds) == 2 and "behind the plant" in w.cmds[1][w.cmds[1].index("--reason") + 1]
+    w.tick()
+    w.model_swapped(above_own=0.0)
+    assert m.registry.get_sample_value("streamvae_model_behind_plant") == 0.0
