@@ -139,3 +139,15 @@ def test_the_control_topic_is_read_at_most_every_poll_interval_of_the_clock(setu
     swap.tick(pipeline)
     assert swap.loading is not None and swap.loading.version == "v2"
     assert _settle(swap, pipeline).version_ == "v2"
+
+
+def test_a_swap_measures_whether_the_new_model_is_behind_the_plant(setup: Any, heldout_windows: np.ndarray) -> None:
+    reg, swap, pipeline, stub, metrics = setup
+    stub.events.append({"type": "promote", "version": "v2", "previous": "v1", "at": 0.0})
+    assert _settle(swap, pipeline) is not None
+    assert swap.above_own_ <= 0.01  # the recent windows are the plant it was trained on
+    moved = heldout_windows + 1.5 * heldout_windows.std(axis=(0, 1))  # the plant went where it never saw
+    swap.note_batch(SimpleNamespace(normal=[SimpleNamespace(values=w) for w in moved], windows=None), fleet_shift=False)
+    stub.events.append({"type": "promote", "version": "v3", "previous": "v2", "at": 0.0})
+    assert _settle(swap, pipeline) is not None and pipeline.model_version == "v3"
+    assert swap.above_own_ > 0.25, swap.above_own_
