@@ -113,6 +113,8 @@ class Lifecycle:
             if normal:
                 self.trigger.windows_added(len(normal), self.buffer.counts_.fleet_shift - fleet)
             self.trigger.observe_scores(unflagged_scores(res))
+            if self.trigger.watching:
+                self.trigger.observe_new_model(s.score for s in res.scored)
         if self.recent is not None:
             self.recent.observe(res, self.buffer.fleet_shift_on)
         return Observed(normal, anomalies, self.buffer.choice_)
@@ -138,12 +140,14 @@ class Lifecycle:
         if self.trigger is not None:
             self.trigger.finished(now, ok)
 
-    def model_swapped(self, above_own: float = float("nan")) -> None:
+    def model_swapped(self, above_own: float = float("nan"), own: float | None = None) -> None:
         """A new model serves: its scores are on a new scale, so drift starts over;
-        ``above_own`` says whether it came in behind the plant
+        ``above_own`` and its first windows scored above ``own`` (its own training
+        threshold; its first ``min_windows x sample_every``, one retrain's worth of plant)
+        say whether it came in behind the plant
         (:meth:`~streamvae.lifecycle.trigger.RetrainTrigger.model_swapped`)."""
         if self.trigger is not None:
-            self.trigger.model_swapped(above_own)
+            self.trigger.model_swapped(above_own, own, self.rcfg.min_windows * self.rcfg.sample_every)
 
     @property
     def behind(self) -> bool:

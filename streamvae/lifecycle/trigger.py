@@ -10,7 +10,8 @@ drives it without sleeping. The reasons, in the order they are checked:
 2. ``new operating point: ...``: ``max(50, min_windows / 4)`` windows were buffered while
    most of the fleet alarmed at once (:mod:`streamvae.lifecycle.fleet`);
 3. ``behind the plant: ...``: the model serving now scored more than ``behind_share`` of
-   the recent windows at its swap above its own training threshold, and
+   the recent windows at its swap, or of the windows it scored first, above its own
+   training threshold, and
    ``max(50, min_windows / 4)`` windows were buffered since the last retrain started
    (see :meth:`RetrainTrigger.model_swapped`);
 4. ``after N new windows``: ``after_windows`` new buffered windows (0: never);
@@ -221,7 +222,7 @@ class RetrainTrigger:
 
     _COUNTERS = ("new_windows_", "running_", "last_start_", "last_success_", "_origin", "retrains_", "failures_",
                  "last_failed_", "windows_at_start_", "fleet_windows_", "behind_",
-                 "since_start_")
+                 "since_start_", "own_", "watch_n_", "watch_seen_", "watch_above_")
 
     def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
                  min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
@@ -252,6 +253,10 @@ class RetrainTrigger:
         self.behind_share = behind_share
         self.behind_: str | None = None
         self.since_start_ = 0  # windows buffered since the last retrain started
+        self.own_: float | None = None  # the serving model's own training threshold, while its first windows are watched
+        self.watch_n_ = 0  # how many of its first scored windows are watched
+        self.watch_seen_ = 0
+        self.watch_above_ = 0
 
     @classmethod
     def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
@@ -319,7 +324,34 @@ class RetrainTrigger:
         else:
             self.failures_ += 1
 
-    def model_swapped(self, above_own: float = float("nan")) -> None:
+    @property
+    def watching(self) -> bool:
+        """The first windows of a new model are being watched (see :meth:`model_swapped`)."""
+        return self.own_ is not None
+
+    def observe_new_model(self, scores: Iterable[float]) -> None:
+        """Scores of every window the new model scored (flagged or not), while
+        :attr:`watching`: too many above its own threshold and it is behind the plant."""
+        if self.own_ is None:
+            return
+        a = np.asarray(list(scores), dtype=np.float64)[: self.watch_n_ - self.watch_seen_]
+        self.watch_seen_ += len(a)
+        self.watch_above_ += int(np.count_nonzero(a > self.own_))
+        if self.watch_above_ > self.behind_share * self.watch_n_:
+            self._behind(f"behind the plant: its own threshold let through {self.watch_above_} of the first "
+                         f"{self.watch_seen_} windows it scored")
+            self.own_ = None
+        elif self.watch_seen_ >= self.watch_n_:
+            self.own_ = None
+
+    def _behind(self, reason: str) -> None:
+        self.behind_ = reason
+        log.warning("the new model is behind the plant (%s; more than %.1f%% of the windows are meant to be above its "
+                    "own training threshold); another retrain is due once retrain.min_interval has passed and %d "
+                    "windows are buffered since the last retrain started", reason, 100 * self.behind_share,
+                    max(50, self.min_windows // 4))
+
+    def model_swapped(self, above_own: float = float("nan"), own: float | None = None, watch: int = 0) -> None:
         """A new model serves. Its scores are on a new scale: drift starts over. And
         ``above_own``, the share of the recent windows it scored above its own training
         threshold at the swap (:func:`streamvae.lifecycle.recalibrate.above_own`; NaN:
@@ -335,6 +367,12 @@ class RetrainTrigger:
         since the last retrain started (windows that model could not learn; ``behind_``),
         until a model that is not behind swaps in.
 
+        The recent windows may not hold all of where the plant went (a few minutes of a
+        load cycle at a new operating point). So the new model's first ``watch`` scored
+        windows are watched as well (:meth:`observe_new_model`, given ``own``, its own
+        training threshold): it is behind as soon as more than ``behind_share x watch``
+        of them score above it.
+
         >>> trig = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
         >>> trig.model_swapped(above_own=0.04); trig.windows_added(50)
         >>> trig.due(0.0, buffered=500)
@@ -345,12 +383,11 @@ class RetrainTrigger:
         if self.detector_ is not None:
             self.detector_.reset()
         self.behind_ = None
+        self.own_, self.watch_n_, self.watch_seen_, self.watch_above_ = None, watch, 0, 0
         if above_own > self.behind_share:  # False for NaN
-            self.behind_ = f"behind the plant: its own threshold let through {100 * above_own:.1f}% of the recent windows"
-            log.warning("the new model came in behind the plant: it scored %.1f%% of the recent windows above its own "
-                        "training threshold (> %.1f%%); another retrain is due once retrain.min_interval has passed and "
-                        "%d windows are buffered since the last retrain started", 100 * above_own, 100 * self.behind_share,
-                        max(50, self.min_windows // 4))
+            self._behind(f"behind the plant: its own threshold let through {100 * above_own:.1f}% of the recent windows")
+        elif own is not None and watch > 0 and math.isfinite(own):
+            self.own_ = float(own)
 
     def state(self) -> State:
         """Counters and times; the drift detector under ``drift.``. A retrain running when

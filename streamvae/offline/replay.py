@@ -142,6 +142,7 @@ class RetrainEvent:
     normals: int
     anomalies: int
     above_own: float = float("nan")  # promoted: share of the recent windows above its own threshold
+    own_threshold: float | None = None  # promoted: its own training threshold
 
     def summary(self) -> str:
         outcome = f"promoted {self.version}" if self.passed else "rejected"
@@ -187,7 +188,7 @@ class ReplayRetrainer:
         t0 = time.perf_counter()
         data = lc.training_set()
         version: str | None = None
-        behind = float("nan")
+        behind, own = float("nan"), None
         try:
             cand, rep = lc.candidate(pipe.scorer, seed, data)
             passed, reasons = rep.passed, list(rep.reasons)
@@ -196,14 +197,14 @@ class ReplayRetrainer:
                 cand.version_ = version
                 scores = recalibration_scores(cand, lc.recalibration_windows())
                 install(pipe, cand, version, scores)
-                behind = above_own(cand, scores)
+                behind, own = above_own(cand, scores), cand.threshold_
         except (StreamvaeError, ValueError) as e:  # NotCalibratedError, DataError, ConfigError
             passed, version, reasons = False, None, [f"retrain failed: {e}"]
         lc.finished(now, passed)
         if passed:
-            lc.model_swapped(behind)
+            lc.model_swapped(behind, own)
         ev = RetrainEvent(now, reason, passed, version, reasons, time.perf_counter() - t0, len(data.normals),
-                          len(data.anomalies), behind)
+                          len(data.anomalies), behind, own)
         log.info("%s", ev.summary())
         self.events.append(ev)
         return ev

@@ -352,7 +352,7 @@ class Daemon:
         self.det = new
         self.metrics.model.info({"version": self.pipeline.model_version})
         if self.parts.retrainer is not None:
-            self.parts.retrainer.model_swapped(self.parts.swapper.above_own_)
+            self.parts.retrainer.model_swapped(self.parts.swapper.above_own_, getattr(new, "threshold_", None))
         self._checkpoint()  # a restart must not bring back the old model's thresholds
         # The old model's objects sit in the frozen generation (see run()); give them back
         # to the collector, free them in one full pass (once per swap), freeze the rest.

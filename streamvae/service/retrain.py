@@ -191,6 +191,7 @@ class RetrainWorker:
         """Take a batch whose delivery is confirmed; the (topic, key, value) sample records
         to publish (none unless ``retrain.buffer = "kafka"``: a lost one costs nothing)."""
         seen = self.lifecycle.observe(res)
+        self.metrics.model_behind_plant.set(int(self.lifecycle.behind))
         self.metrics.retrain_buffer_windows.set(len(self.lifecycle.buffer))
         self.metrics.retrain_anomaly_windows.set(len(self.lifecycle.bank))
         if not self.publish:
@@ -217,12 +218,13 @@ class RetrainWorker:
         if self.child is not None and self.child.poll() is not None:
             self._child_done(now)
 
-    def model_swapped(self, above_own: float = float("nan")) -> None:
+    def model_swapped(self, above_own: float = float("nan"), own: float | None = None) -> None:
         """A new model serves: its scores are on a new scale, so drift starts over;
         ``above_own``: the share of the recent windows above its own training threshold
         (above :data:`~streamvae.lifecycle.trigger.BEHIND_SHARE` it came in behind the plant:
-        another retrain is due)."""
-        self.lifecycle.model_swapped(above_own)
+        another retrain is due; so it is when too many of its first windows score above
+        ``own``, its own training threshold: :meth:`observe` watches them)."""
+        self.lifecycle.model_swapped(above_own, own)
         self.metrics.model_behind_plant.set(int(self.lifecycle.behind))
 
     def state(self) -> dict[str, np.ndarray]:

@@ -144,7 +144,8 @@ def _drive(tmp_path: Path, det: VAEDetector, feed: SensorFeed, extra: str,
             got = recal.windows()
             same_recal.append(want is not None and got is not None and np.array_equal(want, got, equal_nan=True))
         if after != before:  # replay swapped: the daemon's hot swap would now, on the same recent windows
-            worker.model_swapped(next(e.above_own for e in rec.events if e.version == after))
+            ev = next(e for e in rec.events if e.version == after)
+            worker.model_swapped(ev.above_own, ev.own_threshold)
     assert [e["type"] for e in sent] == [v["result"].replace("promoted", "promote") for v in worker.verdicts]
     return rec, worker, same_recal, cfg
 

@@ -133,3 +133,31 @@ def test_behind_survives_a_restart() -> None:
     assert u.behind_ == t.behind_ and u.due(1.0, 500) is None
     u.windows_added(20)
     assert u.due(1.0, 500) == t.behind_ + "; 50 windows buffered since the last retrain started"
+
+
+def test_a_new_model_whose_first_windows_score_above_its_own_threshold_is_behind() -> None:
+    t = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    t.model_swapped(above_own=0.0, own=180.0, watch=1000)  # the recent windows looked fine
+    assert t.watching and t.behind_ is None
+    t.observe_new_model([170.0] * 500 + [190.0] * 10)  # 10 of 1,000 allowed: 1 %
+    assert t.behind_ is None and t.watching
+    t.observe_new_model([190.0])
+    assert t.behind_ == "behind the plant: its own threshold let through 11 of the first 511 windows it scored"
+    assert not t.watching
+    t.windows_added(50)
+    assert t.due(1.0, 500) == t.behind_ + "; 50 windows buffered since the last retrain started"
+    ok = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    ok.model_swapped(above_own=0.0, own=180.0, watch=1000)
+    ok.observe_new_model([170.0] * 995 + [190.0] * 5)
+    ok.observe_new_model([190.0] * 50)  # after its first 1,000 windows: no longer watched
+    assert not ok.watching and ok.behind_ is None
+    u = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    u.model_swapped(above_own=0.0, own=180.0, watch=1000)
+    u.observe_new_model([190.0] * 5)
+    v = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    v.restore(u.state())  # a restart keeps the watch
+    v.observe_new_model([190.0] * 6)
+    assert v.behind_ is not None
+    w = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
+    w.model_swapped(above_own=0.0, own=None, watch=1000)  # no threshold of its own: nothing to watch
+    assert not w.watching

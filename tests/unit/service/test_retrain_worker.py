@@ -189,3 +189,15 @@ def test_a_model_swapped_in_behind_the_plant_brings_another_retrain(tmp_path: Pa
     w.tick()
     w.model_swapped(above_own=0.0)
     assert m.registry.get_sample_value("streamvae_model_behind_plant") == 0.0
+
+
+def test_a_model_whose_first_windows_score_above_its_own_threshold_is_behind(tmp_path: Path) -> None:
+    cfg, path = _cfg(tmp_path)
+    m = Metrics()
+    w = Worker(cfg, path, W, F, m, clock=FakeClock(0.0))
+    w.model_swapped(above_own=0.0, own=105.5)  # the batches score 100-106: 1 in 7 above it
+    assert w.lifecycle.trigger is not None and w.lifecycle.trigger.watching
+    w.observe(batch(0.0, 2), "v1")  # 8 windows, none above; watched: the first min_windows x sample_every = 50
+    assert m.registry.get_sample_value("streamvae_model_behind_plant") == 0.0
+    w.observe(batch(2.0, 6), "v1")
+    assert m.registry.get_sample_value("streamvae_model_behind_plant") == 1.0
