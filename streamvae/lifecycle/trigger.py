@@ -346,8 +346,8 @@ class RetrainTrigger:
 
     def _behind(self, reason: str) -> None:
         self.behind_ = reason
-        log.warning("the new model is behind the plant (%s; more than %.1f%% of the windows are meant to be above its "
-                    "own training threshold); another retrain is due once retrain.min_interval has passed and %d "
+        log.warning("the new model is %s (at most %.1f%% of the windows should be above its own training "
+                    "threshold); another retrain is due once retrain.min_interval has passed and %d "
                     "windows are buffered since the last retrain started", reason, 100 * self.behind_share,
                     max(50, self.min_windows // 4))
 
