@@ -6,7 +6,8 @@
 :mod:`.normal`              the normal-window buffer (sampling, episode margins)
 :mod:`.fleet`               fleet-wide shift detection (a new operating point, not a fault)
 :mod:`.bank`                windows of confirmed episodes, for the gate
-:mod:`.trigger`             drift / new operating point / count / schedule triggers
+:mod:`.trigger`             drift / new operating point / behind / count / schedule triggers
+:mod:`.behind`              whether a model that just swapped in is behind the plant
 :mod:`.learn`               which buffered windows a retrain learns
 :mod:`.candidate`           candidate training (TensorFlow, lazily, through streamvae.model)
 :mod:`.gate`                synthetic anomalies, buffer screening, the rule and its reasons

@@ -98,10 +98,10 @@ def above_own(det: Any, scores: npt.NDArray[np.float64]) -> float:
     """The share of the recent windows' scores (``scores`` after the held-out ones, as
     :func:`recalibration_scores` gives them) above the model's own training threshold;
     NaN when it has none or there are no recent windows. Near 0 on a plant the model
-    knows (0.0 % at 20 swaps of tests/integration/test_retrain_drift.py); well above it
+    knows (0.0 % at 30 swaps of tests/integration/test_retrain_drift.py); well above it
     the model is behind the plant, and the thresholds recalibrated on those windows come
     out far from its own (a failure of that test: 222 against 188), so another retrain
-    is due (:data:`streamvae.lifecycle.trigger.BEHIND_SHARE`).
+    is due (:mod:`streamvae.lifecycle.behind`).
 
     >>> from types import SimpleNamespace
     >>> det = SimpleNamespace(heldout_scores_=[1.0, 2.0], threshold_=5.0)

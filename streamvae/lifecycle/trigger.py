@@ -13,7 +13,7 @@ drives it without sleeping. The reasons, in the order they are checked:
    the recent windows at its swap, or of the windows it scored first, above its own
    training threshold, and
    ``max(50, min_windows / 4)`` windows were buffered since the last retrain started
-   (see :meth:`RetrainTrigger.model_swapped`);
+   (:mod:`streamvae.lifecycle.behind`);
 4. ``after N new windows``: ``after_windows`` new buffered windows (0: never);
 5. ``schedule``: ``schedule`` seconds since the last successful retrain (0: never).
 
@@ -48,17 +48,13 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.errors import ConfigError
-from streamvae.lifecycle.state import State, from_json, to_json
+from streamvae.lifecycle.behind import BEHIND_SHARE, BehindPlant
+from streamvae.lifecycle.state import State, from_json, nest, part, to_json
 
 log = logging.getLogger(__name__)
 
 DRIFT_KINDS = ("adwin", "page_hinkley", "none")
 _PH_FIELDS = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
-# A model that knows the plant scores ~0 % of the recent windows above its own training
-# threshold (its held-out scores' 99.9th percentile plus a margin): 0.0 % at each of 20
-# swaps in 4 passing runs of tests/integration/test_retrain_drift.py. 1 % is ten times
-# the 0.1 % that percentile lets through.
-BEHIND_SHARE = 0.01
 
 
 class ScoreDrift:
@@ -210,7 +206,7 @@ class RetrainTrigger:
     min_windows : buffered windows needed before any retrain.
     start : time the trigger starts counting from (the schedule's origin; None: the
         first ``due``).
-    behind_share : see :meth:`model_swapped`.
+    behind_share : see :class:`~streamvae.lifecycle.behind.BehindPlant`.
 
     Use: ``observe_scores`` and ``windows_added`` per batch, ``due(now, buffered)``
     between batches; ``started(now)`` when a retrain begins and ``finished(now, ok)``
@@ -221,8 +217,7 @@ class RetrainTrigger:
     """
 
     _COUNTERS = ("new_windows_", "running_", "last_start_", "last_success_", "_origin", "retrains_", "failures_",
-                 "last_failed_", "windows_at_start_", "fleet_windows_", "behind_",
-                 "since_start_", "own_", "watch_n_", "watch_seen_", "watch_above_")
+                 "last_failed_", "windows_at_start_", "fleet_windows_", "since_start_")
 
     def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
                  min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
@@ -250,13 +245,8 @@ class RetrainTrigger:
         self.last_failed_ = False
         self.windows_at_start_ = 0
         self.fleet_windows_ = 0
-        self.behind_share = behind_share
-        self.behind_: str | None = None
+        self.behind = BehindPlant(behind_share, max(50, min_windows // 4))
         self.since_start_ = 0  # windows buffered since the last retrain started
-        self.own_: float | None = None  # the serving model's own training threshold, while its first windows are watched
-        self.watch_n_ = 0  # how many of its first scored windows are watched
-        self.watch_seen_ = 0
-        self.watch_above_ = 0
 
     @classmethod
     def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
@@ -325,53 +315,26 @@ class RetrainTrigger:
             self.failures_ += 1
 
     @property
+    def behind_(self) -> str | None:
+        """Why the serving model is behind the plant, or None (see :mod:`streamvae.lifecycle.behind`)."""
+        return self.behind.reason_
+
+    @property
     def watching(self) -> bool:
         """The first windows of a new model are being watched (see :meth:`model_swapped`)."""
-        return self.own_ is not None
+        return self.behind.watching
 
     def observe_new_model(self, scores: Iterable[float]) -> None:
-        """Scores of every window the new model scored (flagged or not), while
-        :attr:`watching`: too many above its own threshold and it is behind the plant."""
-        if self.own_ is None:
-            return
-        a = np.asarray(list(scores), dtype=np.float64)[: self.watch_n_ - self.watch_seen_]
-        self.watch_seen_ += len(a)
-        self.watch_above_ += int(np.count_nonzero(a > self.own_))
-        if self.watch_above_ > self.behind_share * self.watch_n_:
-            self._behind(f"behind the plant: its own threshold let through {self.watch_above_} of the first "
-                         f"{self.watch_seen_} windows it scored")
-            self.own_ = None
-        elif self.watch_seen_ >= self.watch_n_:
-            self.own_ = None
-
-    def _behind(self, reason: str) -> None:
-        self.behind_ = reason
-        log.warning("the new model is %s (at most %.1f%% of the windows should be above its own training "
-                    "threshold); another retrain is due once retrain.min_interval has passed and %d "
-                    "windows are buffered since the last retrain started", reason, 100 * self.behind_share,
-                    max(50, self.min_windows // 4))
+        """Scores of every window the new model scored (flagged or not), while :attr:`watching`."""
+        self.behind.observe(scores)
 
     def model_swapped(self, above_own: float = float("nan"), own: float | None = None, watch: int = 0) -> None:
         """A new model serves. Its scores are on a new scale: drift starts over. And
-        ``above_own``, the share of the recent windows it scored above its own training
-        threshold at the swap (:func:`streamvae.lifecycle.recalibrate.above_own`; NaN:
-        not known), says whether it came in behind the plant.
-
-        A retrain learns windows at least ``retrain.margin`` old, and takes minutes more,
-        so what it learned lags the plant. When the plant moved meanwhile (the rest of a
-        new operating point's load cycle, the end of a ramp), the recent windows score
-        above anything the model saw, and the thresholds recalibrated on them come out
-        high: they hide faults. Nor does drift fire again, as its reference is taken from
-        the same recent plant. So above ``behind_share`` another retrain is due once
-        ``min_interval`` has passed and ``max(50, min_windows / 4)`` windows were buffered
-        since the last retrain started (windows that model could not learn; ``behind_``),
-        until a model that is not behind swaps in.
-
-        The recent windows may not hold all of where the plant went (a few minutes of a
-        load cycle at a new operating point). So the new model's first ``watch`` scored
-        windows are watched as well (:meth:`observe_new_model`, given ``own``, its own
-        training threshold): it is behind as soon as more than ``behind_share x watch``
-        of them score above it.
+        whether it came in behind the plant (:class:`~streamvae.lifecycle.behind.BehindPlant`:
+        ``above_own``, the share of the recent windows above ``own``, its own training
+        threshold; its first ``watch`` windows) decides whether another retrain is due
+        once ``min_interval`` has passed and ``max(50, min_windows / 4)`` windows were
+        buffered since the last retrain started (windows that model could not learn).
 
         >>> trig = RetrainTrigger(drift="none", min_interval=0.0, min_windows=100)
         >>> trig.model_swapped(above_own=0.04); trig.windows_added(50)
@@ -382,20 +345,17 @@ class RetrainTrigger:
         """
         if self.detector_ is not None:
             self.detector_.reset()
-        self.behind_ = None
-        self.own_, self.watch_n_, self.watch_seen_, self.watch_above_ = None, watch, 0, 0
-        if above_own > self.behind_share:  # False for NaN
-            self._behind(f"behind the plant: its own threshold let through {100 * above_own:.1f}% of the recent windows")
-        elif own is not None and watch > 0 and math.isfinite(own):
-            self.own_ = float(own)
+        self.behind.swapped(above_own, own, watch)
 
     def state(self) -> State:
-        """Counters and times; the drift detector under ``drift.``. A retrain running when
+        """Counters and times; the drift detector under ``drift.``, the behind-the-plant
+        mark under ``behind.``. A retrain running when
         the state was taken is not running after :meth:`restore` (its process did not
         survive a restart of the daemon), and counts as failed."""
         out: State = {"meta": to_json({k: getattr(self, k) for k in self._COUNTERS})}
         if self.detector_ is not None:
             out.update({f"drift.{k}": v for k, v in self.detector_.state().items()})
+        out.update(nest("behind", self.behind.state()))
         return out
 
     def restore(self, state: State) -> None:
@@ -408,3 +368,5 @@ class RetrainTrigger:
         drift = {k[len("drift."):]: v for k, v in state.items() if k.startswith("drift.")}
         if self.detector_ is not None and drift:
             self.detector_.restore(drift)
+        if behind := part(state, "behind"):
+            self.behind.restore(behind)

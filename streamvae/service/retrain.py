@@ -221,7 +221,7 @@ class RetrainWorker:
     def model_swapped(self, above_own: float = float("nan"), own: float | None = None) -> None:
         """A new model serves: its scores are on a new scale, so drift starts over;
         ``above_own``: the share of the recent windows above its own training threshold
-        (above :data:`~streamvae.lifecycle.trigger.BEHIND_SHARE` it came in behind the plant:
+        (above :data:`~streamvae.lifecycle.behind.BEHIND_SHARE` it came in behind the plant:
         another retrain is due; so it is when too many of its first windows score above
         ``own``, its own training threshold: :meth:`observe` watches them)."""
         self.lifecycle.model_swapped(above_own, own)
