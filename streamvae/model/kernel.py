@@ -20,12 +20,35 @@ from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput
 F32 = npt.NDArray[np.float32]
 REDO = 64  # windows per exact-form pass after the C pass (absurd windows; rare)
 FAST_MIN_VAR = 1.0 / 16  # the fast variance form is exact to ~2e-7 / min_var (relative); below this, the exact form
+# Every pass covers a multiple of ALIGN windows (see _aligned); chunks are rounded up to it.
+ALIGN = 16
 
 
 # A scaler as the C pass takes it: per cell of a flattened window, mean and scale
 # (float64, (W*F,)); the window is scaled as (x - mean) / scale in float64, clipped to
 # float32's range (core/scaler.py's standardise).
 Cells = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _aligned(x: F32) -> F32:
+    """``x`` with copies of its last window appended, up to a multiple of ALIGN windows.
+
+    OpenBLAS's sgemm takes a column (a window, here) through other code (edge and
+    small-matrix kernels) depending on how many columns there are and where the column
+    sits, and the last float32 bit of its result moves with it. A window's score then
+    depended on the batch it came in: one scored again after a restart, in a batch of
+    another size, could come out one ulp away, and its repeated alert differed from the
+    first (tests/integration/test_proof.py caught it). In whole blocks of 16 columns, every
+    window goes through the same kernel, and its score, shares and mse are the same bits
+    in any batch: measured with NumPy's OpenBLAS 0.3.31 (SkylakeX kernels; blocks of 8
+    were not enough), and tests/unit/model/test_score_equivalence.py checks it wherever
+    the suite runs. The cost is at small batches: scoring 1 window costs as much as 16
+    (~45 against 11 us at the proof's small model, 16 windows of 4 features, L = 10).
+    """
+    extra = -len(x) % ALIGN
+    if extra == 0 or len(x) == 0:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
 
 
 def _augment(kernel: npt.NDArray[Any], bias: npt.NDArray[Any]) -> F32:
@@ -90,7 +113,7 @@ class Kernel:
     def __init__(self, vae: VAE, eps: np.ndarray, chunk: int, tail: ModuleType | None, whole_pass: bool) -> None:
         cfg = self.cfg = vae.cfg
         self.n_samples = len(eps)
-        self.chunk = chunk
+        self.chunk = -(-max(chunk, 1) // ALIGN) * ALIGN
         f32 = np.finfo(np.float32)
         # The C tail takes min_var as a normal float32 (it reads each variance's exponent bits).
         self.tail = tail if f32.tiny <= cfg.min_var <= f32.max else None
@@ -138,12 +161,16 @@ class Kernel:
         them first with ``cells``; the windows whose likelihood came out not finite go
         again through the exact form."""
         assert self.tail is not None
+        b, x = len(x), _aligned(x)
+        out = score if len(x) == b else np.empty(len(x))
         bad = np.empty(len(x), np.uint8)
         mean, scale = cells if cells is not None else (None, None)
         self.tail.forward(x, self._layers, len(self._net.enc), self._epsT, self.cfg.min_var, self._forward_work(len(x)),
-                          score, bad, mean, scale)
+                          out, bad, mean, scale)
+        if out is not score:
+            score[:] = out[:b]
         # in parts of REDO windows: the thread's NumPy work arrays stay small (see _capacity)
-        redo = np.flatnonzero(bad)
+        redo = np.flatnonzero(bad[:b])
         for lo in range(0, len(redo), REDO):
             part = redo[lo : lo + REDO]
             again = np.empty(len(part))
@@ -183,6 +210,18 @@ class Kernel:
 
         ``exact``: the NumPy tail's exact form, which the windows that the fast one (C or
         NumPy) left non-finite go through again."""
+        if len(x) % ALIGN:  # in whole blocks (see _aligned), into outputs of that size
+            b, xa = len(x), _aligned(x)
+            s = np.empty(len(xa))
+            sh = None if shares is None else np.empty((len(xa), shares.shape[1]), np.float32)
+            m = None if mse is None else np.empty(len(xa))
+            self._chunk(xa, exact, s, sh, m)
+            score[:] = s[:b]
+            if shares is not None and sh is not None:
+                shares[:] = sh[:b]
+            if mse is not None and m is not None:
+                mse[:] = m[:b]
+            return
         cfg = self.cfg
         L, D, F = self.n_samples, cfg.input_dim, cfg.n_features
         work = self._work(len(x))
