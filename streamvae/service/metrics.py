@@ -166,8 +166,9 @@ class Metrics:
                                           RETRAIN_SECONDS)
         self.retrain_running = gauge("retrain_running", "1 while a retrain job runs")
         self.model_behind_plant = gauge("model_behind_plant", "1 while the serving model came in behind the plant "
-                                        "(too many recent windows above its own training threshold at its swap): "
-                                        "another retrain is due")
+                                        "(more than 1% of the recent windows at its swap, or of its first "
+                                        "min_windows x sample_every windows, scored above its own training "
+                                        "threshold): another retrain is due")
         self.retrain_buffer_windows = gauge("retrain_buffer_windows", "Normal windows in the retraining buffer")
         self.retrain_anomaly_windows = gauge("retrain_anomaly_windows", "Confirmed-anomaly windows kept for the gate")
 

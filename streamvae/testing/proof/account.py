@@ -119,16 +119,19 @@ def account(out: Outcome, sent: Sent, entities: list[str], got: Topics) -> Outco
     out.notes["missed"] = [f"{a.entity}@{a.first} feature {a.feature}" for a in missed]
     first: dict[str, dict[str, Any]] = {}
     dups = differ = 0
+    fields: set[str] = set()  # what the differing repeats differ in, to say why
     for a in alerts:
         aid = a.get("alert_id")
         if aid in first:
             dups += 1
-            differ += _strip(first[aid]) != _strip(a)
+            was, now = _strip(first[aid]), _strip(a)
+            differ += was != now
+            fields.update(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
         else:
             first[str(aid)] = a
     out.duplicate_alerts = dups
     out.notes.update(windows_rescored=sum(n - 1 for n in scored.values()), alerts=len(alerts),
-                     duplicate_alerts_differing=differ, dead_letters=len(got.dead),
+                     duplicate_alerts_differing=differ, duplicate_alert_fields=sorted(fields), dead_letters=len(got.dead),
                      dead_letters_repeated=len(got.dead) - len(dead_at), lost_good_readings=lost_good,
                      lost_bad_records=lost_bad)
     return out

@@ -46,3 +46,4 @@ def test_an_anomaly_is_alerted_by_its_own_episode_or_one_still_open_and_repeats_
     assert out.missed_anomalies == 2 and out.notes["missed"] == ["a@40 feature 0", "c@40 feature 0"]
     assert out.notes["covered_by_earlier_episode"] == 1
     assert out.duplicate_alerts == 2 and out.notes["duplicate_alerts_differing"] == 1  # detected_at aside
+    assert out.notes["duplicate_alert_fields"] == ["score"]
