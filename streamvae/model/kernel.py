@@ -15,13 +15,12 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.core.scaler import standardise
+from streamvae.model.score import ALIGN
 from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput
 
 F32 = npt.NDArray[np.float32]
 REDO = 64  # windows per exact-form pass after the C pass (absurd windows; rare)
 FAST_MIN_VAR = 1.0 / 16  # the fast variance form is exact to ~2e-7 / min_var (relative); below this, the exact form
-# Every pass covers a multiple of ALIGN windows (see _aligned); chunks are rounded up to it.
-ALIGN = 16
 
 
 # A scaler as the C pass takes it: per cell of a flattened window, mean and scale
@@ -108,7 +107,9 @@ def _dense_relu(w: F32, h: F32, out: F32) -> F32:
 
 
 class Kernel:
-    """The fused computation for one network: weights, eps and per-thread work arrays."""
+    """The fused computation for one network: weights, eps and per-thread work arrays.
+    Every pass covers a multiple of ALIGN windows (see _aligned); ``chunk`` is rounded up
+    to one."""
 
     def __init__(self, vae: VAE, eps: np.ndarray, chunk: int, tail: ModuleType | None, whole_pass: bool) -> None:
         cfg = self.cfg = vae.cfg

@@ -35,6 +35,9 @@ import tensorflow as tf
 from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput, encoder_input
 
 MAX_BUCKET = 4096
+# Every scorer computes whole blocks of ALIGN windows (a short batch padded), so that a
+# window's score is the same bits in any batch: see streamvae/model/kernel.py's _aligned.
+ALIGN = 16
 
 
 def bucket(n: int) -> int:
@@ -127,13 +130,18 @@ class GraphScorer:
         attribution pass and the ablation's extra decoder pass cost ~10-15% of a call,
         and a live feed needs the shares of its flagged windows only.
 
-        With ``jit`` (XLA) the batch is padded (NaN rows) up to the next power of two: an
-        XLA graph is specialised to its batch size, and a live feed's poll sizes vary, so
-        without the padding every new size would compile anew (~0.5-1.3 s each). The
-        plain graph (the default) takes any batch size with one trace.
+        The batch is padded (NaN rows) up to a multiple of ALIGN windows, as the fused
+        scorer pads it: TensorFlow's matmul too rounds a row's last bit by the batch's
+        size, and the padding makes a window's score the same bits in any batch. With
+        ``jit`` (XLA) it is padded up to the next power of two (at least ALIGN): an XLA
+        graph is specialised to its batch size, and a live feed's poll sizes vary, so
+        without the padding every new size would compile anew (~0.5-1.3 s each). Each
+        size is compiled on its own, so under XLA a window's last bit still moves between
+        sizes (1 in 8 windows, 16 against 256). The plain graph takes any batch size with
+        one trace.
         """
         b = len(x)
-        size = bucket(b) if self.jit else b
+        size = max(bucket(b), ALIGN) if self.jit else -(-b // ALIGN) * ALIGN
         if size != b:
             pad = np.full((size - b, x.shape[1]), np.nan, dtype=np.float32)
             x = np.concatenate([np.asarray(x, dtype=np.float32), pad])
@@ -150,8 +158,8 @@ class GraphScorer:
             self._full(tf.zeros((1, d), tf.float32))
             self._lean(tf.zeros((1, d), tf.float32))
             return
-        size = 1
-        while size <= bucket(max_batch):
+        size = ALIGN
+        while size <= max(bucket(max_batch), ALIGN):
             self._full(tf.zeros((size, d), tf.float32))
             self._lean(tf.zeros((size, d), tf.float32))
             size *= 2

@@ -20,7 +20,7 @@ from conftest import tiny_config
 from streamvae.core.scaler import Scaler
 from streamvae.model.detector import VAEDetector
 from streamvae.model.fused import TAIL, FusedScorer
-from streamvae.model.kernel import ALIGN
+from streamvae.model.score import ALIGN
 from streamvae.model.score import GraphScorer
 from streamvae.model.vae import LOG_2PI, VAE, VAEConfig
 
@@ -168,6 +168,18 @@ def test_lean_and_detailed_scores_are_identical_and_independent_of_the_batch(bui
         np.testing.assert_array_equal(np.concatenate([p.mse for p in parts]), full.mse)
     perm = np.random.default_rng(0).permutation(len(x))
     np.testing.assert_array_equal(fused(x[perm], detail=False).score, lean.score[perm])
+
+
+def test_the_graph_scores_a_window_the_same_in_any_batch() -> None:
+    """The TensorFlow graph (other activations than relu) pads to whole blocks too."""
+    vae = VAE(tiny_config(activation="tanh"))
+    graph = GraphScorer(vae)
+    x = windows(vae.cfg, 100, seed=4)
+    full = graph(x)
+    for size in (1, 3, 7, 17, 33):
+        parts = [graph(x[i : i + size]) for i in range(0, len(x), size)]
+        np.testing.assert_array_equal(np.concatenate([p.score for p in parts]), full.score)
+        np.testing.assert_array_equal(np.concatenate([p.shares for p in parts]), full.shares)
 
 
 def test_absurd_windows_agree_with_the_reference_and_the_graph_on_nan(build: dict[str, bool]) -> None:
