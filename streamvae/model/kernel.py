@@ -42,7 +42,8 @@ def _aligned(x: F32) -> F32:
     in any batch: measured with NumPy's OpenBLAS 0.3.31 (SkylakeX kernels; blocks of 8
     were not enough), and tests/unit/model/test_score_equivalence.py checks it wherever
     the suite runs. The cost is at small batches: scoring 1 window costs as much as 16
-    (~45 against 11 us at the proof's small model, 16 windows of 4 features, L = 10).
+    (~45 against 11 us at the proof's small model, 16 windows of 4 features, L = 10;
+    0.40 against 0.12 ms at scripts/bench_model.py's, whose batch-1 row shows it).
     """
     extra = -len(x) % ALIGN
     if extra == 0 or len(x) == 0:
