@@ -245,7 +245,7 @@ class RetrainTrigger:
         self.last_failed_ = False
         self.windows_at_start_ = 0
         self.fleet_windows_ = 0
-        self.behind = BehindPlant(behind_share, max(50, min_windows // 4))
+        self.behind = BehindPlant(behind_share, self.few_windows)
         self.since_start_ = 0  # windows buffered since the last retrain started
 
     @classmethod
@@ -281,9 +281,9 @@ class RetrainTrigger:
             return None  # the last try was rejected or failed: not again on (nearly) the same buffer
         if self.detector_ is not None and self.detector_.detected_:
             return self.detector_.detected_
-        if self.fleet_windows_ >= max(50, self.min_windows // 4):
+        if self.fleet_windows_ >= self.few_windows:
             return f"new operating point: {self.fleet_windows_} windows buffered while most of the fleet alarmed"
-        if self.behind_ is not None and self.since_start_ >= max(50, self.min_windows // 4):
+        if self.behind_ is not None and self.since_start_ >= self.few_windows:
             return f"{self.behind_}; {self.since_start_} windows buffered since the last retrain started"
         if self.after_windows and self.new_windows_ >= self.after_windows:
             return f"after {self.new_windows_} new windows"
@@ -313,6 +313,12 @@ class RetrainTrigger:
                 self.detector_.reset()
         else:
             self.failures_ += 1
+
+    @property
+    def few_windows(self) -> int:
+        """``max(50, min_windows / 4)``: the buffered windows a new operating point, or a
+        model behind the plant, waits for before its retrain."""
+        return max(50, self.min_windows // 4)
 
     @property
     def behind_(self) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.core.scaler import standardise
-from streamvae.model.score import ALIGN
+from streamvae.model.score import ALIGN, aligned
 from streamvae.model.vae import LOG_2PI, VAE, ScoreOutput
 
 F32 = npt.NDArray[np.float32]
@@ -45,10 +45,8 @@ def _aligned(x: F32) -> F32:
     (~45 against 11 us at the proof's small model, 16 windows of 4 features, L = 10;
     0.40 against 0.12 ms at scripts/bench_model.py's, whose batch-1 row shows it).
     """
-    extra = -len(x) % ALIGN
-    if extra == 0 or len(x) == 0:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
+    extra = aligned(len(x)) - len(x)
+    return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) if extra else x
 
 
 def _augment(kernel: npt.NDArray[Any], bias: npt.NDArray[Any]) -> F32:
@@ -115,7 +113,7 @@ class Kernel:
     def __init__(self, vae: VAE, eps: np.ndarray, chunk: int, tail: ModuleType | None, whole_pass: bool) -> None:
         cfg = self.cfg = vae.cfg
         self.n_samples = len(eps)
-        self.chunk = -(-max(chunk, 1) // ALIGN) * ALIGN
+        self.chunk = aligned(max(chunk, 1))
         f32 = np.finfo(np.float32)
         # The C tail takes min_var as a normal float32 (it reads each variance's exponent bits).
         self.tail = tail if f32.tiny <= cfg.min_var <= f32.max else None

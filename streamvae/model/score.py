@@ -40,6 +40,15 @@ MAX_BUCKET = 4096
 ALIGN = 16
 
 
+def aligned(n: int) -> int:
+    """``n`` windows rounded up to whole blocks of ALIGN.
+
+    >>> aligned(1), aligned(16), aligned(17)
+    (16, 16, 32)
+    """
+    return -(-int(n) // ALIGN) * ALIGN
+
+
 def bucket(n: int) -> int:
     """The padded batch size for ``n`` windows: the next power of two (at least 1)."""
     return 1 << max(0, (int(n) - 1).bit_length())
@@ -141,7 +150,7 @@ class GraphScorer:
         one trace.
         """
         b = len(x)
-        size = max(bucket(b), ALIGN) if self.jit else -(-b // ALIGN) * ALIGN
+        size = max(bucket(b), ALIGN) if self.jit else aligned(b)
         if size != b:
             pad = np.full((size - b, x.shape[1]), np.nan, dtype=np.float32)
             x = np.concatenate([np.asarray(x, dtype=np.float32), pad])
