@@ -20,7 +20,8 @@ def check(out: Outcome) -> None:
     why = {k: v for k, v in out.as_dict().items() if k != "notes"}
     assert out.records > 0 and out.windows > 0 and out.anomalies > 0 and out.bad_records > 0, why
     assert (out.lost_records, out.lost_windows, out.missed_anomalies, out.crashes) == (0, 0, 0, 0), (why, out.notes)
-    assert out.notes["duplicate_alerts_differing"] == 0, out.notes  # a repeat is the same alert
+    assert out.notes["duplicate_alerts_differing"] == 0, (  # a repeat is the same alert
+        out.notes["duplicate_alert_fields"], out.notes.get("duplicate_alert_example"), out.notes)
 
 
 def test_a_crash_loop_loses_nothing_and_recovers_in_time(broker: Any, model_dir: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -126,7 +126,10 @@ def account(out: Outcome, sent: Sent, entities: list[str], got: Topics) -> Outco
             dups += 1
             was, now = _strip(first[aid]), _strip(a)
             differ += was != now
-            fields.update(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+            diff = {k: [was.get(k), now.get(k)] for k in sorted(was.keys() | now.keys()) if was.get(k) != now.get(k)}
+            fields.update(diff)
+            if diff and "duplicate_alert_example" not in out.notes:  # the first, whole, to say why
+                out.notes["duplicate_alert_example"] = {"alert_id": aid, "kind": a.get("kind"), "differs": diff}
         else:
             first[str(aid)] = a
     out.duplicate_alerts = dups

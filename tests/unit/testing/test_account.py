@@ -47,3 +47,4 @@ def test_an_anomaly_is_alerted_by_its_own_episode_or_one_still_open_and_repeats_
     assert out.notes["covered_by_earlier_episode"] == 1
     assert out.duplicate_alerts == 2 and out.notes["duplicate_alerts_differing"] == 1  # detected_at aside
     assert out.notes["duplicate_alert_fields"] == ["score"]
+    assert out.notes["duplicate_alert_example"]["differs"] == {"score": [None, 9.0]}  # the first had none
