@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 import uuid
 from typing import Any, Iterable, Iterator
@@ -26,8 +27,8 @@ from kafka.structs import OffsetAndMetadata
 
 # The rest of streamvae names kafka-python types through this module only.
 __all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "ProducerFencedError", "RedactSecrets",
-           "TopicPartition", "check_access", "connection_args", "create_topic", "isolation", "make_consumer",
-           "make_producer", "quiet_kafka", "recent_values", "transactional_id"]
+           "TopicPartition", "check_access", "connection_args", "create_topic", "delivery_timeout_ms", "isolation",
+           "make_consumer", "make_producer", "quiet_kafka", "recent_values", "transactional_id"]
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import KafkaAccessError, StreamvaeError
@@ -257,6 +258,11 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
 TRANSACTION_TIMEOUT_MS = 60_000
 
 
+def delivery_timeout_ms(k: KafkaConfig) -> int:
+    """How long a producer of :func:`make_producer` retries a message before it fails it."""
+    return max(k.request_timeout_ms + 5_000, 120_000)
+
+
 def make_producer(k: KafkaConfig, linger_ms: int = 5, transactional_id: str | None = None) -> KafkaProducer:
     """acks=all with retries: a message counts as delivered only when all in-sync replicas have it.
 
@@ -268,7 +274,7 @@ def make_producer(k: KafkaConfig, linger_ms: int = 5, transactional_id: str | No
         txn = {"transactional_id": transactional_id, "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
     check_access(k)
     return KafkaProducer(acks="all", linger_ms=linger_ms, retries=2_147_483_647, max_in_flight_requests_per_connection=1,
-                         delivery_timeout_ms=max(k.request_timeout_ms + 5_000, 120_000),
+                         delivery_timeout_ms=delivery_timeout_ms(k),
                          metrics_enabled=False,  # kafka-python's own sensors: nothing reads the producer's
                          **txn,
                          **connection_args(k))
@@ -298,6 +304,9 @@ def transactional_id(group_id: str, instance_id: str | None) -> str:
     return f"streamvae.{group_id}.{socket.gethostname() or 'host'}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
+VERDICT_STEP_S = 5.0  # Outbox.confirm: how often a wait for the producer's verdict looks at its stop event
+
+
 class Outbox:
     """Messages sent in one batch, and the check that every one was acknowledged."""
 
@@ -318,8 +327,15 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._futures)
 
-    def confirm(self, timeout_s: float) -> int:
-        """Flush and check every future; raise DeliveryError if any failed or timed out."""
+    def confirm(self, timeout_s: float, verdict_s: float = 0.0, stop: threading.Event | None = None) -> int:
+        """Flush and check every future; raise DeliveryError if any failed or timed out.
+
+        ``verdict_s``: when the flush times out with messages still pending (the broker is
+        away), keep waiting up to this long in all for the producer's verdict on each, in
+        steps of ``VERDICT_STEP_S``, unless ``stop`` is set. Pass the producer's
+        ``delivery_timeout_ms`` (and a little): the producer keeps retrying a pending
+        message until then, so a DeliveryError raised sooner would send the batch again
+        while its first copy may still land (at least once: a repeat, scored again)."""
         futures, self._futures = self._futures, []
         refused, self._refused = self._refused, []
         if refused:
@@ -327,10 +343,22 @@ class Outbox:
             raise DeliveryError(f"{len(refused)} messages refused by the producer (first: topic {t}: {e!r})")
         if not futures:
             return 0
-        try:
-            self.producer.flush(timeout=timeout_s)
-        except KafkaError as e:
-            raise DeliveryError(f"flush failed: {e!r}") from e
+        began = time.monotonic()
+        while True:
+            try:
+                self.producer.flush(timeout=timeout_s)
+                break
+            except KafkaError as e:
+                waited = time.monotonic() - began
+                pending = sum(not f.is_done for _, f in futures)
+                if waited >= verdict_s or (stop is not None and stop.is_set()):
+                    raise DeliveryError(f"flush failed: {e!r}") from e
+                if not pending:  # what still waits is not this batch's: its futures say how it went
+                    break
+                if timeout_s > VERDICT_STEP_S:  # the first wait: say it once
+                    log.warning("%d of %d messages not acknowledged after %.0fs (%r); waiting for the producer's "
+                                "verdict, up to %.0fs in all", pending, len(futures), waited, e, verdict_s)
+                timeout_s = max(0.1, min(VERDICT_STEP_S, verdict_s - waited))
         failed = [(t, f) for t, f in futures if not f.is_done or f.failed()]
         if failed:
             t, f = failed[0]

@@ -59,14 +59,15 @@ from typing import Any, Mapping, Protocol
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.clients import (DeliveryError, KafkaError, Outbox, ProducerFencedError, make_producer,
-                                     transactional_id)
+from streamvae.kafka.clients import (DeliveryError, KafkaError, Outbox, ProducerFencedError, delivery_timeout_ms,
+                                     make_producer, transactional_id)
 from streamvae.kafka.commits import Commits
 from streamvae.service import failpoints
 
 log = logging.getLogger(__name__)
 
 DELIVERY_TIMEOUT_S = 30.0
+VERDICT_MARGIN_S = 5.0  # past the producer's delivery timeout, its verdict on every message is in
 
 
 class TransactionFailed(StreamvaeError):
@@ -99,26 +100,39 @@ def make_delivery(g: GroupConfig, commits: Commits) -> Delivery:
 
 class AtLeastOnce:
     """Confirm every future; then stage the positions and commit them asynchronously, at
-    most every ``interval_s`` while records flow (streamvae/kafka/commits.py)."""
+    most every ``interval_s`` while records flow (streamvae/kafka/commits.py).
+
+    A batch counts as not delivered only once the producer has given up on a message
+    of it (its ``delivery_timeout_ms``), or the daemon stops: while the broker is away
+    the batch waits that long (``verdict_s``). Going back to the checkpoint sooner
+    would score the batch again while the producer still retries its first copy,
+    which then lands too, and the state that scored the copy again is not the one that
+    scored the first: the fallback threshold learns from every partition, in the order
+    the polls bring them (a CI run saw such a repeat differ)."""
 
     checkpoint_ahead = True
     fences = False
 
-    def __init__(self, commits: Commits, interval_s: float) -> None:
+    def __init__(self, commits: Commits, interval_s: float, confirm_s: float = DELIVERY_TIMEOUT_S) -> None:
         self.commits = commits
         self.interval_s = interval_s
+        self.confirm_s = confirm_s  # the first flush's wait
+        self.verdict_s = confirm_s  # set by start(): the producer's delivery timeout, and a little
+        self.stop: threading.Event | None = None
         self.producer: Any = None
         self.last_commit = float("-inf")  # the first delivered batch commits at once
 
     def start(self, k: KafkaConfig, instance_id: str | None, stop: threading.Event) -> Any:
         self.producer = make_producer(k)
+        self.verdict_s = max(self.confirm_s, delivery_timeout_ms(k) / 1000.0 + VERDICT_MARGIN_S)
+        self.stop = stop
         return self.producer
 
     def outbox(self) -> Outbox:
         return Outbox(self.producer)
 
     def deliver(self, outbox: Outbox, consumer: Any, offsets: Mapping[Any, Any]) -> None:
-        outbox.confirm(DELIVERY_TIMEOUT_S)
+        outbox.confirm(self.confirm_s, self.verdict_s, self.stop)
         failpoints.reach("after_delivery")
 
     def commit(self, consumer: Any, offsets: Mapping[Any, Any], now: float, drained: bool = False) -> None:
