@@ -27,8 +27,9 @@ from kafka.structs import OffsetAndMetadata
 
 # The rest of streamvae names kafka-python types through this module only.
 __all__ = ["DeliveryError", "KafkaError", "OffsetAndMetadata", "Outbox", "ProducerFencedError", "RedactSecrets",
-           "TopicPartition", "check_access", "connection_args", "create_topic", "delivery_timeout_ms", "isolation",
-           "make_consumer", "make_producer", "quiet_kafka", "recent_values", "transactional_id"]
+           "TopicPartition", "check_access", "close_producer", "connection_args", "create_topic",
+           "delivery_timeout_ms", "isolation", "make_consumer", "make_producer", "quiet_kafka", "recent_values",
+           "transactional_id"]
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import KafkaAccessError, StreamvaeError
@@ -278,6 +279,26 @@ def make_producer(k: KafkaConfig, linger_ms: int = 5, transactional_id: str | No
                          metrics_enabled=False,  # kafka-python's own sensors: nothing reads the producer's
                          **txn,
                          **connection_args(k))
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> bool:
+    """Close ``producer`` after at most ``timeout_s`` spent on the messages it still holds;
+    False if some were still unanswered then (dropped: their batch was not committed).
+
+    kafka-python's own ``close`` raises when its flush times out (the broker is away) and
+    leaves the producer open, whose exit hook then raises again as the process ends. So
+    what is still unanswered is failed first, by the sender's force close (kafka-python
+    3.0.x, as pinned), and the producer then closes at once."""
+    try:
+        producer.flush(timeout=timeout_s)
+        answered = True
+    except KafkaError:
+        answered = False
+        sender = producer._sender
+        sender.force_close()  # fails every batch still in the accumulator
+        sender.join(timeout_s)
+    producer.close(timeout=timeout_s)
+    return answered
 
 
 def isolation(g: GroupConfig) -> str:

@@ -42,7 +42,8 @@ from typing import Any
 from streamvae.config import Config
 from streamvae.core.clock import SYSTEM, Clock
 from streamvae.core.compose import Detector
-from streamvae.kafka.clients import DeliveryError, KafkaError, OffsetAndMetadata, TopicPartition, make_consumer
+from streamvae.kafka.clients import (DeliveryError, KafkaError, OffsetAndMetadata, TopicPartition, close_producer,
+                                     make_consumer)
 from streamvae.kafka.commits import Commits
 from streamvae.kafka.offsets import encode_metadata
 from streamvae.kafka.readahead import ReadAhead
@@ -200,8 +201,9 @@ class Daemon:
                 member.release()
                 if producer is None and outputs.exception() is None:  # stopped before the first poll returned
                     producer = outputs.result()
-                if producer is not None:
-                    producer.close(timeout=10)
+                if producer is not None and not close_producer(producer, 10.0):
+                    log.warning("stopping with messages the broker has not acknowledged: dropped; their batch "
+                                "was not committed, so the next start reads it again")
         return 0
 
     def _start_outputs(self, instance_id: str | None) -> Any:
