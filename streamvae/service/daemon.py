@@ -42,10 +42,10 @@ from typing import Any
 from streamvae.config import Config
 from streamvae.core.clock import SYSTEM, Clock
 from streamvae.core.compose import Detector
-from streamvae.kafka.clients import (DeliveryError, KafkaError, OffsetAndMetadata, TopicPartition, close_producer,
-                                     make_consumer)
+from streamvae.kafka.clients import KafkaError, OffsetAndMetadata, TopicPartition, make_consumer
 from streamvae.kafka.commits import Commits
 from streamvae.kafka.offsets import encode_metadata
+from streamvae.kafka.produce import DeliveryError, close_producer
 from streamvae.kafka.readahead import ReadAhead
 from streamvae.service import failpoints, instance
 from streamvae.service.batch import BatchOutcome, Marks

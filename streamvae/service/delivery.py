@@ -59,9 +59,9 @@ from typing import Any, Mapping, Protocol
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import StreamvaeError
-from streamvae.kafka.clients import (DeliveryError, KafkaError, Outbox, ProducerFencedError, delivery_timeout_ms,
-                                     make_producer, transactional_id)
+from streamvae.kafka.clients import KafkaError, ProducerFencedError
 from streamvae.kafka.commits import Commits
+from streamvae.kafka.produce import DeliveryError, Outbox, delivery_timeout_ms, make_producer, transactional_id
 from streamvae.service import failpoints
 
 log = logging.getLogger(__name__)

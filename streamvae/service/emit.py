@@ -10,7 +10,8 @@ from streamvae.config import Config
 from streamvae.core.bounded import BoundedSet
 from streamvae.core.episodes import stable_id
 from streamvae.kafka import codec
-from streamvae.kafka.clients import KafkaError, Outbox, isolation, recent_values
+from streamvae.kafka.clients import KafkaError, isolation, recent_values
+from streamvae.kafka.produce import Outbox
 from streamvae.service import failpoints
 from streamvae.service.batch import BatchOutcome, DeadLetter
 from streamvae.service.guard import RejectionGuard

@@ -97,7 +97,7 @@ def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, n_ent
     header. Runs in its own small process (``python -m streamvae.testing.paced``). Prints
     one JSON line: wall-clock start, records sent, seconds taken, CPU seconds."""
     from streamvae.config import KafkaConfig
-    from streamvae.kafka.clients import make_producer
+    from streamvae.kafka.produce import make_producer
 
     prod = make_producer(KafkaConfig(bootstrap_servers=bootstrap, client_id="streamvae-bench-producer"))
     # made before the clock starts: this process shares the cores with the broker and the daemon

@@ -19,7 +19,8 @@ import pytest
 
 from harness import started_broker
 from streamvae.config import KafkaConfig
-from streamvae.kafka.clients import DeliveryError, close_producer, create_topic, recent_values
+from streamvae.kafka.clients import create_topic, recent_values
+from streamvae.kafka.produce import DeliveryError, close_producer
 from streamvae.kafka.commits import Commits
 from streamvae.service.delivery import AtLeastOnce
 

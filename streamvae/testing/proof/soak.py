@@ -39,7 +39,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from streamvae.config import KafkaConfig
-from streamvae.kafka.clients import KafkaError, make_producer
+from streamvae.kafka.clients import KafkaError
+from streamvae.kafka.produce import make_producer
 from streamvae.testing.broker import use_broker
 from streamvae.testing.procs import DaemonProc, memory_mb, run_cmd, write_config
 from streamvae.testing.proof import Context, Outcome

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from streamvae.config import GroupConfig
-from streamvae.kafka.clients import (DeliveryError, KafkaError, OffsetAndMetadata, ProducerFencedError, isolation,
-                                     transactional_id)
+from streamvae.kafka.clients import KafkaError, OffsetAndMetadata, ProducerFencedError, isolation
+from streamvae.kafka.produce import DeliveryError, transactional_id
 from streamvae.kafka.commits import Commits
 from streamvae.service.delivery import AtLeastOnce, ExactlyOnce, TransactionFailed, make_delivery
 

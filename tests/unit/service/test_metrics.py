@@ -196,7 +196,7 @@ class Producer:
 
 
 def outbox(p: Producer | None = None) -> Any:
-    from streamvae.kafka.clients import Outbox
+    from streamvae.kafka.produce import Outbox
 
     return Outbox(p or Producer())
 
