@@ -1,12 +1,12 @@
 """Harness for the integration tests on the REAL Kafka broker started by deploy/kafka/broker.py.
 
-One broker per session (KRaft, 127.0.0.1, jars from Maven Central); uuid-named topics
-per test. If the broker cannot start, the session FAILS with the broker's log: these
-tests never skip.
+One broker per session (KRaft, 127.0.0.1, jars from Maven Central; the fixtures are in
+conftest.py); uuid-named topics per test. If the broker cannot start, the session FAILS
+with the broker's log: these tests never skip.
 
-The pytest layer only: fixtures, the test plant's data and defaults, and thin re-exports
-of streamvae.testing (the daemon process, the broker, topics, the ground-truth score
-card), which the demo and the benchmarks share.
+The pytest layer only: the test plant's data and defaults, and thin re-exports of
+streamvae.testing (the daemon process, the broker, topics, the ground-truth score card),
+which the demo and the benchmarks share.
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ from kafka import KafkaProducer
 from streamvae.testing import procs, truth
 from streamvae.testing.broker import broker_module
 from streamvae.testing.procs import run_cmd, streamvae_cmd, write_config
-from streamvae.testing.proof.plant import FEATURES, T0, WINDOW, daemon_sections, series, train_model
+from streamvae.testing.proof.plant import FEATURES, T0, WINDOW, daemon_sections, series
 from streamvae.testing.topics import Topics
 
 __all__ = ["FEATURES", "T0", "WINDOW", "series", "streamvae_cmd"]  # the plant, for the tests
-
-
-@pytest.fixture(scope="session")
-def broker_mod() -> Any:
-    return broker_module()
 
 
 def started_broker(**kw: Any) -> Iterator[Any]:
@@ -48,17 +43,6 @@ def started_broker(**kw: Any) -> Iterator[Any]:
         yield b
     finally:
         b.stop()
-
-
-@pytest.fixture(scope="session")
-def broker(broker_mod: Any) -> Iterator[Any]:
-    yield from started_broker()
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small model trained by the real `streamvae train` on normal data."""
-    return train_model(tmp_path_factory.mktemp("model"))
 
 
 class Env(Topics):
@@ -90,13 +74,6 @@ class Env(Topics):
         self.producer.close(5)
 
 
-@pytest.fixture
-def kenv(broker: Any) -> Iterator[Env]:
-    e = Env(broker.bootstrap)
-    yield e
-    e.close()
-
-
 class DaemonProc(procs.DaemonProc):
     """`streamvae run --config FILE` as a real subprocess, its log kept in a file; ready
     (/healthz answers) when the constructor returns."""
@@ -104,14 +81,6 @@ class DaemonProc(procs.DaemonProc):
     def __init__(self, config: Path, log: Path, http_port: int | None = None) -> None:
         super().__init__(run_cmd(config), log, http_port)
         self.wait_ready(90.0)
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[DaemonProc]]:
-    started: list[DaemonProc] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 # -- the simulated plant (streamvae.offline.feed) on the real broker -------------------------------

@@ -9,12 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import broker, broker_mod, model_dir
-
 from streamvae.testing.proof import Context
 from streamvae.testing.proof.corpus import TOTAL, run
-
-__all__ = ["broker", "broker_mod", "model_dir"]  # the session fixtures this test uses
 
 
 def test_the_whole_bad_input_corpus_is_dead_lettered_and_nothing_good_is_lost(broker: Any, model_dir: Path,

@@ -18,9 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from conftest import state_diff
 from harness import T0, Env, series
-from harness import broker, broker_mod, daemons, model_dir  # noqa: F401  (pytest fixtures)
+from helpers import state_diff
 
 from streamvae.service.checkpoint import Checkpoint
 from streamvae.testing.procs import DaemonProc, run_cmd
@@ -39,7 +38,7 @@ def produce(env: Env) -> None:
 
 
 @pytest.fixture
-def envs(broker: Any) -> Iterator[list[Env]]:  # noqa: F811
+def envs(broker: Any) -> Iterator[list[Env]]:
     made = [Env(broker.bootstrap, partitions=1) for _ in range(2)]
     yield made
     for e in made:
@@ -76,9 +75,9 @@ POINTS = [("after_delivery:20", 600.0, 0), ("after_checkpoint:2", 0.001, 600_000
 
 
 @pytest.mark.parametrize("point, save_every, commit_ms", POINTS)
-def test_a_crash_at_any_point_leaves_the_state_an_uninterrupted_run_has(envs: list[Env], model_dir: Path,  # noqa: F811
+def test_a_crash_at_any_point_leaves_the_state_an_uninterrupted_run_has(envs: list[Env], model_dir: Path,
                                                                        tmp_path: Path, point: str, save_every: float,
-                                                                       commit_ms: int, daemons: list[DaemonProc]) -> None:  # noqa: F811
+                                                                       commit_ms: int, daemons: list[DaemonProc]) -> None:
     procs = daemons  # closed at the end, whatever happens
     straight, crashed = envs
     for env in envs:

@@ -16,7 +16,6 @@ from typing import Any
 
 from streamvae.service.checkpoint import Checkpoint
 from harness import FEATURES, T0, WINDOW, DaemonProc, Env, series
-from harness import broker, broker_mod, daemons, kenv, model_dir  # noqa: F401  (pytest fixtures)
 
 ANOMALIES = {  # entity -> (first reading, length, feature index, shift in noise-free units)
     "pump-1": (300, 40, 1, 3.0),

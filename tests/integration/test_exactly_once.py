@@ -36,7 +36,6 @@ from typing import Any, Iterator
 
 import pytest
 from harness import T0, Env, series
-from harness import broker, broker_mod, daemons, kenv, model_dir  # noqa: F401  (pytest fixtures)
 
 from streamvae.config import KafkaConfig
 from streamvae.kafka.clients import recent_values
@@ -62,7 +61,7 @@ def produce(env: Env) -> int:
 
 
 @pytest.fixture
-def reference(broker: Any) -> Iterator[Env]:  # noqa: F811
+def reference(broker: Any) -> Iterator[Env]:
     """Topics for the uninterrupted run (``kenv``'s are the crashed one's)."""
     env = Env(broker.bootstrap)
     yield env
@@ -93,7 +92,7 @@ def twice(values: list[Any]) -> list[Any]:
 
 
 def test_sigkill_at_every_step_of_the_transaction_repeats_nothing_and_loses_nothing(
-        kenv: Env, reference: Env, model_dir: Path, tmp_path: Path, daemons: list[DaemonProc]) -> None:  # noqa: F811
+        kenv: Env, reference: Env, model_dir: Path, tmp_path: Path, daemons: list[DaemonProc]) -> None:
     straight, crashed = reference, kenv
     bad = [produce(env) for env in (straight, crashed)][0]
     ref = start(straight, model_dir, tmp_path, "straight", None, daemons)  # alongside the crashes (2 cores)

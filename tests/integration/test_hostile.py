@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from harness import FEATURES, T0, WINDOW, DaemonProc, Env, series
-from harness import broker, broker_mod, daemons, kenv, model_dir  # noqa: F401  (pytest fixtures)
 
 LONG = b"1" + b"0" * 399  # an integer literal of 400 digits
 ABSURD = [10.0 ** k for k in range(3, 38)] + [3.0e38]  # on feature "b", whose training range is a few units

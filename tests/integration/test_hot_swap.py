@@ -23,7 +23,6 @@ from typing import Any, Iterator
 
 import pytest
 from harness import FEATURES, T0, DaemonProc, Env, series, streamvae_cmd
-from harness import broker, broker_mod, model_dir  # noqa: F401  (pytest fixtures)
 
 from streamvae.config import KafkaConfig
 from streamvae.kafka.control import control_event, publish_control
@@ -107,7 +106,7 @@ class Group:
 
 
 @pytest.fixture(scope="module")
-def group(broker: Any, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:  # noqa: F811
+def group(broker: Any, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
     tmp = tmp_path_factory.mktemp("hot_swap")
     reg = Registry(tmp / "registry")
     for v in (V1, V2, V3):  # one trained model under three ids: enough to follow which one serves

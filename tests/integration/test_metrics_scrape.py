@@ -22,10 +22,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import FEATURES, T0, WINDOW, DaemonProc, Env, series
-from harness import broker, broker_mod, daemons, kenv, model_dir  # pytest fixtures
 from streamvae.testing.procs import parse_metrics
 
-__all__ = ["broker", "broker_mod", "daemons", "kenv", "model_dir"]  # the fixtures, so that linters see them used
 
 PUMPS = 4
 N = 800

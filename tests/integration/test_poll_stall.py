@@ -21,7 +21,6 @@ import pytest
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import Fetcher
 
-from harness import broker, broker_mod  # noqa: F401  (pytest fixtures)
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.kafka import stall
 from streamvae.kafka.clients import make_consumer
@@ -32,7 +31,7 @@ LATE = 10  # records the fetch in flight brings, produced while the poll sends i
 
 
 @pytest.fixture
-def topics(broker: Any) -> Topics:  # noqa: F811
+def topics(broker: Any) -> Topics:
     return Topics(broker.bootstrap, partitions=1, prefix="stall-")
 
 

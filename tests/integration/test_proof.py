@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import broker, broker_mod, model_dir  # noqa: F401  (pytest fixtures)
 from streamvae.testing.proof import Context, Outcome, brokerfaults, crashloop, rebalance
 
 RECOVERY_TARGET_S = 15.0
@@ -24,14 +23,14 @@ def check(out: Outcome) -> None:
         out.notes["duplicate_alert_fields"], out.notes.get("duplicate_alert_example"), out.notes)
 
 
-def test_a_crash_loop_loses_nothing_and_recovers_in_time(broker: Any, model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_crash_loop_loses_nothing_and_recovers_in_time(broker: Any, model_dir: Path, tmp_path: Path) -> None:
     out = crashloop.run(Context(broker.bootstrap, model_dir, tmp_path, quick=True, seed=1))
     check(out)
     assert out.notes["not_reached"] == [], out.notes
     assert out.recovery_s and max(out.recovery_s) < RECOVERY_TARGET_S, out.recovery_s
 
 
-def test_partitions_moving_between_one_two_and_three_daemons_keep_their_windows(broker: Any, model_dir: Path,  # noqa: F811
+def test_partitions_moving_between_one_two_and_three_daemons_keep_their_windows(broker: Any, model_dir: Path,
                                                                                  tmp_path: Path) -> None:
     out = rebalance.run(Context(broker.bootstrap, model_dir, tmp_path, quick=True, seed=3))
     check(out)
@@ -39,7 +38,7 @@ def test_partitions_moving_between_one_two_and_three_daemons_keep_their_windows(
     assert out.notes["windows_rescored"] == 0, out.notes  # rebuilt from the committed position, not scored again
 
 
-def test_a_broker_restart_mid_run_loses_nothing(broker_mod: Any, model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_broker_restart_mid_run_loses_nothing(broker_mod: Any, model_dir: Path, tmp_path: Path) -> None:
     own = broker_mod.LocalBroker().start()  # its own broker: this test stops it
     try:
         out = brokerfaults.run(Context(own.bootstrap, model_dir, tmp_path, quick=True, seed=4, broker=own))

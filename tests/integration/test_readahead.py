@@ -11,7 +11,6 @@ from typing import Any, Iterator
 import pytest
 from kafka import KafkaProducer
 
-from harness import broker, broker_mod  # noqa: F401  (pytest fixtures)
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.kafka.clients import make_consumer
 from streamvae.kafka.readahead import ReadAhead
@@ -22,7 +21,7 @@ MAX = 500
 
 
 @pytest.fixture
-def topics(broker: Any) -> Topics:  # noqa: F811
+def topics(broker: Any) -> Topics:
     t = Topics(broker.bootstrap, partitions=2, prefix="ahead-")
     p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
     for i in range(RECORDS):

@@ -14,9 +14,6 @@ from typing import Any, Iterator
 import pytest
 
 from harness import T0, DaemonProc, Env, series, started_broker
-from harness import daemons, model_dir  # pytest fixtures
-
-__all__ = ["daemons", "model_dir"]  # the fixtures, so that linters see them used
 
 READY_AGE = 3.0
 SLACK = 10.0  # the broker's shutdown closing sockets, a poll (0.2 s), an HTTP round trip

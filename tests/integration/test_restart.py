@@ -7,10 +7,8 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from harness import T0, DaemonProc, Env, series
-from harness import broker, broker_mod, daemons, kenv, model_dir  # noqa: F401  (pytest fixtures)
 
 RATE = 150.0  # readings a second, over 6 entities and the 3 partitions
 

@@ -83,7 +83,6 @@ from harness import (
     score_span,
     streamvae_cmd,
 )
-from harness import broker, broker_mod, daemons  # noqa: F401  (pytest fixtures)
 
 from streamvae.offline.feed import DEFAULT_START, SensorFeed, write_training_csvs
 from streamvae.registry import Registry
@@ -139,8 +138,8 @@ def settle(d: DaemonProc, reg: Registry, timeout: float) -> str:
 
 
 @pytest.mark.parametrize("buffer", ["local", "kafka"])
-def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, plant_model: Path, tmp_path: Path,  # noqa: F811
-                                                                 daemons: list[DaemonProc],  # noqa: F811
+def test_drift_retrain_swap_restores_false_rate_and_keeps_recall(broker: Any, plant_model: Path, tmp_path: Path,
+                                                                 daemons: list[DaemonProc],
                                                                  capsys: pytest.CaptureFixture[str], buffer: str) -> None:
     t_test = time.monotonic()
     reg = Registry(tmp_path / "registry")

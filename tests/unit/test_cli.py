@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_series
+from helpers import make_series
 from streamvae.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_series
+from helpers import make_series
 from streamvae.cli import main
 
 TINY = ["--window", "8", "--encoder", "16,8", "--latent", "3", "--epochs", "25", "--seed", "3"]

@@ -14,7 +14,7 @@ from streamvae.core.episodes import EpisodeTracker
 from streamvae.core.pipeline import Reading, StreamPipeline
 from streamvae.model.vae import ScoreOutput
 from streamvae.core.windows import WindowAssembler
-from conftest import FEATURE_NAMES, make_series
+from helpers import FEATURE_NAMES, make_series
 
 FEATURE = FEATURE_NAMES.index("pressure")
 AT = 150  # index of the absurd reading

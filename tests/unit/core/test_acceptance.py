@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import make_series
+from helpers import make_series
 from streamvae.core.baseline import Baselines
 from streamvae.core.episodes import Alert, EpisodeTracker
 from streamvae.core.pipeline import Reading, StreamPipeline

@@ -20,7 +20,7 @@ from streamvae.core.parts import FIRST_PART, LAST_PART, MAX_PART, rest_parts
 from streamvae.core.pipeline import BatchResult, Reading, StreamPipeline
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.spot import SPOT
-from conftest import FEATURE_NAMES, HeldUntilIdle, make_series
+from helpers import FEATURE_NAMES, HeldUntilIdle, make_series
 from streamvae.core.windows import WindowAssembler, sliding_windows
 
 ENTITIES = ["pump-1", "pump-2", "pump-3", "pump-4"]

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import FEATURE_NAMES, WINDOW
+from helpers import FEATURE_NAMES, WINDOW
 from streamvae.errors import ArtifactError, NotFittedError
 from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import FEATURE_NAMES, WINDOW, make_series, tiny_config
+from helpers import FEATURE_NAMES, WINDOW, make_series, tiny_config
 from streamvae.core.windows import sliding_windows
 from streamvae.errors import DataError, NotFittedError
 from streamvae.model.detector import VAEDetector, default_threshold

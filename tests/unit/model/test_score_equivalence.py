@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 from streamvae.core.scaler import Scaler
 from streamvae.model.detector import VAEDetector
 from streamvae.model.fused import TAIL, FusedScorer

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 from streamvae.model.detector import VAEDetector
 from streamvae.model.fused import TAIL, FusedScorer
 from streamvae.model.kernel import FAST_MIN_VAR, Kernel

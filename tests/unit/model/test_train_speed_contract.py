@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import FEATURE_NAMES, WINDOW, make_series, tiny_config
+from helpers import FEATURE_NAMES, WINDOW, make_series, tiny_config
 from streamvae.core.windows import sliding_windows
 from streamvae.model import artifact
 from streamvae.model.detector import VAEDetector

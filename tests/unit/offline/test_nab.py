@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_series
+from helpers import make_series
 from streamvae.config import Config
 from streamvae.offline.csvio import parse_ts, read_table
 from streamvae.offline.nab import corpus, data_dir, profiles

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_series
+from helpers import make_series
 from streamvae.cli import build_parser, main
 from streamvae.model.detector import VAEDetector
 from streamvae.model.vae import EpochLog, VAEConfig

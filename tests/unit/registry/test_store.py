@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FEATURE_NAMES, WINDOW
+from helpers import FEATURE_NAMES, WINDOW
 from streamvae.cli import main
 from streamvae.errors import ArtifactError
 from streamvae.model import artifact

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
-from conftest import FEATURE_NAMES, HeldUntilIdle, make_series, state_diff
+from helpers import FEATURE_NAMES, HeldUntilIdle, make_series, state_diff
 from streamvae.core.bank import ThresholdBank
 from streamvae.core.episodes import EpisodeTracker
 from streamvae.core.pipeline import StreamPipeline
