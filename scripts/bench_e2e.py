@@ -88,11 +88,9 @@ e2e_exactly_once_per_s and ratio_exactly_once_at_least_once; null otherwise).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -106,105 +104,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
-from kafka import KafkaProducer  # noqa: E402
-
 from streamvae.config import Config, load_config  # noqa: E402
 from streamvae.kafka.clients import make_consumer  # noqa: E402
+from streamvae.testing.benchdata import bench_config, bench_topics, make_records, produce_bulk, train_model  # noqa: E402
+from streamvae.testing.benchtools import OtherLoad  # noqa: E402
 from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
-from streamvae.testing.procs import DaemonProc, cpu_seconds, run_cmd, streamvae_cmd, write_config  # noqa: E402
-from streamvae.testing.paced import FEATURES, T0, WINDOW, entity_name, java_load_generator, measure_paced, series  # noqa: E402,F401
+from streamvae.testing.procs import DaemonProc, cpu_seconds, run_cmd  # noqa: E402
+from streamvae.testing.paced import FEATURES, WINDOW, java_load_generator, measure_paced  # noqa: E402
 from streamvae.testing.pacedtable import cpu_lines, fig, latency_lines  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
-
-# ----------------------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------------------
-
-
-def make_records(n_records: int, n_entities: int, seed: int) -> tuple[list[bytes], list[bytes], np.ndarray]:
-    """Round-robin over entities, each entity one reading per event-time second.
-
-    Returns keys, JSON values (bytes) and the (entities, per_entity, F) values array."""
-    per = -(-n_records // n_entities)
-    rng = np.random.default_rng(seed)
-    data = np.round(np.stack([series(per, rng) for _ in range(n_entities)]), 4)
-    names = [entity_name(e) for e in range(n_entities)]
-    rows = data.tolist()
-    keys: list[bytes] = []
-    values: list[bytes] = []
-    for k in range(per):
-        for e in range(n_entities):
-            if len(values) == n_records:
-                break
-            keys.append(names[e].encode())
-            values.append(orjson.dumps({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, rows[e][k]))}))
-    return keys, values, data
-
-
-def train_model(work: Path, epochs: int) -> tuple[Path, float]:
-    rng = np.random.default_rng(123)
-    csvs = []
-    for j in range(3):
-        p = work / f"train{j}.csv"
-        with p.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["ts", *FEATURES])
-            for i, row in enumerate(series(6000, rng)):
-                w.writerow([int(T0) + j * 100_000 + i, *(f"{v:.4f}" for v in row)])
-        csvs.append(p)
-    out = work / "model"
-    cmd = [*streamvae_cmd(), "train", *[a for p in csvs for a in ("--csv", str(p))], "--out", str(out),
-           "--window", str(WINDOW), "--encoder", "128,64", "--latent", "16", "--samples", "10",
-           "--epochs", str(epochs), "--seed", "1", "--max-gap", "30"]
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        sys.exit(f"streamvae train failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    return out, time.perf_counter() - t0
-
-
-# ----------------------------------------------------------------------------------------
-# Kafka helpers
-# ----------------------------------------------------------------------------------------
-
-
-def bench_topics(bootstrap: str, partitions: int, tag: str, append_time: bool = False) -> Topics:
-    """uuid-named ``bench-<tag>-sensors-<uuid>`` and its alerts / dead-letter topics.
-
-    ``append_time``: the input's and the alerts' record timestamps are the broker's append
-    time (LogAppendTime)."""
-    conf = {"message.timestamp.type": "LogAppendTime"} if append_time else None
-    return Topics(bootstrap, partitions, prefix=f"bench-{tag}-", input_configs=conf, alerts_configs=conf)
-
-
-def bench_config(topics: Topics, path: Path, model: Path, group: str, max_poll_records: int,
-                 delivery: str = "at_least_once", outputs: Topics | None = None) -> Path:
-    """The daemon's config for one run: these topics (alerts and dead letters to
-    ``outputs``' when given), ``group``, ``group.delivery``, the model; defaults otherwise."""
-    sections = topics.config_sections(group)
-    if outputs is not None:
-        sections["topics"].update(alerts=outputs.alerts, dead_letter=outputs.dlq)
-    sections["kafka"]["client_id"] = "streamvae-bench"
-    sections["group"]["max_poll_records"] = max_poll_records
-    sections["group"]["delivery"] = delivery
-    sections.update({"model": {"path": str(model)}, "http": {"port": 0}})
-    return write_config(path, sections)
-
-
-def produce_bulk(bootstrap: str, topic: str, keys: list[bytes], values: list[bytes]) -> float:
-    """Produce everything as fast as the client goes; returns seconds."""
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024,
-                      max_request_size=4 * 1024 * 1024)
-    t0 = time.perf_counter()
-    try:
-        for k, v in zip(keys, values):
-            p.send(topic, key=k, value=v)
-        p.flush(120)
-    finally:
-        p.close(10)
-    return time.perf_counter() - t0
-
 
 # ----------------------------------------------------------------------------------------
 # the measurements
@@ -387,54 +295,6 @@ def measure_e2e(cfg_path: Path, topics: Topics, group: str, n_records: int, log:
         "batches": m.get("batches_total", 0), "alerts": m.get("alerts_total", 0),
         "dead_letters": m.get("dead_letters_total", 0),
     }
-
-
-class OtherLoad:
-    """CPU used by processes outside this benchmark's process tree while a phase runs, in
-    cores (averaged): on a shared 2-core machine it says how far to trust that phase.
-    Counts processes alive at both ends of the phase (a given --bootstrap broker included)."""
-
-    def __init__(self) -> None:
-        self.by_phase: dict[str, float] = {}
-        self._t0 = 0.0
-        self._snap0: dict[tuple[int, str], float] = {}
-
-    @staticmethod
-    def _snapshot() -> tuple[dict[tuple[int, str], float], dict[int, int]]:
-        cpu, parent = {}, {}
-        tck = os.sysconf("SC_CLK_TCK")
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid = int(d)
-            parent[pid] = int(f[1])
-            cpu[(pid, f[19])] = (int(f[11]) + int(f[12])) / tck  # keyed by (pid, start time)
-        return cpu, parent
-
-    def start(self) -> None:
-        self._snap0, _ = self._snapshot()
-        self._t0 = time.perf_counter()
-
-    def stop(self, phase: str) -> float:
-        snap1, parent = self._snapshot()
-        dt = time.perf_counter() - self._t0
-        me = os.getpid()
-
-        def ours(pid: int) -> bool:
-            seen = 0
-            while pid > 1 and seen < 64:
-                if pid == me:
-                    return True
-                pid, seen = parent.get(pid, 0), seen + 1
-            return False
-
-        used = sum(c - self._snap0[k] for k, c in snap1.items() if k in self._snap0 and not ours(k[0]))
-        self.by_phase[phase] = used / dt
-        return used / dt
 
 
 # ----------------------------------------------------------------------------------------

@@ -35,13 +35,13 @@ from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_e2e as e2e  # noqa: E402  (its records, model and topics)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from streamvae.testing.benchdata import bench_config, bench_topics, make_records, produce_bulk, train_model  # noqa: E402
 from streamvae.testing.broker import use_broker  # noqa: E402
+from streamvae.testing.paced import FEATURES, T0, series  # noqa: E402
 from streamvae.testing.procs import DaemonProc, memory_mb, run_cmd  # noqa: E402
-
-FEATURES, T0 = e2e.FEATURES, e2e.T0
 
 
 def hostile_records(now: float) -> list[tuple[bytes | None, bytes]]:
@@ -52,9 +52,9 @@ def hostile_records(now: float) -> list[tuple[bytes | None, bytes]]:
     for r in range(20):
         vals = {"s0": 0.5, **{f"unknown-{r}-{i}": 1.0 for i in range(40_000)}}
         out.append((b"wide", orjson.dumps({"entity": "wide", "ts": T0 + r, "values": vals})))
-    block = [{"ts": T0 + i, "values": dict(zip(FEATURES, map(float, row)))} for i, row in enumerate(e2e.series(5000, rng).round(4))]
+    block = [{"ts": T0 + i, "values": dict(zip(FEATURES, map(float, row)))} for i, row in enumerate(series(5000, rng).round(4))]
     out.append((b"block-0", orjson.dumps({"entity": "block-0", "readings": block})))
-    old = [{"ts": T0 - 10_000 + i, "values": dict(zip(FEATURES, map(float, row)))} for i, row in enumerate(e2e.series(1000, rng).round(4))]
+    old = [{"ts": T0 - 10_000 + i, "values": dict(zip(FEATURES, map(float, row)))} for i, row in enumerate(series(1000, rng).round(4))]
     out.append((b"pump-000", orjson.dumps({"entity": "pump-000", "readings": old})))
     long = b"1" + b"0" * 399
     out += [
@@ -69,7 +69,7 @@ def hostile_records(now: float) -> list[tuple[bytes | None, bytes]]:
     for ts in (4e9, 1e300, "9999-12-31T23:59:59Z", time.strftime("%Y-%m-%dT%H:%M:%S-23:59", time.gmtime(now))):
         out.append((b"pump-002", orjson.dumps({"entity": "pump-002", "ts": ts, "values": {"s0": 1.0}})))
     for k in range(36):
-        y = e2e.series(100, rng).round(4)
+        y = series(100, rng).round(4)
         y[60, 1] = 10.0 ** (k + 3) if k < 35 else 3.0e38
         name = f"absurd-{k}"
         out += [(name.encode(), orjson.dumps({"entity": name, "ts": T0 + i, "values": dict(zip(FEATURES, map(float, row)))}))
@@ -79,11 +79,11 @@ def hostile_records(now: float) -> list[tuple[bytes | None, bytes]]:
 
 def one_run(bootstrap: str, model: Path, work: Path, records: list[tuple[bytes | None, bytes]], tag: str,
             settle: float) -> dict[str, Any]:
-    topics = e2e.bench_topics(bootstrap, 4, tag)
-    e2e.produce_bulk(bootstrap, topics.input, [k for k, _ in records], [v for _, v in records])  # type: ignore[misc]
+    topics = bench_topics(bootstrap, 4, tag)
+    produce_bulk(bootstrap, topics.input, [k for k, _ in records], [v for _, v in records])
     group = f"bench-mem-{uuid.uuid4().hex[:8]}"
-    cfg = e2e.bench_config(topics, work / f"{tag}.toml", model, group, 2000)
-    d = DaemonProc(run_cmd(cfg), work / f"{tag}.log", cwd=e2e.ROOT)
+    cfg = bench_config(topics, work / f"{tag}.toml", model, group, 2000)
+    d = DaemonProc(run_cmd(cfg), work / f"{tag}.log", cwd=ROOT)
     try:
         d.wait_ready(120.0)
         topics.wait_caught_up(600.0, d, group, poll=0.2)
@@ -112,9 +112,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-mem-"))
     broker = None
     try:
-        model = Path(args.model) if args.model else e2e.train_model(work, args.epochs)[0]
+        model = Path(args.model) if args.model else train_model(work, args.epochs)[0]
         bootstrap, broker = use_broker(args.bootstrap)
-        keys, values, _ = e2e.make_records(args.records, args.entities, seed=2026)
+        keys, values, _ = make_records(args.records, args.entities, seed=2026)
         good: list[tuple[bytes | None, bytes]] = list(zip(keys, values))
         bad = hostile_records(time.time())
         half = len(good) // 2

@@ -81,15 +81,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import orjson  # noqa: E402
 from kafka.errors import KafkaError  # noqa: E402
 from kafka.partitioner.default import murmur2  # noqa: E402
 
-import bench_e2e as e2e  # noqa: E402  (its data, model, topics, shim and load generator: one definition of each)
+from streamvae.testing.benchdata import bench_config, bench_topics, train_model  # noqa: E402
 from streamvae.testing.benchtools import CpuWatch, listening_pid  # noqa: E402
 from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
+from streamvae.testing.paced import FEATURES, T0, WINDOW, entity_name, java_load_generator, series  # noqa: E402
 from streamvae.testing.procs import DaemonProc, memory_mb  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 
@@ -118,7 +118,7 @@ class Group:
 
     def __post_init__(self) -> None:
         self.id = f"bench-scale{self.k}-{uuid.uuid4().hex[:8]}"
-        self.config = e2e.bench_config(self.topics, self.work / f"scale{self.k}.toml", self.model, self.id,
+        self.config = bench_config(self.topics, self.work / f"scale{self.k}.toml", self.model, self.id,
                                        self.max_poll)
         self.stamps = [self.work / f"stamps-{self.k}-{i}.json" for i in range(self.k)]
 
@@ -212,8 +212,8 @@ class Feed:
     def __init__(self, n_entities: int, steps: int, partitions: int, seed: int = 2026) -> None:
         rng = np.random.default_rng(seed)
         self.steps = steps
-        self.data = np.round(np.stack([e2e.series(steps, rng) for _ in range(n_entities)]), 4)
-        self.names = [e2e.entity_name(e) for e in range(n_entities)]
+        self.data = np.round(np.stack([series(steps, rng) for _ in range(n_entities)]), 4)
+        self.names = [entity_name(e) for e in range(n_entities)]
         self.keys = [n.encode() for n in self.names]
         self.parts = [(murmur2(k) & 0x7FFFFFFF) % partitions for k in self.keys]
 
@@ -223,7 +223,7 @@ class Feed:
             for e, name in enumerate(self.names):
                 if limit is not None and len(out) == limit:
                     return out
-                value = {"entity": name, "ts": e2e.T0 + step, "values": dict(zip(e2e.FEATURES, self.data[e, step].tolist()))}
+                value = {"entity": name, "ts": T0 + step, "values": dict(zip(FEATURES, self.data[e, step].tolist()))}
                 out.append((self.keys[e], self.parts[e], orjson.dumps(value)))
         return out
 
@@ -302,7 +302,7 @@ class Phases:
 def measure_group(k_procs: int, ph: Phases) -> dict[str, Any]:
     """k daemons: the burst drained, then (``ph.paced``) records at ``ph.rate``; see the module doc."""
     n_records = sum(ph.ends.values())
-    topics = e2e.bench_topics(ph.bootstrap, len(ph.ends), f"scale{k_procs}")
+    topics = bench_topics(ph.bootstrap, len(ph.ends), f"scale{k_procs}")
     g = Group(k_procs, topics, ph.model, ph.work, ph.max_poll)
     c = Cluster(ph.bootstrap)
     lat: dict[str, Any] | None = None
@@ -431,7 +431,7 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> Run:
     t_start = time.perf_counter()
     r = Run(sizes=sizes, max_poll=max_poll, given_model=bool(args.model), given_broker=bool(args.bootstrap))
     try:
-        model, r.train_s = (Path(args.model), 0.0) if args.model else e2e.train_model(work, args.epochs)
+        model, r.train_s = (Path(args.model), 0.0) if args.model else train_model(work, args.epochs)
         r.bootstrap, broker = use_broker(args.bootstrap)
         r.broker_pid = broker.pid if broker is not None else listening_pid(int(r.bootstrap.rsplit(":", 1)[1]))
         burst_steps = -(-args.records // args.entities)
@@ -441,7 +441,7 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> Run:
         burst = work / "burst.bin"
         counts = write_messages(burst, feed.messages(0, burst_steps, limit=args.records))
         r.ends = {p: counts.get(p, 0) for p in range(args.partitions)}
-        ph = Phases(r.bootstrap, model, work, max_poll, r.broker_pid, e2e.java_load_generator(work, kafka_jars()), burst, r.ends,
+        ph = Phases(r.bootstrap, model, work, max_poll, r.broker_pid, java_load_generator(work, kafka_jars()), burst, r.ends,
                     feed, burst_steps, args.seconds, args.warmup, args.latency_rate or 0.0, args.skip_latency)
         for n in sizes:
             r.groups[n] = g = measure_group(n, ph)
@@ -477,8 +477,8 @@ def print_tables(args: argparse.Namespace, r: Run) -> None:
     cores = os.cpu_count() or 1
     base = drains[sizes[0]]["per_s"]
     print(f"streamvae scale-out: {args.records:,} records, {args.entities} entities, {args.partitions} partitions "
-          f"({' / '.join(f'{ends[p]:,}' for p in sorted(ends))} records), one group; F={len(e2e.FEATURES)} "
-          f"W={e2e.WINDOW} stride 1 L=10; max_poll_records={max_poll}; {cores} cores")
+          f"({' / '.join(f'{ends[p]:,}' for p in sorted(ends))} records), one group; F={len(FEATURES)} "
+          f"W={WINDOW} stride 1 L=10; max_poll_records={max_poll}; {cores} cores")
     print(f"broker: {'given' if r.given_broker else 'LocalBroker'} {r.bootstrap} (pid {r.broker_pid}); "
           f"model {'given' if r.given_model else f'trained in {r.train_s:.0f}s'}; whole run {r.seconds:.0f}s\n")
     print(f"{'daemons':>7} {'records/s':>10} {'ratio':>6} {'bound':>6} {'seconds':>8} {'burst s':>8} "

@@ -1,5 +1,6 @@
 """Where the cores go, for the benchmarks (Linux /proc): the whole machine's busy time,
-a process's share of a core over a span, and the process behind a listening port.
+a process's share of a core over a span, the process behind a listening port, and the
+CPU of every process outside a benchmark's own tree (``OtherLoad``).
 
 On a shared machine a benchmark's figures are only as good as the cores it got; these
 say how much each process took and how much the rest of the machine (``other``) did.
@@ -85,3 +86,52 @@ class CpuWatch:
         out["other"] = max(0.0, busy - known)
         out["idle"] = max(0.0, (os.cpu_count() or 1) - busy)
         return out
+
+
+class OtherLoad:
+    """CPU used by processes outside this benchmark's process tree while a phase runs, in
+    cores (averaged): on a shared 2-core machine it says how far to trust that phase.
+    Counts processes alive at both ends of the phase (a given --bootstrap broker included)."""
+
+    def __init__(self) -> None:
+        self.by_phase: dict[str, float] = {}
+        self._t0 = 0.0
+        self._snap0: dict[tuple[int, str], float] = {}
+
+    @staticmethod
+    def _snapshot() -> tuple[dict[tuple[int, str], float], dict[int, int]]:
+        cpu: dict[tuple[int, str], float] = {}
+        parent: dict[int, int] = {}
+        tck = os.sysconf("SC_CLK_TCK")
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(d)
+            parent[pid] = int(f[1])
+            cpu[(pid, f[19])] = (int(f[11]) + int(f[12])) / tck  # keyed by (pid, start time)
+        return cpu, parent
+
+    def start(self) -> None:
+        self._snap0, _ = self._snapshot()
+        self._t0 = time.perf_counter()
+
+    def stop(self, phase: str) -> float:
+        snap1, parent = self._snapshot()
+        dt = time.perf_counter() - self._t0
+        me = os.getpid()
+
+        def ours(pid: int) -> bool:
+            seen = 0
+            while pid > 1 and seen < 64:
+                if pid == me:
+                    return True
+                pid, seen = parent.get(pid, 0), seen + 1
+            return False
+
+        used = sum(c - self._snap0[k] for k, c in snap1.items() if k in self._snap0 and not ours(k[0]))
+        self.by_phase[phase] = used / dt
+        return used / dt

@@ -1,0 +1,103 @@
+"""What the benchmarks share (scripts/bench_e2e.py, bench_memory.py, bench_scaleout.py):
+their records, their model, their topics and the daemon's config for them.
+
+The records are round-robin over entities, one reading per entity per event-time second,
+of streamvae.testing.paced's correlated sinusoids; the model is trained on the same kind of
+readings by the real ``streamvae train`` (W = 32, encoder 128,64, latent 16, L = 10).
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaProducer
+
+from streamvae.kafka.codec import dumps
+from streamvae.testing.paced import FEATURES, T0, WINDOW, entity_name, series
+from streamvae.testing.procs import streamvae_cmd, write_config
+from streamvae.testing.topics import Topics
+
+
+def make_records(n_records: int, n_entities: int, seed: int) -> tuple[list[bytes], list[bytes], np.ndarray]:
+    """Round-robin over entities, each entity one reading per event-time second.
+
+    Returns keys, JSON values (bytes) and the (entities, per_entity, F) values array."""
+    per = -(-n_records // n_entities)
+    rng = np.random.default_rng(seed)
+    data = np.round(np.stack([series(per, rng) for _ in range(n_entities)]), 4)
+    names = [entity_name(e) for e in range(n_entities)]
+    rows = data.tolist()
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for k in range(per):
+        for e in range(n_entities):
+            if len(values) == n_records:
+                break
+            keys.append(names[e].encode())
+            values.append(dumps({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, rows[e][k]))}))
+    return keys, values, data
+
+
+def train_model(work: Path, epochs: int) -> tuple[Path, float]:
+    rng = np.random.default_rng(123)
+    csvs = []
+    for j in range(3):
+        p = work / f"train{j}.csv"
+        with p.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ts", *FEATURES])
+            for i, row in enumerate(series(6000, rng)):
+                w.writerow([int(T0) + j * 100_000 + i, *(f"{v:.4f}" for v in row)])
+        csvs.append(p)
+    out = work / "model"
+    cmd = [*streamvae_cmd(), "train", *[a for p in csvs for a in ("--csv", str(p))], "--out", str(out),
+           "--window", str(WINDOW), "--encoder", "128,64", "--latent", "16", "--samples", "10",
+           "--epochs", str(epochs), "--seed", "1", "--max-gap", "30"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        sys.exit(f"streamvae train failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return out, time.perf_counter() - t0
+
+
+def bench_topics(bootstrap: str, partitions: int, tag: str, append_time: bool = False) -> Topics:
+    """uuid-named ``bench-<tag>-sensors-<uuid>`` and its alerts / dead-letter topics.
+
+    ``append_time``: the input's and the alerts' record timestamps are the broker's append
+    time (LogAppendTime)."""
+    conf = {"message.timestamp.type": "LogAppendTime"} if append_time else None
+    return Topics(bootstrap, partitions, prefix=f"bench-{tag}-", input_configs=conf, alerts_configs=conf)
+
+
+def bench_config(topics: Topics, path: Path, model: Path, group: str, max_poll_records: int,
+                 delivery: str = "at_least_once", outputs: Topics | None = None) -> Path:
+    """The daemon's config for one run: these topics (alerts and dead letters to
+    ``outputs``' when given), ``group``, ``group.delivery``, the model; defaults otherwise."""
+    sections = topics.config_sections(group)
+    if outputs is not None:
+        sections["topics"].update(alerts=outputs.alerts, dead_letter=outputs.dlq)
+    sections["kafka"]["client_id"] = "streamvae-bench"
+    sections["group"]["max_poll_records"] = max_poll_records
+    sections["group"]["delivery"] = delivery
+    sections.update({"model": {"path": str(model)}, "http": {"port": 0}})
+    return write_config(path, sections)
+
+
+def produce_bulk(bootstrap: str, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]) -> float:
+    """Produce everything as fast as the client goes; returns seconds."""
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024,
+                      max_request_size=4 * 1024 * 1024)
+    t0 = time.perf_counter()
+    try:
+        for k, v in zip(keys, values):
+            p.send(topic, key=k, value=v)
+        p.flush(120)
+    finally:
+        p.close(10)
+    return time.perf_counter() - t0
