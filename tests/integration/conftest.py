@@ -1,5 +1,6 @@
 """The integration tests' shared fixtures: ONE broker and one trained model for the whole
-session, and per test its topics (``kenv``) and the daemons it started (``daemons``).
+session, and per test its topics (``kenv``), the daemons it started (``daemons``) and,
+for a test that stops it, a broker of its own (``own_broker``).
 
 They live here, not in harness.py, because pytest registers a fixture once per module it
 is found in: a ``scope="session"`` fixture that each test module imports from a helper
@@ -26,6 +27,13 @@ def broker_mod() -> Any:
 
 @pytest.fixture(scope="session")
 def broker(broker_mod: Any) -> Iterator[Any]:
+    yield from started_broker()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Any]:
+    """A LocalBroker of the test's own, which it may stop and restart (the session's
+    serves the other tests)."""
     yield from started_broker()
 
 

@@ -13,25 +13,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
-
-from harness import started_broker
 from streamvae.config import KafkaConfig
 from streamvae.kafka.clients import create_topic, recent_values
-from streamvae.kafka.produce import DeliveryError, close_producer
 from streamvae.kafka.commits import Commits
+from streamvae.kafka.produce import DeliveryError, close_producer
 from streamvae.service.delivery import AtLeastOnce
 
 CONFIRM_S = 2.0  # the first flush's wait, shortened: the broker stays away longer than this
 DOWN_S = 6.0
-
-
-@pytest.fixture()
-def own_broker() -> Iterator[Any]:
-    """A LocalBroker this test may stop and restart (the session's serves other tests)."""
-    yield from started_broker()
 
 
 def deliver_in_thread(d: AtLeastOnce, topic: str, value: bytes) -> tuple[threading.Thread, list[BaseException]]:

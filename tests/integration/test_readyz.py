@@ -9,11 +9,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
-
-from harness import T0, DaemonProc, Env, series, started_broker
+from harness import T0, DaemonProc, Env, series
 
 READY_AGE = 3.0
 SLACK = 10.0  # the broker's shutdown closing sockets, a poll (0.2 s), an HTTP round trip
@@ -41,12 +39,6 @@ def wait_for(d: DaemonProc, code: int, timeout: float) -> tuple[float, dict[str,
             return time.monotonic() - t0, body
         assert time.monotonic() - t0 < timeout, f"/readyz not {code} in {timeout:g}s: {got} {body}\n{d.log_tail(30)}"
         time.sleep(0.2)
-
-
-@pytest.fixture
-def own_broker() -> Iterator[Any]:
-    """A LocalBroker this test may stop and restart (the session's serves other tests)."""
-    yield from started_broker()
 
 
 def test_readyz_follows_the_broker_and_healthz_stays_up(own_broker: Any, model_dir: Path, tmp_path: Path,
