@@ -39,6 +39,16 @@ def run_cmd(config: Path) -> list[str]:
     return [*streamvae_cmd(), "run", "--config", str(config)]
 
 
+def train(csvs: Sequence[Path], out: Path, *args: str, timeout: float = 900.0) -> Path:
+    """``streamvae train --csv CSV ... --out OUT ARGS`` as a child process; ``out``.
+    RuntimeError with the end of its output if it fails."""
+    cmd = [*streamvae_cmd(), "train", *(a for c in csvs for a in ("--csv", str(c))), "--out", str(out), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"streamvae train failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return out
+
+
 def write_config(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
     """Write ``{section: {key: value}}`` as a TOML config file (values as JSON literals); ``path``."""
     lines = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 from kafka import KafkaProducer
 
-from streamvae.testing.procs import streamvae_cmd
+from streamvae.testing.procs import train
 
 FEATURES = ("a", "b", "c", "d")
 WINDOW = 16
@@ -54,13 +53,8 @@ def train_model(folder: Path) -> Path:
         for seed in (1, 2):
             for i, row in enumerate(series(2500, seed)):
                 w.writerow([T0 + seed * 10_000 + i, *(f"{v:.5f}" for v in row)])
-    out = folder / "model"
-    cmd = [*streamvae_cmd(), "train", "--csv", str(src), "--out", str(out), "--window", str(WINDOW),
-           "--encoder", "32,16", "--latent", "4", "--epochs", "60", "--seed", "1", "--max-gap", "30"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"streamvae train failed:\n{r.stderr[-3000:]}")
-    return out
+    return train([src], folder / "model", "--window", str(WINDOW), "--encoder", "32,16", "--latent", "4",
+                 "--epochs", "60", "--seed", "1", "--max-gap", "30", timeout=600)
 
 
 def daemon_sections(sections: dict[str, dict[str, Any]], model: Path) -> dict[str, dict[str, Any]]:
