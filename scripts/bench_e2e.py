@@ -110,7 +110,8 @@ from streamvae.testing.benchdata import bench_config, bench_topics, make_records
 from streamvae.testing.benchtools import OtherLoad  # noqa: E402
 from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
 from streamvae.testing.procs import DaemonProc, cpu_seconds, run_cmd  # noqa: E402
-from streamvae.testing.paced import FEATURES, WINDOW, java_load_generator, measure_paced  # noqa: E402
+from streamvae.testing.loadgen import java_load_generator  # noqa: E402
+from streamvae.testing.paced import FEATURES, WINDOW, measure_paced  # noqa: E402
 from streamvae.testing.pacedtable import cpu_lines, fig, latency_lines  # noqa: E402
 from streamvae.testing.topics import Cluster, Topics  # noqa: E402
 

@@ -67,210 +67,29 @@ import argparse
 import json
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
-from kafka.errors import KafkaError  # noqa: E402
-from kafka.partitioner.default import murmur2  # noqa: E402
-
-from streamvae.testing.benchdata import bench_config, bench_topics, train_model  # noqa: E402
+from streamvae.testing.benchdata import Feed, bench_topics, train_model  # noqa: E402
 from streamvae.testing.benchtools import CpuWatch, listening_pid  # noqa: E402
 from streamvae.testing.broker import kafka_jars, use_broker  # noqa: E402
-from streamvae.testing.paced import FEATURES, T0, WINDOW, entity_name, java_load_generator, series  # noqa: E402
-from streamvae.testing.procs import DaemonProc, memory_mb  # noqa: E402
-from streamvae.testing.topics import Cluster, Topics  # noqa: E402
+from streamvae.testing.group import Group, latencies, scored_total  # noqa: E402
+from streamvae.testing.loadgen import finish, java_load_generator, send, with_producer, write_messages  # noqa: E402
+from streamvae.testing.paced import FEATURES, WINDOW  # noqa: E402
+from streamvae.testing.procs import memory_mb  # noqa: E402
+from streamvae.testing.topics import Cluster  # noqa: E402
 
-READY_S = 180.0  # k daemons importing TensorFlow at once on 2 cores
 DRAIN_LIMIT_S = 900.0
 FAST = 1e9  # the load generator's rate for a burst: every record due at once
-
-
-# ----------------------------------------------------------------------------------------
-# a group of daemons
-# ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Group:
-    """k daemons of one group on ``topics`` (fresh group id, one config), each run through
-    the latency shim (scripts/latencyshim.py), which writes its batches' stamps
-    to ``stamps[i]`` when it exits."""
-
-    k: int
-    topics: Topics
-    model: Path
-    work: Path
-    max_poll: int
-    daemons: list[DaemonProc] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.id = f"bench-scale{self.k}-{uuid.uuid4().hex[:8]}"
-        self.config = bench_config(self.topics, self.work / f"scale{self.k}.toml", self.model, self.id,
-                                       self.max_poll)
-        self.stamps = [self.work / f"stamps-{self.k}-{i}.json" for i in range(self.k)]
-
-    def start(self) -> None:
-        """Start all k at once; return when all are ready and the group is stable with k members."""
-        for i in range(self.k):
-            cmd = [sys.executable, str(ROOT / "scripts" / "latencyshim.py"), str(self.stamps[i]), str(self.config)]
-            self.daemons.append(DaemonProc(cmd, self.work / f"daemon-{self.k}-{i}.log", cwd=ROOT))
-        for d in self.daemons:
-            d.wait_ready(READY_S)
-        with Cluster(self.topics.bootstrap) as c:
-            wait_stable(c, self.id, self.k, 120.0, self.check_alive)
-
-    def pids(self) -> dict[str, int | None]:
-        return {f"daemon{i + 1}": d.proc.pid for i, d in enumerate(self.daemons)}
-
-    def check_alive(self) -> None:
-        for d in self.daemons:
-            d.check_alive()
-
-    def stop(self) -> None:
-        """SIGTERM to all at once, then wait for each; RuntimeError if one failed."""
-        for d in self.daemons:
-            if d.proc.poll() is None:
-                d.proc.terminate()
-        for d in self.daemons:  # one SIGTERM each: DaemonProc.stop would send another to one still running
-            try:
-                d.proc.wait(60.0)
-            except subprocess.TimeoutExpired:
-                pass
-        codes = [(d, d.stop(30.0)) for d in self.daemons]
-        bad = [(d, rc) for d, rc in codes if rc != 0]
-        if bad:
-            d, rc = bad[0]
-            raise RuntimeError(f"daemon exited with {rc}\n{d.log_tail()}")
-
-    def close(self) -> None:
-        """Kill whatever still runs (after a failure)."""
-        for d in self.daemons:
-            d.close()
-
-
-def wait_stable(k: Cluster, group: str, members: int, timeout: float, check: Callable[[], None]) -> None:
-    """Until ``group`` is Stable with ``members`` members, each assigned partitions."""
-    deadline = time.monotonic() + timeout
-    g: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        check()
-        try:
-            g = k.admin.describe_groups([group]).get(group, {})
-        except KafkaError as e:  # no coordinator yet on a fresh broker
-            if not e.retriable:
-                raise
-        ms = g.get("members") or []
-        if g.get("group_state") == "Stable" and len(ms) == members and all(_assigned(m) for m in ms):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"group {group} not stable with {members} members in {timeout:g} s: {g}")
-
-
-def _assigned(member: dict[str, Any]) -> bool:
-    a = member.get("member_assignment")
-    parts = getattr(a, "assigned_partitions", None)
-    if parts is None and isinstance(a, dict):
-        parts = a.get("assigned_partitions")
-    return bool(parts)
-
-
-def scored_total(k: Cluster, group: str, topic: str, ends: dict[int, int]) -> int:
-    """Records of ``topic`` the group's committed ``scored_to`` covers (0 while the
-    coordinator is not found yet, a retriable error)."""
-    try:
-        done = k.scored_to(group, topic)
-    except KafkaError as e:
-        if not e.retriable:
-            raise
-        return 0
-    return sum(min(done.get(p, 0), e) for p, e in ends.items())
-
-
-# ----------------------------------------------------------------------------------------
-# the records and the load generator
-# ----------------------------------------------------------------------------------------
-
-
-class Feed:
-    """Every entity's readings (bench_e2e.py's ``series``, one a second), step by step:
-    ``messages(a, b)`` are steps a..b-1 of every entity, entity by entity within a step,
-    each as (key, partition its key hashes to, JSON value)."""
-
-    def __init__(self, n_entities: int, steps: int, partitions: int, seed: int = 2026) -> None:
-        rng = np.random.default_rng(seed)
-        self.steps = steps
-        self.data = np.round(np.stack([series(steps, rng) for _ in range(n_entities)]), 4)
-        self.names = [entity_name(e) for e in range(n_entities)]
-        self.keys = [n.encode() for n in self.names]
-        self.parts = [(murmur2(k) & 0x7FFFFFFF) % partitions for k in self.keys]
-
-    def messages(self, first: int, end: int, limit: int | None = None) -> list[tuple[bytes, int, bytes]]:
-        out: list[tuple[bytes, int, bytes]] = []
-        for step in range(first, end):
-            for e, name in enumerate(self.names):
-                if limit is not None and len(out) == limit:
-                    return out
-                value = {"entity": name, "ts": T0 + step, "values": dict(zip(FEATURES, self.data[e, step].tolist()))}
-                out.append((self.keys[e], self.parts[e], orjson.dumps(value)))
-        return out
-
-
-def write_messages(path: Path, msgs: Iterable[tuple[bytes, int, bytes]]) -> dict[int, int]:
-    """The load generator's file (per message: partition, key, value; see
-    PacedProducer.java); the records per partition."""
-    counts: dict[int, int] = {}
-    with open(path, "wb") as fh:
-        for key, part, value in msgs:
-            fh.write(struct.pack(">ii", part, len(key)) + key + struct.pack(">i", len(value)) + value)
-            counts[part] = counts.get(part, 0) + 1
-    return counts
-
-
-def send(java: Sequence[str], bootstrap: str, topic: str, rate: float, msg_file: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*java, bootstrap, topic, str(rate), str(msg_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    """The load generator's last JSON line (t_start_wall, sent, seconds, cpu_s) once it exits."""
-    out, err = proc.communicate(timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"load generator exited with {proc.returncode}:\n{err[-3000:]}")
-    info: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return info
-
-
-def with_producer(share: dict[str, float], info: dict[str, Any], seconds: float) -> dict[str, float]:
-    """``share`` with the load generator's own CPU (from its clock, after its start-up)
-    moved out of ``other``."""
-    producer = info["cpu_s"] / seconds
-    return {**share, "producer": producer, "other": max(0.0, share["other"] - producer)}
-
-
-def latencies(stamp_files: Iterable[Path], cut_us: float) -> np.ndarray:
-    """Per record sent at or after ``cut_us``: ms from its ``sent_us`` to the moment
-    ``process`` returned for its batch (the shims' stamps)."""
-    out = []
-    for path in stamp_files:
-        for _start, t_score, _done, stamps in json.loads(path.read_text())["batches"]:
-            sent = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)[:, 0]
-            sent = sent[sent >= cut_us]
-            if len(sent) and t_score > 0:
-                out.append(t_score * 1e3 - sent / 1e3)
-    return np.concatenate(out) if out else np.empty(0)
 
 
 # ----------------------------------------------------------------------------------------

@@ -96,3 +96,31 @@ def produce_bulk(bootstrap: str, topic: str, keys: Sequence[bytes | None], value
     finally:
         p.close(10)
     return time.perf_counter() - t0
+
+
+class Feed:
+    """Every entity's readings (:func:`~streamvae.testing.paced.series`, one a second),
+    step by step: ``messages(a, b)`` are steps a..b-1 of every entity, entity by entity
+    within a step, each keyed by the entity, in the partition kafka-python's default
+    partitioner gives its key."""
+
+    def __init__(self, n_entities: int, steps: int, partitions: int, seed: int = 2026) -> None:
+        from kafka.partitioner.default import murmur2
+
+        rng = np.random.default_rng(seed)
+        self.steps = steps
+        self.data = np.round(np.stack([series(steps, rng) for _ in range(n_entities)]), 4)
+        self.names = [entity_name(e) for e in range(n_entities)]
+        self.keys = [n.encode() for n in self.names]
+        self.parts = [(murmur2(k) & 0x7FFFFFFF) % partitions for k in self.keys]
+
+    def messages(self, first: int, end: int, limit: int | None = None) -> list[tuple[bytes, int, bytes]]:
+        """Steps ``first``..``end``-1, at most ``limit`` messages."""
+        out: list[tuple[bytes, int, bytes]] = []
+        for step in range(first, end):
+            for e, name in enumerate(self.names):
+                if limit is not None and len(out) == limit:
+                    return out
+                value = {"entity": name, "ts": T0 + step, "values": dict(zip(FEATURES, self.data[e, step].tolist()))}
+                out.append((self.keys[e], self.parts[e], dumps(value)))
+        return out

@@ -23,8 +23,6 @@ seconds, as a share of one core and per 1,000 records.
 from __future__ import annotations
 
 import json
-import os
-import struct
 import subprocess
 import sys
 import threading
@@ -36,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.testing.loadgen import finish, write_messages
 from streamvae.testing.procs import ROOT, DaemonProc, cpu_seconds, run_cmd
 from streamvae.testing.topics import Topics
 
@@ -120,20 +119,6 @@ def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, n_ent
     print(json.dumps({"t_start_wall": t_start_wall, "sent": sent, "seconds": took, "cpu_s": cpu}))
 
 
-def java_load_generator(work: Path, kafka_libs: Path) -> list[str]:
-    """Compile scripts/loadgen/PacedProducer.java against the broker's jars; the command that runs it."""
-    out = work / "loadgen"
-    out.mkdir(exist_ok=True)
-    cp = f"{kafka_libs}/*"
-    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(ROOT / "scripts" / "loadgen" / "PacedProducer.java")],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"javac failed:\n{r.stderr[-3000:]}")
-    # a small heap, the serial collector and the C1 compiler only: the generator should
-    # take as little of the cores as it can
-    return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{out}{os.pathsep}{cp}", "PacedProducer"]
-
-
 def prime(bootstrap: str, topic: str, n_entities: int) -> None:
     """One reading per entity (its reading 0), so the paced run starts with every entity known."""
     from kafka import KafkaProducer
@@ -174,9 +159,7 @@ def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, secon
     shim_out = work / f"latency-{uuid.uuid4().hex[:6]}.json"
     if java is not None:  # the messages, written before the daemon starts
         msg_file = work / f"paced-{uuid.uuid4().hex[:6]}.bin"
-        with open(msg_file, "wb") as fh:
-            for key, part, value in paced_messages(range(topics.partitions), rate, seconds + warmup, n_entities, spike_every):
-                fh.write(struct.pack(">ii", part, len(key)) + key + struct.pack(">i", len(value)) + value)
+        write_messages(msg_file, paced_messages(range(topics.partitions), rate, seconds + warmup, n_entities, spike_every))
         cmd = [*java, topics.bootstrap, topics.input, str(rate), str(msg_file)]
     else:
         cmd = [sys.executable, "-m", "streamvae.testing.paced", topics.bootstrap, topics.input, str(rate),
@@ -192,12 +175,11 @@ def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, secon
         cpu = _Cpu({"daemon": d.proc.pid, "broker": broker_pid, "producer": gen.pid})
         timer = threading.Timer(warmup, cpu.start)  # the warm-up is left out
         timer.start()
-        out, err = gen.communicate(timeout=seconds + warmup + 120)
-        cpu.stop()
-        timer.cancel()
-        if gen.returncode != 0:
-            raise RuntimeError(f"paced producer failed:\n{err[-3000:]}")
-        info = json.loads(out.strip().splitlines()[-1])
+        try:
+            info = finish(gen, seconds + warmup + 120)
+        finally:
+            cpu.stop()
+            timer.cancel()
         topics.wait_caught_up(120.0, d, group, poll=0.1)
         totals = d.totals()
     finally:
