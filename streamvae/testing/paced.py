@@ -17,7 +17,9 @@ the record that completed its window; the alerts topic is LogAppendTime too, so
 produce -> alert on topic = t(alert appended) - t(that record sent).
 
 CPU (both modes): the daemon's CPU seconds (``/proc/<pid>/stat``) over the measured
-seconds, as a share of one core and per 1,000 records.
+seconds, as a share of one core and per 1,000 records; beside it the broker's, the load
+generator's, the rest of the machine's (``other``) and what was left ``idle``, in cores
+(streamvae.testing.benchtools.CpuWatch).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.testing.benchtools import CpuWatch
 from streamvae.testing.loadgen import finish, write_messages
-from streamvae.testing.procs import ROOT, DaemonProc, cpu_seconds, run_cmd
+from streamvae.testing.procs import ROOT, DaemonProc, run_cmd
 from streamvae.testing.topics import Topics
 
 FEATURES = tuple(f"s{i}" for i in range(8))
@@ -132,23 +135,6 @@ def prime(bootstrap: str, topic: str, n_entities: int) -> None:
     prod.close(10)
 
 
-class _Cpu:
-    """CPU seconds of some processes between :meth:`start` and :meth:`stop`, as shares of one core."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = dict(pids)
-        self.t0, self.c0 = 0.0, {k: 0.0 for k in pids}
-        self.share: dict[str, float] = {}
-        self.seconds = 0.0
-
-    def start(self) -> None:
-        self.t0, self.c0 = time.perf_counter(), {k: cpu_seconds(p) for k, p in self.pids.items()}
-
-    def stop(self) -> None:
-        self.seconds = time.perf_counter() - self.t0
-        self.share = {k: (cpu_seconds(p) - self.c0[k]) / self.seconds for k, p in self.pids.items()}
-
-
 def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, seconds: float, warmup: float,
                   n_entities: int, work: Path, log: Path, *, latency: bool = True, spike_every: int = 0,
                   broker_pid: int | None = None, java: list[str] | None = None) -> dict[str, Any]:
@@ -172,14 +158,14 @@ def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, secon
         prime(topics.bootstrap, topics.input, n_entities)  # and wait until it is scored: the group is joined
         topics.wait_caught_up(120.0, d, group, poll=0.05)
         gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        cpu = _Cpu({"daemon": d.proc.pid, "broker": broker_pid, "producer": gen.pid})
+        cpu = CpuWatch({"daemon": d.proc.pid, "broker": broker_pid})
         timer = threading.Timer(warmup, cpu.start)  # the warm-up is left out
         timer.start()
         try:
             info = finish(gen, seconds + warmup + 120)
         finally:
-            cpu.stop()
             timer.cancel()
+        share = cpu.stop()
         topics.wait_caught_up(120.0, d, group, poll=0.1)
         totals = d.totals()
     finally:
@@ -187,11 +173,13 @@ def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, secon
     if rc != 0:
         raise RuntimeError(f"paced daemon exited with {rc}\n{d.log_tail()}")
     achieved = info["sent"] / info["seconds"]
-    cpu.share["producer"] = info["cpu_s"] / info["seconds"]  # its own clock: the process is gone
+    # the generator's own clock (the process is gone), over its whole run: out of "other"
+    share["producer"] = info["cpu_s"] / info["seconds"]
+    share["other"] = max(0.0, share["other"] - share["producer"])
     per_poll = totals.get("records_total", 0.0) / max(totals.get("batches_total", 0.0), 1.0)
-    res: dict[str, Any] = {"rate": rate, "achieved_rate": achieved, "cpu": cpu.share, "records_per_poll": per_poll,
-                           "cpu_ms_per_1000": 1e6 * cpu.share["daemon"] / achieved,
-                           "cpu_ms_per_poll": 1e3 * cpu.share["daemon"] / achieved * per_poll}
+    res: dict[str, Any] = {"rate": rate, "achieved_rate": achieved, "cpu": share, "records_per_poll": per_poll,
+                           "cpu_ms_per_1000": 1e6 * share["daemon"] / achieved,
+                           "cpu_ms_per_poll": 1e3 * share["daemon"] / achieved * per_poll}
     if latency:
         res.update(_latencies(json.loads(shim_out.read_text()), (info["t_start_wall"] + warmup) * 1e6, topics))
     return res

@@ -43,7 +43,9 @@ def latency_lines(run: dict[str, Any], name: str, given_rate: bool, other: float
         out.append(f"{'':<4}{label:<40} {st['p50']:>8.1f} {st['p99']:>8.1f} {st['max']:>8.1f}{extra}")
     c = run["cpu"]
     out.append(f"    CPU while producing, share of one core: daemon {c['daemon']:.2f}, producer {c['producer']:.2f}, "
-               f"broker {c['broker']:.2f} ({os.cpu_count()} cores in all)")
+               f"broker {c['broker']:.2f}"
+               + (f", the rest of the machine {c['other']:.2f}, idle {c['idle']:.2f}" if "idle" in c else "")
+               + f" ({os.cpu_count()} cores in all)")
     cy = run.get("cycle")
     if cy:
         out.append(f"    one poll on the daemon's main thread, mean of {cy['polls']:,} ({cy['records_per_poll']:.0f} records), "

@@ -43,3 +43,12 @@ def test_fig_rounds_and_leaves_out_what_is_missing() -> None:
     assert fig(run(22.74, 118.9), "score", "p50") == 22.7
     assert fig(None, "score", "p50") is None
     assert fig(run(float("nan"), 1.0), "score", "p50") is None
+
+
+def test_the_cpu_row_shows_the_rest_of_the_machine_when_it_was_watched() -> None:
+    watched = run(30.0, 90.0)
+    watched["cpu"] = {**watched["cpu"], "other": 0.31, "idle": 0.12}
+    line = next(x for x in latency_lines(watched, "0.5 x", False, 0.01, 20.0, True) if "CPU while producing" in x)
+    assert "the rest of the machine 0.31, idle 0.12" in line
+    plain = next(x for x in latency_lines(run(30.0, 90.0), "0.5 x", False, 0.01, 20.0, True) if "CPU while" in x)
+    assert "idle" not in plain and "broker 0.20" in plain
