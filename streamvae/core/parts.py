@@ -16,7 +16,11 @@ FIRST_PART = 32  # windows in the first model call of a big batch; each next par
 # and 0.72-0.74 of a core at 512, against 20-26 / 64-145 ms and 0.84-0.86 at 64 (3 runs
 # each); at 12,000/s (200-550 a poll) p50 28-88 / p99 126-240 ms at 512, 49-83 / 133-210
 # at 64 (4 runs each), with 0.89-0.95 of a core against 1.02-1.07. It was 64 before the
-# JSON was read in C: then the main thread's share was twice as big.
+# JSON was read in C: then the main thread's share was twice as big. Again on 2026-12-07
+# at 14,700 records/s (~100-130 a poll), 1 against 512: the main thread's CPU 29-33
+# against 51-52 us a record, but the model ~30% slower a window on the worker, the daemon
+# 1.00-1.13 of a core against 0.91-0.92, and p50 15.5, 17.6, 8.4 against 14.3, 14.0, 10.9
+# ms (README, "Latency and CPU").
 OVERLAP = 512
 LAST_PART = 64  # windows in the last model call of a big batch, at most: the main thread judges it alone
 # Windows in one model call, at most. The windows still unscored when a big batch is
