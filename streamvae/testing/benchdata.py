@@ -23,23 +23,14 @@ from streamvae.testing.topics import Topics
 
 
 def make_records(n_records: int, n_entities: int, seed: int) -> tuple[list[bytes], list[bytes], np.ndarray]:
-    """Round-robin over entities, each entity one reading per event-time second.
+    """Round-robin over entities, each entity one reading per event-time second
+    (:class:`Feed`'s first ``n_records`` messages).
 
     Returns keys, JSON values (bytes) and the (entities, per_entity, F) values array."""
     per = -(-n_records // n_entities)
-    rng = np.random.default_rng(seed)
-    data = np.round(np.stack([series(per, rng) for _ in range(n_entities)]), 4)
-    names = [entity_name(e) for e in range(n_entities)]
-    rows = data.tolist()
-    keys: list[bytes] = []
-    values: list[bytes] = []
-    for k in range(per):
-        for e in range(n_entities):
-            if len(values) == n_records:
-                break
-            keys.append(names[e].encode())
-            values.append(dumps({"entity": names[e], "ts": T0 + k, "values": dict(zip(FEATURES, rows[e][k]))}))
-    return keys, values, data
+    feed = Feed(n_entities, per, 1, seed)
+    msgs = feed.messages(0, per, limit=n_records)
+    return [k for k, _, _ in msgs], [v for _, _, v in msgs], feed.data
 
 
 def train_model(work: Path, epochs: int) -> tuple[Path, float]:

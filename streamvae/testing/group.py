@@ -43,8 +43,7 @@ class Group:
 
     def __post_init__(self) -> None:
         self.id = f"bench-scale{self.k}-{uuid.uuid4().hex[:8]}"
-        self.config = bench_config(self.topics, self.work / f"scale{self.k}.toml", self.model, self.id,
-                                       self.max_poll)
+        self.config = bench_config(self.topics, self.work / f"scale{self.k}.toml", self.model, self.id, self.max_poll)
         self.stamps = [self.work / f"stamps-{self.k}-{i}.json" for i in range(self.k)]
 
     def start(self) -> None:

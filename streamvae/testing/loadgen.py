@@ -68,4 +68,3 @@ def with_producer(share: dict[str, float], info: dict[str, Any], seconds: float)
     generator's own CPU (``info``, from its clock) moved out of ``other``."""
     producer = float(info["cpu_s"]) / seconds
     return {**share, "producer": producer, "other": max(0.0, share["other"] - producer)}
-

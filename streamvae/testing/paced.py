@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.testing.benchtools import CpuWatch
-from streamvae.testing.loadgen import finish, write_messages
+from streamvae.testing.loadgen import finish, with_producer, write_messages
 from streamvae.testing.procs import ROOT, DaemonProc, run_cmd
 from streamvae.testing.topics import Topics
 
@@ -173,9 +173,7 @@ def measure_paced(cfg_path: Path, topics: Topics, group: str, rate: float, secon
     if rc != 0:
         raise RuntimeError(f"paced daemon exited with {rc}\n{d.log_tail()}")
     achieved = info["sent"] / info["seconds"]
-    # the generator's own clock (the process is gone), over its whole run: out of "other"
-    share["producer"] = info["cpu_s"] / info["seconds"]
-    share["other"] = max(0.0, share["other"] - share["producer"])
+    share = with_producer(share, info, info["seconds"])  # its own clock, over its whole run: the process is gone
     per_poll = totals.get("records_total", 0.0) / max(totals.get("batches_total", 0.0), 1.0)
     res: dict[str, Any] = {"rate": rate, "achieved_rate": achieved, "cpu": share, "records_per_poll": per_poll,
                            "cpu_ms_per_1000": 1e6 * share["daemon"] / achieved,
