@@ -22,20 +22,24 @@ The held records moved the consumer's positions. Whoever moves them otherwise (a
 after a rollback, a rebalance) calls :meth:`drop` first: each held partition still
 assigned is sought back to its first held record, so nothing is skipped.
 
-Records can come a batch late, and this module does not change that. When
-kafka-python's poll finds records buffered, it returns them and sends the next fetch at
-once; the broker answers it a few ms later (once ``fetch_min_bytes`` have come), while
-the daemon handles the batch, and the next poll returns that answer without asking for
-newer records: what reached the broker after it waits one batch more. At 12,000
-records/s (near ``scripts/bench_e2e.py``'s 0.5 x) 45% of the daemon's polls found records
-buffered and 37-62% of a batch's records had reached the broker before the poll before
-it began; bench_e2e's (e) rows print that share. Tried (2026-12-06, not kept): a poll
-that found records buffered took them, then asked the broker for 1 byte and waited for
-its answer. No record came late any more, but every poll then waited one round trip to
-the broker (poll wall 3.0 -> 4.1-5.2 ms) and the cycles grew: produce -> score p50 over
-three runs each 35.4, 36.8, 17.6 ms against 35.7, 26.8, 28.4 before. Sending the next
-fetch as soon as a batch is scored cost as much: kafka-python's send waits ~1.3 ms for
-its IO thread.
+Records came a batch late, and :func:`fetch_when_behind` stops it. kafka-python's poll,
+when it finds records buffered, returns them and sends the next fetch at once; the
+broker answers it a few ms later (once ``fetch_min_bytes`` have come), while the daemon
+handles the batch, and the next poll returns that answer, a few records that are a batch
+old by then, and sends the next fetch at once again: what reached the broker after the
+answer waits one batch more. Once in this state (after one read ahead, one backlog) the
+consumer stayed in it as long as a batch took longer than the broker's answer, so at half
+of the daemon's capacity whole runs went this way: at 16,000 records/s, 16-64 % of the
+records came a batch late in 3 of 8 runs, and produce -> score p50 was 19.7-37.5 ms in
+those against 9.3-16.5 in the others (2026-12-07, bench_e2e (e)'s harness). With
+``fetch_when_behind``, at most 3 % came late in each of 6 runs (p50 9.0-23.9 ms, the
+highest in a fresh broker's first run; README "Latency and CPU"). It sends that early fetch only while the broker held more than the consumer
+has read (the last answer's high watermark past a partition's position): a backlog is
+still read with a fetch always in flight, and a consumer that has caught up asks again
+at its next poll, which waits for the broker's answer (a round trip, ~2 ms of wall time
+here) and gets everything that came meanwhile. Tried before (2026-12-06, not kept): a
+poll that found records buffered took them, then asked the broker for 1 byte and waited
+for its answer: no record came late, but such a poll waited twice.
 
 kafka-python's ``_fetcher`` is private: pyproject.toml pins kafka-python to 3.0.x, and
 tests/integration/test_readahead.py fails if it moves.
@@ -66,12 +70,51 @@ def lag(consumer: Any, tp: Any, timeout_ms: int = 0) -> int | None:
     return None if pos is None else max(0, high - pos)
 
 
+def behind(fetcher: Any) -> bool:
+    """Some partition assigned and not paused is behind the broker as far as the fetcher
+    knows: its position is below the high watermark of the last answer, or either is not
+    known yet (then as kafka-python does: fetch)."""
+    for state in list(fetcher._subscriptions.assignment.values()):
+        if state.paused:
+            continue
+        high, pos = state.highwater, state.position
+        if high is None or pos is None or pos.offset < high:
+            return True
+    return False
+
+
+def fetch_when_behind(consumer: Any) -> None:
+    """Make ``consumer``'s fetch step (kafka-python's ``Fetcher.fetch_records``, run by
+    every ``poll`` and by :meth:`ReadAhead.fetch`) send a fetch without waiting only while
+    :func:`behind`: records buffered are returned as before, and the next fetch is sent
+    with them only when the broker holds more; with nothing buffered, a call that may
+    wait sends and waits as before, and one that may not (``timeout_ms`` 0) sends only
+    when behind. See the module doc."""
+    fetcher = consumer._fetcher
+    fetch_records = fetcher.fetch_records
+
+    def fetch_fresh(max_records: int | None = None, update_offsets: bool = True,
+                    timeout_ms: int | None = None) -> tuple[Batch, bool]:
+        records, partial = fetcher.fetched_records(max_records, update_offsets=update_offsets)
+        if records:
+            if not partial and behind(fetcher):
+                fetcher.send_fetches()
+            return records, False
+        if timeout_ms == 0 and not behind(fetcher):
+            return records, False
+        got: tuple[Batch, bool] = fetch_records(max_records, update_offsets=update_offsets, timeout_ms=timeout_ms)
+        return got
+
+    fetcher.fetch_records = fetch_fresh
+
+
 class ReadAhead:
     """A consumer's next records, fetched ahead of its next poll (see the module doc).
 
     ``max_records``: the most one batch (held + polled) brings, ``group.max_poll_records``."""
 
     def __init__(self, consumer: Any, max_records: int) -> None:
+        fetch_when_behind(consumer)
         self.consumer = consumer
         self.max_records = max_records
         self.held: Batch = {}
@@ -130,4 +173,4 @@ class ReadAhead:
         self.held = {}
 
 
-__all__ = ["ReadAhead", "lag"]
+__all__ = ["ReadAhead", "behind", "fetch_when_behind", "lag"]

@@ -1,7 +1,8 @@
 """ReadAhead (streamvae/kafka/readahead.py) on the real broker: records read ahead of a
 poll come first in the next batch, none is skipped or read twice, a batch stays within
-max_records, drop() and a rebalance read the held records again; and kafka-python's
-private fetch step it uses is still there (pyproject.toml pins kafka-python 3.0.x)."""
+max_records, drop() and a rebalance read the held records again; a poll that finds
+records buffered sends the next fetch with them only while the consumer is behind the
+broker; and kafka-python's private fetch step it uses is still there (pyproject.toml pins kafka-python 3.0.x)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import time
 from typing import Any, Iterator
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.kafka.clients import make_consumer
-from streamvae.kafka.readahead import ReadAhead
+from streamvae.kafka.readahead import ReadAhead, behind
 from streamvae.testing.topics import Topics
 
 RECORDS = 6000
@@ -199,5 +200,90 @@ def test_at_end_only_once_every_partition_is_read_to_its_high_watermark(topics: 
                 break
         assert [r.value for recs in got.values() for r in recs] == [b"late"]
         assert ahead.at_end()
+    finally:
+        c.close(autocommit=False)
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], one_batch_each: bool = False) -> None:
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    for v in values:
+        sent = p.send(topic, value=v, partition=0)
+        if one_batch_each:
+            sent.get(30)  # acknowledged before the next is sent: a record batch of its own
+    p.flush(30)
+    p.close()
+
+
+def answered(c: Any, timeout: float = 10.0) -> None:
+    """Send a fetch now and wait until the broker's answer is buffered, not parsed: the
+    next poll finds records buffered, as after a read ahead or a poll that sent early."""
+    c._fetcher.send_fetches()
+    deadline = time.monotonic() + timeout
+    while not c._fetcher._completed_fetches and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert c._fetcher._completed_fetches, "the broker did not answer the fetch"
+
+
+def fetch_sent(c: Any) -> bool:
+    """A fetch is in flight, or its answer is buffered. In this order: the IO thread
+    buffers an answer before it clears the node's pending fetch."""
+    return bool(c._fetcher._nodes_with_pending_fetch_requests) or bool(c._fetcher._completed_fetches)
+
+
+def plain_consumer(broker: Any, topic: str, **fetch: int) -> Any:
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+                      auto_offset_reset="earliest", **fetch)
+    c.assign([TopicPartition(topic, 0)])
+    return c
+
+
+def poll_until(ahead: ReadAhead, n: int) -> list[bytes]:
+    got: list[bytes] = []
+    for _ in range(100):
+        got += [r.value for recs in ahead.poll(500).values() for r in recs]
+        if len(got) >= n:
+            break
+    return got
+
+
+def test_a_caught_up_poll_that_finds_records_buffered_sends_no_fetch_with_them(broker: Any) -> None:
+    """kafka-python would send the next fetch with them; the broker would answer it while
+    the batch is handled, and the next poll would return records a batch old (the module
+    doc). Here that poll asks the broker itself, and what came meanwhile is not lost."""
+    t = Topics(broker.bootstrap, partitions=1, prefix="fresh-")
+    produce(broker.bootstrap, t.input, [b"a%d" % i for i in range(20)])
+    c = plain_consumer(broker, t.input, fetch_min_bytes=8192, fetch_max_wait_ms=150)  # the daemon's defaults
+    try:
+        ahead = ReadAhead(c, MAX)
+        assert poll_until(ahead, 20) == [b"a%d" % i for i in range(20)]
+        produce(broker.bootstrap, t.input, [b"b%d" % i for i in range(20)])
+        answered(c)
+        got = ahead.poll(500)
+        assert [r.value for recs in got.values() for r in recs] == [b"b%d" % i for i in range(20)]
+        assert not behind(c._fetcher)
+        assert not fetch_sent(c)
+        ahead.fetch()  # a read ahead of a caught-up consumer sends none either
+        assert not fetch_sent(c) and not ahead.held
+        produce(broker.bootstrap, t.input, [b"c%d" % i for i in range(5)])
+        assert poll_until(ahead, 5) == [b"c%d" % i for i in range(5)]
+    finally:
+        c.close(autocommit=False)
+
+
+def test_a_poll_behind_the_broker_sends_the_next_fetch_with_its_records(broker: Any) -> None:
+    """A backlog is read with a fetch in flight, as kafka-python does: each answer here
+    holds one record batch (fetch_max_bytes 1), and the broker holds 30."""
+    t = Topics(broker.bootstrap, partitions=1, prefix="fresh-")
+    produce(broker.bootstrap, t.input, [b"%d" % i for i in range(30)], one_batch_each=True)
+    c = plain_consumer(broker, t.input, fetch_min_bytes=1, fetch_max_bytes=1, max_partition_fetch_bytes=1)
+    try:
+        ahead = ReadAhead(c, MAX)
+        first = poll_until(ahead, 1)
+        answered(c)
+        got = [r.value for recs in ahead.poll(500).values() for r in recs]
+        assert got and behind(c._fetcher)
+        assert fetch_sent(c)
+        rest = poll_until(ahead, 30 - len(first) - len(got))
+        assert first + got + rest == [b"%d" % i for i in range(30)]
     finally:
         c.close(autocommit=False)
