@@ -32,8 +32,8 @@ consumer stayed in it as long as a batch took longer than the broker's answer, s
 of the daemon's capacity whole runs went this way: at 16,000 records/s, 16-64 % of the
 records came a batch late in 3 of 8 runs, and produce -> score p50 was 19.7-37.5 ms in
 those against 9.3-16.5 in the others (2026-12-07, bench_e2e (e)'s harness). With
-``fetch_when_behind``, at most 3 % came late in each of 6 runs (p50 9.0-23.9 ms, the
-highest in a fresh broker's first run; README "Latency and CPU"). It sends that early fetch only while the broker held more than the consumer
+``fetch_when_behind``, at most 3.1 % came late in each of 13 runs that day (p50
+9.0-26.2 ms: the machine's own speed moved it; README "Latency and CPU"). It sends that early fetch only while the broker held more than the consumer
 has read (the last answer's high watermark past a partition's position): a backlog is
 still read with a fetch always in flight, and a consumer that has caught up asks again
 at its next poll, which waits for the broker's answer (a round trip, ~2 ms of wall time
