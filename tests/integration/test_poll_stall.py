@@ -5,7 +5,8 @@
    ``retry_backoff_ms`` (100 ms) instead of returning them. The test makes the response
    land there every time: it wraps ``Fetcher.send_fetches`` to produce records for the
    fetch in flight and wait until that fetch completes before sending.
-2. The wait of 0 ms (``ReadAhead.fetch``): kafka-python's ends in a ``KafkaTimeoutError``
+2. The wait of 0 ms (``ReadAhead.fetch`` while the consumer is behind the broker, a poll
+   while records are held): kafka-python's ends in a ``KafkaTimeoutError``
    whose traceback keeps the caller's frames, and what they hold, alive in a reference
    cycle until the cyclic collector runs."""
 
@@ -24,7 +25,6 @@ from kafka.consumer.fetcher import Fetcher
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.kafka import stall
 from streamvae.kafka.clients import make_consumer
-from streamvae.kafka.readahead import ReadAhead
 from streamvae.testing.topics import Topics
 
 LATE = 10  # records the fetch in flight brings, produced while the poll sends its next fetches
@@ -120,9 +120,11 @@ class Batch:
     """Stands for what the daemon's frames hold while it reads ahead: a batch's records."""
 
 
-def read_ahead_holding_a_batch(ahead: ReadAhead) -> "weakref.ref[Batch]":
+def fetch_holding_a_batch(c: Any) -> "weakref.ref[Batch]":
+    """The fetch step as ``ReadAhead.fetch`` runs it while the consumer is behind the
+    broker (streamvae/kafka/readahead.py; caught up, it returns before this step)."""
     batch = Batch()
-    ahead.fetch()  # nothing buffered, a fetch in flight: kafka-python would wait 0 ms
+    c._fetcher.fetch_records(100, timeout_ms=0)  # nothing buffered, a fetch in flight: kafka-python would wait 0 ms
     return weakref.ref(batch)
 
 
@@ -135,11 +137,11 @@ def test_reading_ahead_leaves_the_callers_objects_to_reference_counting(topics: 
         read_first(c, p, topics.input)
         if not fixed:
             stall.uninstall()
-        ahead = ReadAhead(c, 100)
+        c._fetcher.send_fetches()  # the broker holds it: nothing to read
         gc.collect()
         gc.disable()
         try:
-            ref = read_ahead_holding_a_batch(ahead)
+            ref = fetch_holding_a_batch(c)
             assert c._fetcher.in_flight_fetches(), "no fetch in flight: the setup is wrong, not the code"
             alive = ref() is not None
         finally:
