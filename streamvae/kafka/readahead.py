@@ -52,6 +52,8 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from streamvae.kafka import stall
+
 log = logging.getLogger(__name__)
 
 Batch = dict[Any, list[Any]]  # TopicPartition -> records, in offset order
@@ -89,7 +91,10 @@ def fetch_when_behind(consumer: Any) -> None:
     :func:`behind`: records buffered are returned as before, and the next fetch is sent
     with them only when the broker holds more; with nothing buffered, a call that may
     wait sends and waits as before, and one that may not (``timeout_ms`` 0) sends only
-    when behind. See the module doc."""
+    when behind. See the module doc. Not done where kafka-python is not the 3.0.x this
+    reaches into (:func:`streamvae.kafka.stall.supported`)."""
+    if not stall.supported():
+        return
     fetcher = consumer._fetcher
     fetch_records = fetcher.fetch_records
 
