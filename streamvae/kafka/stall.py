@@ -10,7 +10,8 @@ records/s (scripts/bench_e2e.py (e), the daemon's polls timed by its shim):
    then sleeps ``retry_backoff_ms`` (100 ms) with those records in hand: about one poll
    in 50, a 100 ms stall every second or two.
 2. **A wait of 0 ms that ties a batch into a reference cycle.** Asked not to wait
-   (``timeout_ms=0``: ``ReadAhead.fetch``, and ``poll`` while records are held), it
+   (``timeout_ms=0``: ``ReadAhead.fetch``, and ``poll`` while records are held, both
+   only while the consumer is behind the broker, streamvae/kafka/readahead.py), it
    still waits, and the wait ends in a ``KafkaTimeoutError`` raised and caught inside
    kafka-python. The error's traceback holds the frames it passed through, each frame
    its caller, up to the daemon's batch step: the batch's records, readings and windows
