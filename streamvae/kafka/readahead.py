@@ -32,14 +32,19 @@ consumer stayed in it as long as a batch took longer than the broker's answer, s
 of the daemon's capacity whole runs went this way: at 16,000 records/s, 16-64 % of the
 records came a batch late in 3 of 8 runs, and produce -> score p50 was 19.7-37.5 ms in
 those against 9.3-16.5 in the others (2026-12-07, bench_e2e (e)'s harness). With
-``fetch_when_behind``, at most 3.1 % came late in each of 13 runs that day (p50
-9.0-26.2 ms: the machine's own speed moved it; README "Latency and CPU"). It sends that early fetch only while the broker held more than the consumer
-has read (the last answer's high watermark past a partition's position): a backlog is
-still read with a fetch always in flight, and a consumer that has caught up asks again
-at its next poll, which waits for the broker's answer (a round trip, ~2 ms of wall time
-here) and gets everything that came meanwhile. Tried before (2026-12-06, not kept): a
-poll that found records buffered took them, then asked the broker for 1 byte and waited
-for its answer: no record came late, but such a poll waited twice.
+``fetch_when_behind``, at most 3.1 % came late in each of 13 runs that day (p50 9.0-26.2
+ms; README "Latency and CPU"). It sends that early fetch only while the broker held more
+than the consumer has read (the last answer's high watermark past a partition's
+position): a backlog is still read with a fetch always in flight, and a consumer that
+has caught up asks again at its next poll, which waits for the broker's answer (a round
+trip, ~2 ms of wall time here) and gets everything that came meanwhile.
+
+Tried before (2026-12-06, not kept): a poll that found records buffered took them, then
+asked the broker for 1 byte and waited for its answer. No record came late any more, but
+every poll then waited one round trip to the broker (poll wall 3.0 -> 4.1-5.2 ms) and the
+cycles grew: produce -> score p50 over three runs each 35.4, 36.8, 17.6 ms against 35.7,
+26.8, 28.4 before. Sending the next fetch as soon as a batch is scored cost as much:
+kafka-python's send waits ~1.3 ms for its IO thread.
 
 kafka-python's ``_fetcher`` is private: pyproject.toml pins kafka-python to 3.0.x, and
 tests/integration/test_readahead.py fails if it moves.
