@@ -98,6 +98,10 @@ def offsets(b: dict[Any, list[Any]]) -> dict[int, list[int]]:
     return {tp.partition: [r.offset for r in recs] for tp, recs in b.items()}
 
 
+def values(b: dict[Any, list[Any]]) -> list[bytes]:
+    return [r.value for recs in b.values() for r in recs]
+
+
 def test_records_read_ahead_come_first_and_none_is_skipped_or_read_twice(topics: Topics) -> None:
     c = consumer(topics)
     try:
@@ -198,7 +202,7 @@ def test_at_end_only_once_every_partition_is_read_to_its_high_watermark(topics: 
             got = ahead.poll(200)
             if got:
                 break
-        assert [r.value for recs in got.values() for r in recs] == [b"late"]
+        assert values(got) == [b"late"]
         assert ahead.at_end()
     finally:
         c.close(autocommit=False)
@@ -240,7 +244,7 @@ def plain_consumer(broker: Any, topic: str, **fetch: int) -> Any:
 def poll_until(ahead: ReadAhead, n: int) -> list[bytes]:
     got: list[bytes] = []
     for _ in range(100):
-        got += [r.value for recs in ahead.poll(500).values() for r in recs]
+        got += values(ahead.poll(500))
         if len(got) >= n:
             break
     return got
@@ -259,7 +263,7 @@ def test_a_caught_up_poll_that_finds_records_buffered_sends_no_fetch_with_them(b
         produce(broker.bootstrap, t.input, [b"b%d" % i for i in range(20)])
         answered(c)
         got = ahead.poll(500)
-        assert [r.value for recs in got.values() for r in recs] == [b"b%d" % i for i in range(20)]
+        assert values(got) == [b"b%d" % i for i in range(20)]
         assert not behind(c._fetcher)
         assert not fetch_sent(c)
         ahead.fetch()  # a read ahead of a caught-up consumer sends none either
@@ -280,7 +284,7 @@ def test_a_poll_behind_the_broker_sends_the_next_fetch_with_its_records(broker: 
         ahead = ReadAhead(c, MAX)
         first = poll_until(ahead, 1)
         answered(c)
-        got = [r.value for recs in ahead.poll(500).values() for r in recs]
+        got = values(ahead.poll(500))
         assert got and behind(c._fetcher)
         assert fetch_sent(c)
         rest = poll_until(ahead, 30 - len(first) - len(got))
