@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from array import array
 from collections import OrderedDict
 from typing import Any, Iterable
 
@@ -27,10 +28,11 @@ import numpy.typing as npt
 from streamvae.config import ThresholdConfig
 from streamvae.core.thresholds import Decision, Threshold
 from streamvae.core.trackers import make_threshold, threshold_from_state
-from streamvae.errors import NotCalibratedError, check
+from streamvae.errors import NotCalibratedError, check, interval
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ThresholdConfig)}
+_NAN = math.nan
 
 
 def _in_order(buf: np.ndarray, n: int) -> np.ndarray:
@@ -51,11 +53,22 @@ class ThresholdBank:
     evicted first (``evicted_`` counts them) and simply starts again from the global
     tracker if it comes back. Per-entity history is a float32 buffer, so memory per
     entity is bounded (scripts/bench_thresholds.py measures 10,000 entities).
+
+    ``hold`` > 0: a score is judged at once but learned only after ``hold`` more windows
+    of its entity came unflagged, and never when one of them is flagged, nor for
+    ``hold`` windows after a flagged one. The pipeline sets it to the number of later
+    windows that share a reading with a window, so no window that shares a reading with a
+    flagged one teaches the thresholds: the edges of a fault score just under the
+    threshold, and learned as peaks they lifted it after every fault until faults went
+    unflagged (the drift test, a failure in CI: SPOT's fleet threshold 171 -> 202 over
+    45 min with 20 faults, 10 of them missed; offline, the same model and feed: 171 ->
+    231, and 169-171 throughout with ``hold`` = 29).
     """
 
     def __init__(self, kind: str = "spot", params: dict[str, Any] | None = None, min_history: int = 500,
                  max_entities: int = 100_000, per_entity: bool = True, entity_params: dict[str, Any] | None = None,
-                 min_history_s: float = 0.0) -> None:
+                 min_history_s: float = 0.0, hold: int = 0) -> None:
+        check("hold", interval(0, 1_000_000, integer=True), hold)
         for key, v in (("min_history", min_history), ("min_history_s", min_history_s), ("max_entities", max_entities)):
             f = _FIELDS[key]  # the rule of [threshold] in a config file
             check(f"threshold.{key}", f.metadata["check"], v, allowed=f.metadata["allowed"])
@@ -78,6 +91,12 @@ class ThresholdBank:
         # one order across both kinds of state, so eviction really takes the oldest
         self._lru: OrderedDict[str, None] = OrderedDict()
         self.evicted_ = 0
+        self.hold = hold
+        # per entity, with hold: [windows still to skip after a flag, its held scores and
+        # their ts, oldest first, as score, ts, score, ts... in C doubles (8 bytes each, ts
+        # NaN for None)]; at most max_entities of them, the first added dropped first
+        self._held: dict[str, list[Any]] = {}
+        self._held_len = 2 * hold
 
     def warm_start(self, scores: Iterable[float]) -> "ThresholdBank":
         """(Re)calibrate the global tracker from normal scores; forget per-entity state."""
@@ -85,6 +104,7 @@ class ThresholdBank:
         self._own.clear()
         self._hist.clear()
         self._lru.clear()
+        self._held.clear()
         return self
 
     recalibrate = warm_start  # a new model: its scores are on a new scale
@@ -102,7 +122,35 @@ class ThresholdBank:
 
     def update(self, entity: str, score: float, ts: float | None = None) -> Decision:
         """Judge ``score`` of ``entity``'s window (ending at event time ``ts``; None: the
-        time span rule is not applied)."""
+        time span rule is not applied); learn from it now, or with ``hold``, later."""
+        if not self.hold:
+            return self._learn(entity, score, ts)
+        own = self._own.get(entity)
+        thr = own.get() if own is not None else None
+        if thr is None:
+            thr = self.global_.get()
+        held = self._held.get(entity)
+        if held is None:
+            held = self._held[entity] = [0, array("d")]
+            if len(self._held) > self.max_entities:  # the first one added goes: it loses at most `hold` scores
+                del self._held[next(iter(self._held))]
+        if thr is not None and score > thr:
+            held[0] = self.hold
+            del held[1][:]
+            return self._learn(entity, score, ts)  # as its tracker learns a flagged score
+        if held[0]:
+            held[0] -= 1
+            return thr, False
+        q = held[1]
+        q.append(score)
+        q.append(_NAN if ts is None else ts)  # NaN passes the time span rule as None does
+        while len(q) > self._held_len:  # (while: a state restored with a longer hold)
+            s0, t0 = q[0], q[1]
+            del q[:2]
+            self._learn(entity, s0, t0)
+        return thr, False
+
+    def _learn(self, entity: str, score: float, ts: float | None) -> Decision:
         own = self._own.get(entity)
         if own is not None:
             self._lru.move_to_end(entity)
@@ -149,11 +197,13 @@ class ThresholdBank:
             "min_history_s": self.min_history_s,
             "max_entities": self.max_entities, "per_entity": self.per_entity, "global": self.global_.to_state(),
             "own": {e: t.to_state() for e, t in self._own.items()},
-            "order": list(self._lru),
+            "order": list(self._lru), "hold": self.hold,
         }
         if hist:
             d["hist"] = {e: {"scores": _in_order(buf, int(m[0])).tolist(), "n": int(m[0]),
                              "first_ts": None if math.isnan(m[1]) else m[1]} for e, (buf, m) in self._hist.items()}
+            d["held"] = {e: {"skip": skip, "scores": [[q[i], None if math.isnan(q[i + 1]) else q[i + 1]]
+                                                      for i in range(0, len(q), 2)]} for e, (skip, q) in self._held.items()}
         return d
 
     def hist_arrays(self) -> dict[str, npt.NDArray[Any]]:
@@ -166,14 +216,25 @@ class ThresholdBank:
                 "hist_n": np.asarray([self._hist[e][1][0] for e in keys], dtype=np.int64),
                 "hist_first": np.asarray([self._hist[e][1][1] for e in keys], dtype=np.float64),
                 "hist_len": np.asarray([len(q) for q in seqs], dtype=np.int64),
-                "hist_scores": np.concatenate(seqs).astype(np.float32) if seqs else np.empty(0, np.float32)}
+                "hist_scores": np.concatenate(seqs).astype(np.float32) if seqs else np.empty(0, np.float32),
+                **self._held_arrays()}
+
+    def _held_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The held scores (see the class doc) as arrays, entity after entity, oldest first."""
+        flat = np.frombuffer(b"".join(h[1].tobytes() for h in self._held.values()), dtype=np.float64)
+        return {"held_keys": np.asarray(list(self._held), dtype=np.str_),
+                "held_skip": np.asarray([h[0] for h in self._held.values()], dtype=np.int64),
+                "held_len": np.asarray([len(h[1]) // 2 for h in self._held.values()], dtype=np.int64),
+                "held_scores": flat[0::2].copy(), "held_ts": flat[1::2].copy()}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any], arrays: dict[str, npt.NDArray[Any]] | None = None) -> "ThresholdBank":
+    def from_state(cls, d: dict[str, Any], arrays: dict[str, npt.NDArray[Any]] | None = None,
+                   hold: int | None = None) -> "ThresholdBank":
         """The bank :meth:`to_state` described; its histories from ``d["hist"]`` or, when
-        saved apart, from ``arrays`` (:meth:`hist_arrays`)."""
+        saved apart, from ``arrays`` (:meth:`hist_arrays`). ``hold``: the caller's, in place
+        of the saved one (a state saved before ``hold`` existed has none)."""
         b = cls(d["kind"], d["params"], d["min_history"], d["max_entities"], d["per_entity"], d["entity_params"],
-                d.get("min_history_s", 0.0))
+                d.get("min_history_s", 0.0), d.get("hold", 0) if hold is None else hold)
         b.global_ = threshold_from_state(d["global"])
         b._own = {e: threshold_from_state(s) for e, s in d["own"].items()}
         hist: list[tuple[str, Any, int, Any]] = []  # (entity, scores oldest first, received, first end)
@@ -192,4 +253,12 @@ class ThresholdBank:
             buf[(n - k + np.arange(k)) % b.min_history] = vals
             b._hist[e] = (buf, [n, math.nan if first is None else float(first)])
         b._lru = OrderedDict.fromkeys(d["order"])
+        held = [(e, h["skip"], h["scores"]) for e, h in d.get("held", {}).items()]
+        if arrays is not None and "held_keys" in arrays:
+            ends = np.cumsum(arrays["held_len"])
+            pairs = list(zip(arrays["held_scores"].tolist(), arrays["held_ts"].tolist()))
+            held += [(str(e), skip, pairs[hi - n : hi]) for e, skip, n, hi in
+                     zip(arrays["held_keys"].tolist(), arrays["held_skip"].tolist(), arrays["held_len"].tolist(), ends.tolist())]
+        for e, skip, scores in held:
+            b._held[e] = [int(skip), array("d", (_NAN if v is None else float(v) for pair in scores for v in pair))]
         return b

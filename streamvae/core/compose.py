@@ -10,6 +10,9 @@ pipeline here, so they run the same detector with the same defaults. Settings le
   and never less than ``episodes.accept_min_s`` of event time (an hour by default);
 - ``records.max_gap`` unset: ``GAP_READINGS`` readings at the interval the model's
   training data were sampled at (no gap rule when the model does not know it).
+
+Derived, not a setting: the thresholds learn a window's score only once the later windows
+that share a reading with it came unflagged (``ThresholdBank``'s ``hold``).
 """
 
 from __future__ import annotations
@@ -82,9 +85,12 @@ def build_pipeline(cfg: Config, det: Detector, warm: npt.ArrayLike | None = None
     default the model's held-out scores)."""
     t = cfg.threshold
     scores = det.heldout_scores_ if warm is None else np.asarray(warm, dtype=np.float64)
-    bank = ThresholdBank(t.kind, t.tracker_params(), min_history=t.min_history, max_entities=t.max_entities,
-                         per_entity=t.per_entity, min_history_s=t.min_history_s).warm_start(scores)
     mc = det.config
+    # the later windows that share a reading with a window: none of them may be flagged
+    # before its score teaches the thresholds (ThresholdBank's hold)
+    hold = -(-mc.window // mc.stride) - 1
+    bank = ThresholdBank(t.kind, t.tracker_params(), min_history=t.min_history, max_entities=t.max_entities,
+                         per_entity=t.per_entity, min_history_s=t.min_history_s, hold=hold).warm_start(scores)
     episodes = EpisodeTracker(**episode_windows(cfg.episodes, mc.window, mc.stride), max_entities=t.max_entities,
                               accept_min_s=cfg.episodes.accept_min_s)
     asm = WindowAssembler(mc.window, mc.stride, mc.n_features, max_gap=max_gap(cfg, mc),

@@ -372,7 +372,7 @@ class StreamPipeline:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Go back to :meth:`state`'s output (taken with this model version)."""
-        self.thresholds = ThresholdBank.from_state(state["bank"], state.get("arrays"))
+        self.thresholds = ThresholdBank.from_state(state["bank"], state.get("arrays"), hold=self.thresholds.hold)
         if self.baselines is not None:
             self.baselines.load_state(state.get("baselines", {}))
         if "episodes" in state:  # (a threshold state written by an older version has none)
