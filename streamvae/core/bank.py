@@ -55,14 +55,15 @@ class ThresholdBank:
     entity is bounded (scripts/bench_thresholds.py measures 10,000 entities).
 
     ``hold`` > 0: a score is judged at once but learned only after ``hold`` more windows
-    of its entity came unflagged, and never when one of them is flagged, nor for
-    ``hold`` windows after a flagged one. The pipeline sets it to the number of later
-    windows that share a reading with a window, so no window that shares a reading with a
-    flagged one teaches the thresholds: the edges of a fault score just under the
-    threshold, and learned as peaks they lifted it after every fault until faults went
-    unflagged (the drift test, a failure in CI: SPOT's fleet threshold 171 -> 202 over
-    45 min with 20 faults, 10 of them missed; offline, the same model and feed: 171 ->
-    231, and 169-171 throughout with ``hold`` = 29).
+    of its entity came unflagged (in runs, ``hold`` at a time: half the calls), and never
+    when one of those is flagged, nor for ``hold`` windows after a flagged one. The
+    pipeline sets it to the number of later windows that share a reading with a window,
+    so no window that shares a reading with a flagged one teaches the thresholds: the
+    edges of a fault score just under the threshold, and learned as peaks they lifted it
+    after every fault until faults went unflagged (the drift test, a failure in CI:
+    SPOT's fleet threshold 171 -> 202 over 45 min with 20 faults, 10 of them missed;
+    offline, the same model and feed: 171 -> 231, and 169-171 throughout with ``hold``
+    = 29). Memory: at most ``4 hold`` doubles an entity.
     """
 
     def __init__(self, kind: str = "spot", params: dict[str, Any] | None = None, min_history: int = 500,
@@ -97,6 +98,7 @@ class ThresholdBank:
         # NaN for None)]; at most max_entities of them, the first added dropped first
         self._held: dict[str, list[Any]] = {}
         self._held_len = 2 * hold
+        self._held_run = 4 * hold
 
     def warm_start(self, scores: Iterable[float]) -> "ThresholdBank":
         """(Re)calibrate the global tracker from normal scores; forget per-entity state."""
@@ -125,30 +127,43 @@ class ThresholdBank:
         time span rule is not applied); learn from it now, or with ``hold``, later."""
         if not self.hold:
             return self._learn(entity, score, ts)
-        own = self._own.get(entity)
+        own = self._own.get(entity) if self._own else None
         thr = own.get() if own is not None else None
         if thr is None:
             thr = self.global_.get()
         held = self._held.get(entity)
         if held is None:
             held = self._held[entity] = [0, array("d")]
-            if len(self._held) > self.max_entities:  # the first one added goes: it loses at most `hold` scores
+            if len(self._held) > self.max_entities:  # the first one added goes, with at most 2 hold scores
                 del self._held[next(iter(self._held))]
+        q = held[1]
         if thr is not None and score > thr:
+            self._release(entity, q, len(q) - self._held_len)  # those already `hold` windows old
+            del q[:]
             held[0] = self.hold
-            del held[1][:]
             return self._learn(entity, score, ts)  # as its tracker learns a flagged score
         if held[0]:
             held[0] -= 1
             return thr, False
-        q = held[1]
         q.append(score)
         q.append(_NAN if ts is None else ts)  # NaN passes the time span rule as None does
-        while len(q) > self._held_len:  # (while: a state restored with a longer hold)
-            s0, t0 = q[0], q[1]
-            del q[:2]
-            self._learn(entity, s0, t0)
+        if len(q) >= self._held_run:
+            self._release(entity, q, len(q) - self._held_len)
         return thr, False
+
+    def _release(self, entity: str, q: "array[float]", k: int) -> None:
+        """Learn the oldest ``k`` // 2 held scores of ``entity`` (``q``: score, ts, ...)."""
+        if k <= 0:
+            return
+        if not self.per_entity:  # the global tracker alone: no time span rule, no history
+            update = self.global_.update
+            for x in q[0:k:2]:
+                update(x)
+        else:
+            learn = self._learn
+            for i in range(0, k, 2):
+                learn(entity, q[i], q[i + 1])
+        del q[:k]
 
     def _learn(self, entity: str, score: float, ts: float | None) -> Decision:
         own = self._own.get(entity)

@@ -43,26 +43,27 @@ def learned(bank: ThresholdBank) -> float:
 def test_a_score_is_learned_only_after_hold_more_unflagged_windows_of_its_entity() -> None:
     bank = spot(hold=3)
     n0 = learned(bank)
-    decisions = [bank.update("a", 0.1, float(t)) for t in range(3)]
+    decisions = [bank.update("a", 0.1, float(t)) for t in range(5)]
     assert learned(bank) == n0 and all(d == (bank.get(), False) for d in decisions)
-    bank.update("b", 0.1, 3.0)  # another entity's window does not release a's
+    bank.update("b", 0.1, 5.0)  # another entity's window does not release a's
     assert learned(bank) == n0
-    bank.update("a", 0.1, 4.0)
-    assert learned(bank) == n0 + 1
+    bank.update("a", 0.1, 6.0)  # 6 held: the oldest 3 have 3 later windows each, and are learned in a run
+    assert learned(bank) == n0 + 3
 
 
 def test_a_flag_drops_the_held_scores_and_the_next_hold_windows() -> None:
     bank = spot(hold=3)
     n0 = learned(bank)
-    for t in range(3):
+    for t in range(5):
         bank.update("a", 0.1, float(t))
-    thr, flagged = bank.update("a", 50.0, 3.0)
+    thr, flagged = bank.update("a", 50.0, 5.0)
     assert flagged and thr == bank.get()
-    for t in range(4, 10):  # 3 skipped, then 3 held
+    assert learned(bank) == n0 + 2  # the 2 oldest had their 3 later windows unflagged; the 3 newest are dropped
+    for t in range(6, 14):  # 3 skipped, then 5 held
         assert bank.update("a", 0.1, float(t)) == (bank.get(), False)
-    assert learned(bank) == n0
-    bank.update("a", 0.1, 10.0)
-    assert learned(bank) == n0 + 1
+    assert learned(bank) == n0 + 2
+    bank.update("a", 0.1, 14.0)
+    assert learned(bank) == n0 + 5
 
 
 @pytest.mark.parametrize("seed", range(4))
