@@ -112,7 +112,7 @@ class ThresholdBank:
     recalibrate = warm_start  # a new model: its scores are on a new scale
 
     def get(self, entity: str | None = None) -> float | None:
-        own = self._own.get(entity) if entity is not None else None
+        own = self._own.get(entity) if entity is not None and self._own else None
         v = own.get() if own is not None else None
         return v if v is not None else self.global_.get()
 
@@ -127,10 +127,7 @@ class ThresholdBank:
         time span rule is not applied); learn from it now, or with ``hold``, later."""
         if not self.hold:
             return self._learn(entity, score, ts)
-        own = self._own.get(entity) if self._own else None
-        thr = own.get() if own is not None else None
-        if thr is None:
-            thr = self.global_.get()
+        thr = self.get(entity)
         held = self._held.get(entity)
         if held is None:
             held = self._held[entity] = [0, array("d")]
