@@ -52,14 +52,14 @@ def flag_rates(seed: int, older: int) -> list[float]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_recalibrated_threshold_holds_its_rate_at_every_phase_of_a_load_cycle(seed: int) -> None:
     rates = flag_rates(seed, OLDER)
-    assert max(rates) <= 4.0, rates  # measured 1.7-2.7 at the worst phase of each seed
+    assert max(rates) <= 4.0, rates  # measured 1.8-2.7 at the worst phase of each seed
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_newest_windows_alone_flag_the_high_part_of_the_cycle(seed: int) -> None:
     # what the older windows are for: without them the swap at the trough flags the crest
     rates = flag_rates(seed, 0)
-    assert max(rates) >= 50.0, rates  # measured 76-156
+    assert max(rates) >= 50.0, rates  # measured 115-156 at the worst phase of each seed
 
 
 def test_older_windows_are_one_in_stride_of_those_before_the_newest() -> None:
