@@ -97,8 +97,6 @@ class ThresholdBank:
         # their ts, oldest first, as score, ts, score, ts... in C doubles (8 bytes each, ts
         # NaN for None)]; at most max_entities of them, the first added dropped first
         self._held: dict[str, list[Any]] = {}
-        self._held_len = 2 * hold
-        self._held_run = 4 * hold
 
     def warm_start(self, scores: Iterable[float]) -> "ThresholdBank":
         """(Re)calibrate the global tracker from normal scores; forget per-entity state."""
@@ -135,7 +133,7 @@ class ThresholdBank:
                 del self._held[next(iter(self._held))]
         q = held[1]
         if thr is not None and score > thr:
-            self._release(entity, q, len(q) - self._held_len)  # those already `hold` windows old
+            self._release(entity, q, len(q) - 2 * self.hold)  # those already `hold` windows old (2 doubles each)
             del q[:]
             held[0] = self.hold
             return self._learn(entity, score, ts)  # as its tracker learns a flagged score
@@ -144,8 +142,8 @@ class ThresholdBank:
             return thr, False
         q.append(score)
         q.append(_NAN if ts is None else ts)  # NaN passes the time span rule as None does
-        if len(q) >= self._held_run:
-            self._release(entity, q, len(q) - self._held_len)
+        if len(q) >= 4 * self.hold:  # 2 hold scores held: learn the older hold of them
+            self._release(entity, q, len(q) - 2 * self.hold)
         return thr, False
 
     def _release(self, entity: str, q: "array[float]", k: int) -> None:
