@@ -10,7 +10,7 @@ batch completed are scored in ONE model call; then, in order, each score meets i
 entity's threshold tracker and the episode state machine.
 
 The model is called without detail (scores only); the features behind each flagged
-window come from a second call on the flagged windows alone.
+window an alert may name (``Naming``) come from a second call on those windows alone.
 
 A big batch (``overlap`` or more readings, by default 512: streamvae/core/parts.py) is
 scored in several model calls instead, on a worker thread: each part goes to the worker
@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.core.baseline import NORMAL_SHARE, Baselines
-from streamvae.core.episodes import Alert, EpisodeTracker
+from streamvae.core.episodes import Alert, EpisodeTracker, Naming
 from streamvae.core.rules import SensorRules
 from streamvae.core.parts import FIRST_PART, MAX_PART, OVERLAP, rest_parts
 from streamvae.core.scoring import Scorer, finite_or_worst
@@ -72,7 +72,7 @@ class ScoredWindow:
     score: float
     threshold: float | None
     flagged: bool
-    shares: npt.NDArray[np.float32] | None  # (F,) for a flagged window, else None (never computed)
+    shares: npt.NDArray[np.float32] | None  # (F,) for a flagged window an alert may name, else None
 
 
 @dataclass
@@ -202,6 +202,7 @@ class StreamPipeline:
         verdicts: list[tuple[float | None, bool]] = []
         shares: dict[int, npt.NDArray[np.float32]] = {}
         pending = deque(out for _, out in parts)
+        naming = Naming(self.episodes)
 
         def judge_next() -> None:
             nonlocal idle
@@ -210,7 +211,7 @@ class StreamPipeline:
                 idle(result.rejected)
                 idle = None
             part = finite_or_worst((out.result() if isinstance(out, Future) else out).score).tolist()
-            self._judge(done, part, x, broken, scores, verdicts, shares)
+            self._judge(done, part, x, broken, scores, verdicts, shares, naming)
 
         # 3 episodes, in arrival order, each window as soon as its part is judged (steps 1
         # and 2); a change that persisted may become the new normal
@@ -250,21 +251,22 @@ class StreamPipeline:
 
     def _judge(self, done: list[Window], part: list[float], x: npt.NDArray[np.float32],
                broken: list[tuple[str, int] | None] | None, scores: list[float],
-               verdicts: list[tuple[float | None, bool]], shares: dict[int, npt.NDArray[np.float32]]) -> None:
+               verdicts: list[tuple[float | None, bool]], shares: dict[int, npt.NDArray[np.float32]],
+               naming: Naming) -> None:
         """Steps 1 and 2 for the next part's windows (``part``: their scores): 1 each score
         meets its entity's threshold, window by window; 2 the features behind each flagged
-        window, from a second, small model call."""
-        update, get = self.thresholds.update, self.thresholds.get
+        window an alert may name (see ``Naming``), from a second, small model call."""
+        update, get, named = self.thresholds.update, self.thresholds.get, naming.named
         flagged_at: list[int] = []
         for j, s in enumerate(part, len(scores)):
             w = done[j]
             if broken is not None and broken[j] is not None:
-                # a rule flags it; like any flagged window it does not move the threshold
-                verdicts.append((get(w.entity), True))
+                verdicts.append((get(w.entity), True))  # a rule flags it (and names the feature); no threshold move
+                named(w.entity, True)
             else:
                 verdict = update(w.entity, s, w.end_ts)
                 verdicts.append(verdict)
-                if verdict[1]:
+                if named(w.entity, verdict[1]):
                     flagged_at.append(j)
         scores.extend(part)
         for i in range(0, len(flagged_at), MAX_PART):

@@ -11,7 +11,7 @@ from typing import Iterable
 
 import pytest
 
-from streamvae.core.episodes import Alert, EpisodeTracker, stable_id
+from streamvae.core.episodes import Alert, EpisodeTracker, Naming, stable_id
 from streamvae.errors import ConfigError
 
 FEATURES = (("pressure", 0.71), ("temp", 0.2))
@@ -203,3 +203,27 @@ def test_an_episode_is_due_for_acceptance_after_its_windows_and_its_event_time()
     never = EpisodeTracker(open_after=1, close_after=10, accept_after=0)
     feed(never, "r", run(range(0, 1000), True))
     assert not never.due("r")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_naming_names_exactly_the_flags_that_open_or_continue_an_episode(seed: int) -> None:
+    # Random verdicts for 3 entities, interleaved, cut into batches (a Naming per batch,
+    # as the pipeline makes one per batch), with a model swap (rejudge) between some: a
+    # window is named exactly when the tracker, having seen it, has its episode open (it
+    # opened it or came while it was open), so an alert never lacks the features it names.
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tr = EpisodeTracker(open_after=int(rng.integers(1, 4)), close_after=int(rng.integers(1, 5)), update_every=2)
+    naming, t = Naming(tr), 0.0
+    for i in range(3000):
+        if rng.random() < 0.05:  # a new batch
+            naming = Naming(tr)
+            if rng.random() < 0.3:
+                tr.rejudge()
+        entity = f"p{int(rng.integers(3))}"
+        flagged = bool(rng.random() < 0.45)
+        named = naming.named(entity, flagged)
+        t += 1.0
+        tr.observe(entity, t - 10, t, 2.0 if flagged else 0.0, 1.0, flagged, FEATURES if named else (), "v1")
+        assert named == (flagged and tr.is_open(entity)), (i, entity, flagged)
