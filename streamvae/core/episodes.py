@@ -301,7 +301,6 @@ def _state_from(d: dict[str, Any]) -> _State:
                   tuple((str(n), float(v)) for n, v in d["top"]), str(d["reason"]), bool(d["rejudge"]))
 
 
-
 class Naming:
     """Which flagged windows of a batch an alert may name the features of, decided from
     the verdicts as they come, before the tracker sees them: the window that opens an
