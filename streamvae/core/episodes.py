@@ -85,6 +85,9 @@ class Alert:
         return d
 
 
+OPENS, GOES_ON, CLOSES = "opens", "goes on", "closes"  # what one verdict does to an episode (_State.advance)
+
+
 @dataclass(slots=True)
 class _State:
     streak: int = 0  # consecutive flagged windows
@@ -99,6 +102,23 @@ class _State:
     top: tuple[tuple[str, float], ...] = field(default=())
     reason: str = "score"
     rejudge: bool = False
+
+    def advance(self, flagged: bool, open_after: int, close_after: int) -> str:
+        """The run counters' move on one verdict, and what it does to the episode: OPENS
+        (the ``open_after``-th flag in a row, none open), GOES_ON (a flag while one is
+        open), CLOSES (the ``close_after``-th quiet window in a row, or the first after a
+        rejudge), or "" (nothing). Opening and closing themselves are the caller's."""
+        if flagged:
+            self.streak += 1
+            if self.episode_id is None:
+                return OPENS if self.streak >= open_after else ""
+            self.quiet, self.rejudge = 0, False
+            return GOES_ON
+        self.streak = 0
+        if self.episode_id is None:
+            return ""
+        self.quiet += 1
+        return CLOSES if self.rejudge or self.quiet >= close_after else ""
 
 
 def _count(name: str, v: Any, low: int) -> int:
@@ -179,20 +199,16 @@ class EpisodeTracker:
         if st.episode_id is not None:
             st.lasted += 1
             st.since_emit += 1
-        if flagged:
-            st.streak += 1
-            if st.episode_id is None:
-                if st.streak < self.open_after:
-                    return []
-                st.episode_id = stable_id(entity, window_end, model_version)
-                st.quiet = st.since_emit = st.lasted = 0
-                st.opened_at = window_end
-                st.peak = st.peak_emitted = score
-                st.top = tuple(features)
-                st.reason = reason
-                return [alert("open")]
-            st.quiet = 0
-            st.rejudge = False
+        move = st.advance(flagged, self.open_after, self.close_after)
+        if move == OPENS:
+            st.episode_id = stable_id(entity, window_end, model_version)
+            st.quiet = st.since_emit = st.lasted = 0
+            st.opened_at = window_end
+            st.peak = st.peak_emitted = score
+            st.top = tuple(features)
+            st.reason = reason
+            return [alert("open")]
+        if move == GOES_ON:
             if score > st.peak:
                 st.peak = score
                 st.top = tuple(features)
@@ -201,15 +217,12 @@ class EpisodeTracker:
                 st.peak_emitted = st.peak
                 return [alert("update")]
             return []
-        st.streak = 0
-        if st.episode_id is None:
-            del self._state[entity]
-            return []
-        st.quiet += 1
-        if st.rejudge or st.quiet >= self.close_after:
+        if move == CLOSES:
             a = alert("close", "rejudged" if st.rejudge else "quiet")
             del self._state[entity]
             return [a]
+        if not flagged and st.episode_id is None:  # nothing to remember for a quiet entity
+            del self._state[entity]
         return []
 
     def due(self, entity: str) -> bool:
@@ -307,11 +320,11 @@ class Naming:
     episode (its entity's ``open_after``-th flagged window in a row) and every flagged
     window while one is open (a new peak, an update). A flag that opens nothing (a short
     run, as most flags a threshold raises on normal data) is never named, so the pipeline
-    skips its features, a second model call of ~0.5 ms for up to 16 windows. It follows
-    ``EpisodeTracker.observe``'s rules for opening and closing, so a change to those must
-    change it too: tests/unit/core/test_episodes.py checks that it names exactly the
-    flags the tracker then has open, test_pipeline.py that the alerts are the same as
-    with every flag's features. (A state the tracker evicted had no episode: its streak
+    skips its features, a second model call of ~0.5 ms for up to 16 windows. It runs the
+    tracker's own rules (``_State.advance``) on a copy of each entity's run counters:
+    tests/unit/core/test_episodes.py checks that it names exactly the flags the tracker
+    then has open, test_pipeline.py that the alerts are the same as with every flag's
+    features. (A state the tracker evicted had no episode: its streak
     lives on here, so a window may be named that did not need to be.)
 
     >>> n = Naming(EpisodeTracker(open_after=2, close_after=2))
@@ -332,15 +345,9 @@ class Naming:
             st = self.tracker._state.get(entity)
             run = self.runs[entity] = _State() if st is None else _State(
                 st.streak, st.episode_id, st.quiet, rejudge=st.rejudge)
-        if flagged:
-            run.streak += 1
-            if run.episode_id is None and run.streak >= self.tracker.open_after:
-                run.episode_id = "open"
-            run.quiet, run.rejudge = 0, False
-            return run.episode_id is not None
-        run.streak = 0
-        if run.episode_id is not None:
-            run.quiet += 1
-            if run.rejudge or run.quiet >= self.tracker.close_after:
-                run.episode_id = None
-        return False
+        move = run.advance(flagged, self.tracker.open_after, self.tracker.close_after)
+        if move == OPENS:  # as observe opens (any id will do here) and closes (the state goes)
+            run.episode_id = "open"
+        elif move == CLOSES:
+            self.runs[entity] = _State()
+        return move in (OPENS, GOES_ON)

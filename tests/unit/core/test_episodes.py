@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+import numpy as np
 import pytest
 
 from streamvae.core.episodes import Alert, EpisodeTracker, Naming, stable_id
@@ -211,8 +212,6 @@ def test_naming_names_exactly_the_flags_that_open_or_continue_an_episode(seed: i
     # as the pipeline makes one per batch), with a model swap (rejudge) between some: a
     # window is named exactly when the tracker, having seen it, has its episode open (it
     # opened it or came while it was open), so an alert never lacks the features it names.
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     tr = EpisodeTracker(open_after=int(rng.integers(1, 4)), close_after=int(rng.integers(1, 5)), update_every=2)
     naming, t = Naming(tr), 0.0
