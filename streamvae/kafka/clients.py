@@ -29,7 +29,7 @@ __all__ = ["KafkaError", "OffsetAndMetadata", "ProducerFencedError", "RedactSecr
 
 from streamvae.config import GroupConfig, KafkaConfig
 from streamvae.errors import KafkaAccessError
-from streamvae.kafka import fastrecords, stall
+from streamvae.kafka import fastrecords, rejoin, stall
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,7 @@ def make_consumer(k: KafkaConfig, g: GroupConfig, topics: Iterable[str] = (), li
     check_access(k)
     fastrecords.install()  # records read in C where the extension was built
     stall.install()
+    rejoin.install()
     c = KafkaConsumer(
         group_instance_id=instance_id,
         isolation_level=isolation(g),
