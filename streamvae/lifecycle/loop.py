@@ -71,11 +71,9 @@ class TrainingSet:
     anomalies: npt.NDArray[np.float32]
 
 
-def unflagged(res: BatchResult) -> tuple[list[float], list[int]]:
-    """The scores of the windows the pipeline did not flag, in stream order, and their
-    ``end_index`` (which of them the drift detector tests, see lifecycle/trigger.py)."""
-    kept = [s for s in res.scored if not s.flagged]
-    return [s.score for s in kept], [s.end_index for s in kept]
+def unflagged_scores(res: BatchResult) -> list[float]:
+    """The scores of the windows the pipeline did not flag, in stream order."""
+    return [s.score for s in res.scored if not s.flagged]
 
 
 class Lifecycle:
@@ -114,7 +112,7 @@ class Lifecycle:
         if self.trigger is not None:
             if normal:
                 self.trigger.windows_added(len(normal), self.buffer.counts_.fleet_shift - fleet)
-            self.trigger.observe_scores(*unflagged(res))
+            self.trigger.observe_scores(unflagged_scores(res))
             if self.trigger.watching:
                 self.trigger.observe_new_model(s.score for s in res.scored)
         if self.recent is not None:

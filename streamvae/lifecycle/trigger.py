@@ -26,21 +26,6 @@ standardised on a reference taken from the first ``warmup`` normal scores of eac
 (median and MAD, robust to the odd high score) and clipped to +/- ``clip`` before river's
 ADWIN or Page-Hinkley sees them.
 
-The detector tests 1 normal window in ``drift_every`` per entity (``retrain.sample_every``,
-the buffer's thinning, by the window's ``end_index``); the reference takes them all.
-Consecutive windows of one entity share W - 1 of their W readings, so their scores are
-nearly one value repeated, and ADWIN's cut test assumes independent values: fed every
-window, it fired on a stable plant (a retrain before the drift in each of 16 runs of
-tests/integration/test_retrain_drift.py, 2026-12-07). scripts/eval_drift_trigger.py
-feeds that test's plant, scored by its first model, the 30 min before the drift in 10
-orders (time order from 4 starting points; a backlog of 3 partitions read 8, 100 or 1,000
-records of one at a time, 2 draws each), then the 30 min of the drift part: fed every
-window, ADWIN reported drift before the drift in 7 of 10; fed 1 in 10, in 2, and it
-caught the move 351-521 s into its 900 s ramp in the other 8 (every window, where it did
-not fire early: 250 s). Thinning does not cure the 2: a backlog read 1,000 records of a
-partition at a time gives a reference of a few pumps, and the next partition's pumps,
-scored a little higher by this model, read as a rise.
-
 Examples
 --------
 >>> trig = RetrainTrigger(after_windows=100, min_interval=60.0, drift="none", min_windows=10)
@@ -120,10 +105,9 @@ class ScoreDrift:
         self.n_ = 0
         self.detected_: str | None = None
 
-    def update(self, score: float, test: bool = True) -> bool:
+    def update(self, score: float) -> bool:
         """Feed one normal window's score; True when drift is detected (then it stays
-        latched in ``detected_`` until :meth:`reset`). ``test`` False: the score may go
-        to the reference, never to the detector."""
+        latched in ``detected_`` until :meth:`reset`)."""
         if not math.isfinite(score):
             return False
         if self.center_ is None:
@@ -134,8 +118,6 @@ class ScoreDrift:
                 mad = float(np.median(np.abs(ref - self.center_)))
                 self.scale_ = max(1.4826 * mad, 1e-9 * max(1.0, abs(self.center_)))
                 self._ref = []
-            return False
-        if not test:
             return False
         assert self.scale_ is not None
         z = min(self.clip, max(-self.clip, (score - self.center_) / self.scale_))
@@ -220,8 +202,6 @@ class RetrainTrigger:
     drift : ``adwin``, ``page_hinkley`` or ``none``: a :class:`ScoreDrift` on the scores
         of normal windows.
     drift_delta : see :class:`ScoreDrift`.
-    drift_every : the drift detector tests 1 normal window in this many per entity (see
-        the module doc; ``retrain.sample_every`` in :meth:`from_config`).
     min_interval : seconds between the start of one retrain and the next.
     min_windows : buffered windows needed before any retrain.
     start : time the trigger starts counting from (the schedule's origin; None: the
@@ -241,7 +221,7 @@ class RetrainTrigger:
 
     def __init__(self, schedule: float = 0.0, after_windows: int = 0, drift: str = "adwin", drift_delta: float = 0.002,
                  min_interval: float = 600.0, min_windows: int = 1000, start: float | None = None,
-                 drift_warmup: int = 1000, behind_share: float = BEHIND_SHARE, drift_every: int = 1) -> None:
+                 drift_warmup: int = 1000, behind_share: float = BEHIND_SHARE) -> None:
         if drift not in DRIFT_KINDS:
             raise ConfigError(f"retrain.drift must be one of {', '.join(DRIFT_KINDS)}; got {drift!r}")
         for key, v in (("schedule", schedule), ("min_interval", min_interval)):
@@ -255,7 +235,6 @@ class RetrainTrigger:
         self.min_interval = float(min_interval)
         self.min_windows = min_windows
         self.detector_ = None if drift == "none" else ScoreDrift(drift, drift_delta, warmup=drift_warmup)
-        self.drift_every = drift_every
         self.new_windows_ = 0
         self.running_ = False
         self.last_start_: float | None = None
@@ -272,8 +251,7 @@ class RetrainTrigger:
     @classmethod
     def from_config(cls, cfg: Any, start: float | None = None) -> "RetrainTrigger":
         """From a ``RetrainConfig`` (the ``[retrain]`` section)."""
-        return cls(cfg.schedule, cfg.after_windows, cfg.drift, cfg.drift_delta, cfg.min_interval, cfg.min_windows, start,
-                   drift_every=cfg.sample_every)
+        return cls(cfg.schedule, cfg.after_windows, cfg.drift, cfg.drift_delta, cfg.min_interval, cfg.min_windows, start)
 
     def windows_added(self, n: int, fleet: int = 0) -> None:
         """``n`` new buffered windows, of which ``fleet`` were sampled while most of the
@@ -282,18 +260,12 @@ class RetrainTrigger:
         self.fleet_windows_ += fleet
         self.since_start_ += n
 
-    def observe_scores(self, scores: Iterable[float], ends: Iterable[int] | None = None) -> None:
-        """Scores of normal windows (higher = more anomalous), in stream order; ``ends``:
-        each window's ``end_index``, which picks the 1 in ``drift_every`` per entity that
-        the detector tests (None: it tests every score)."""
+    def observe_scores(self, scores: Iterable[float]) -> None:
+        """Scores of normal windows (higher = more anomalous), in stream order."""
         if self.detector_ is None:
             return
-        if ends is None:
-            for s in scores:
-                self.detector_.update(float(s))
-            return
-        for s, end in zip(scores, ends, strict=True):
-            self.detector_.update(float(s), test=end % self.drift_every == 0)
+        for s in scores:
+            self.detector_.update(float(s))
 
     def due(self, now: float, buffered: int | None = None) -> str | None:
         """The reason a retrain should start now, or None."""

@@ -144,17 +144,3 @@ def test_a_drift_state_of_another_kind_or_damaged_restarts_the_detector() -> Non
     back = ScoreDrift("adwin", warmup=20)
     back.restore(damaged)  # the reference survives, river's window restarts
     assert back.center_ == adwin.center_ and back.n_ == adwin.n_ and back.detector_.width == 0
-
-
-def test_the_lifecycle_tests_one_normal_window_in_sample_every_for_drift() -> None:
-    """Every unflagged score goes to the drift reference (its first 1,000), and after it
-    ADWIN tests those whose window's end_index is a multiple of ``sample_every``."""
-    lc = Lifecycle(RetrainConfig(sample_every=5, drift="adwin", after_windows=0, min_interval=0.0, min_windows=50), W, F)
-    ends: list[int] = []
-    for res in batches():
-        lc.observe(res)
-        ends += [s.end_index for s in res.scored if not s.flagged]
-    assert lc.trigger is not None and lc.trigger.detector_ is not None
-    d = lc.trigger.detector_
-    assert d.center_ is not None and len(ends) > 2000
-    assert d.n_ == sum(1 for e in ends[1000:] if e % 5 == 0)
