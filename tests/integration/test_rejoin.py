@@ -14,7 +14,7 @@ never read.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
@@ -30,8 +30,8 @@ POLL_MS, POLLING_S = 200, 6.0  # the daemon's poll_timeout_ms; how long the cons
 
 
 @pytest.fixture
-def topics(broker: Any) -> Iterator[Topics]:
-    yield Topics(broker.bootstrap, partitions=1, prefix="rejoin-")
+def topics(broker: Any) -> Topics:
+    return Topics(broker.bootstrap, partitions=1, prefix="rejoin-")
 
 
 def wait_for(what: str, done: Any, timeout: float = 30.0) -> None:
